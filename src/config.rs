@@ -1,0 +1,511 @@
+//! Configuration: read once from the environment (and an optional `.env` file), validated in one
+//! place, then passed around as a value. Nothing reads the environment after start-up.
+//!
+//! Every problem found is reported at once, each naming its variable; secret values never appear in
+//! `Debug` output or in error messages.
+
+mod limits;
+mod source;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+pub use limits::Limits;
+use source::Source;
+
+/// The deployment a process belongs to. `staging` follows the same rules as `production`: both are
+/// deployed environments that must not run on local stand-ins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Staging,
+    Production,
+}
+
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Development => "development",
+            Environment::Staging => "staging",
+            Environment::Production => "production",
+        }
+    }
+
+    /// Staging and production: real services required, no generated secrets.
+    pub fn is_deployed(self) -> bool {
+        !matches!(self, Environment::Development)
+    }
+}
+
+/// The minimum length of `JWT_SECRET`, in bytes (HS256 wants at least its output size).
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// The whole configuration of one process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// ENVIRONMENT: development (default), staging or production.
+    pub environment: Environment,
+    /// HOST: the address the HTTP listener binds (default 127.0.0.1).
+    pub host: IpAddr,
+    /// PORT: the HTTP listener's port (default 8000).
+    pub port: u16,
+    /// AIDE_DATA_DIR: local state (managed database, local storage, outbox, generated secrets);
+    /// default `./aide-data`.
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    /// JWT_SECRET: the HS256 key for session tokens. In development it may be left unset, and a
+    /// random one is generated and kept in the data folder (see [`crate::secrets`]).
+    pub jwt_secret: Option<SecretString>,
+    /// APP_URL: where people reach the app (default `http://{HOST}:{PORT}`). Sign-in links point here.
+    pub app_url: Url,
+    /// PUBLIC_URL: the origin published pages are served from (default APP_URL). A separate origin
+    /// keeps user-written pages away from the app's cookies.
+    pub public_url: Url,
+    pub storage: StorageConfig,
+    pub email: EmailConfig,
+    /// STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET, STRIPE_PRICE_ID: all three or none. Without them
+    /// billing is off.
+    pub stripe: Option<StripeConfig>,
+    /// SLACK_WEBHOOK: incoming-webhook URL for operational alerts (optional).
+    pub slack_webhook: Option<SecretString>,
+    /// SENTRY_DSN: error reporting (optional).
+    pub sentry_dsn: Option<SecretString>,
+    pub limits: Limits,
+}
+
+/// Where the database is.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// DATABASE_URL: the server's login role (aide_app). Unset in development: a private
+    /// PostgreSQL cluster is started under AIDE_DATA_DIR.
+    pub url: Option<SecretString>,
+    /// DATABASE_ADMIN_URL: a role that may create roles and owns the database, used only to run
+    /// migrations. Defaults to DATABASE_URL.
+    pub admin_url: Option<SecretString>,
+    /// DATABASE_MAX_CONNECTIONS: the pool size (default 10).
+    pub max_connections: u32,
+    /// PG_BINDIR: the folder holding the PostgreSQL server binaries for the managed cluster.
+    /// Found automatically when unset (`pg_config --bindir`, then /usr/lib/postgresql/*/bin).
+    pub pg_bindir: Option<PathBuf>,
+}
+
+/// Object storage for page files.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// R2_WORKSPACE_BUCKET: private drafts (default aide-workspaces).
+    pub workspace_bucket: String,
+    /// R2_PUBLISHED_BUCKET: published snapshots (default aide-published).
+    pub published_bucket: String,
+    /// R2_ENDPOINT, R2_ACCESS_KEY, R2_SECRET_KEY: all three for S3-compatible storage (Cloudflare
+    /// R2, AWS S3, MinIO); none for a local folder under AIDE_DATA_DIR (development only).
+    pub r2: Option<R2Config>,
+}
+
+#[derive(Debug, Clone)]
+pub struct R2Config {
+    pub endpoint: Url,
+    pub access_key: String,
+    pub secret_key: SecretString,
+}
+
+/// Outgoing email.
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    /// EMAIL_FROM: the sender, such as `AIde <login@example.com>`. Required with Resend.
+    pub from: String,
+    /// RESEND_API_KEY: send through Resend; unset, emails are written to a local outbox folder and
+    /// the sign-in link is logged (development only).
+    pub resend_api_key: Option<SecretString>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StripeConfig {
+    pub secret_key: SecretString,
+    pub webhook_secret: SecretString,
+    pub price_id: String,
+}
+
+/// Every problem found in the configuration, one line each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for problem in &self.problems {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads the process environment. Call [`load_dotenv`] first to honour a `.env` file.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Builds a configuration from explicit variables: what tests use.
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let vars: HashMap<String, String> = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        let mut src = Source::new(&vars);
+
+        let environment = src
+            .parse_with("ENVIRONMENT", "development", |v| match v {
+                "development" => Ok(Environment::Development),
+                "staging" => Ok(Environment::Staging),
+                "production" => Ok(Environment::Production),
+                _ => Err("must be one of development, staging, production".to_string()),
+            })
+            .unwrap_or(Environment::Development);
+        let host = src
+            .parse_with("HOST", "127.0.0.1", |v| {
+                v.parse::<IpAddr>()
+                    .map_err(|_| "must be an IP address such as 127.0.0.1 or 0.0.0.0".to_string())
+            })
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let port = src
+            .parse_with("PORT", "8000", |v| match v.parse::<u16>() {
+                Ok(p) if p > 0 => Ok(p),
+                _ => Err("must be a port number from 1 to 65535".to_string()),
+            })
+            .unwrap_or(8000);
+        let data_dir = PathBuf::from(src.text("AIDE_DATA_DIR").unwrap_or("./aide-data"));
+
+        let database = DatabaseConfig {
+            url: src.postgres_url("DATABASE_URL"),
+            admin_url: src.postgres_url("DATABASE_ADMIN_URL"),
+            max_connections: src.number("DATABASE_MAX_CONNECTIONS", 10, 1, 1000),
+            pg_bindir: src.text("PG_BINDIR").map(PathBuf::from),
+        };
+
+        let jwt_secret = src.secret("JWT_SECRET");
+        if let Some(secret) = &jwt_secret {
+            let len = secret.expose_secret().len();
+            if len < MIN_JWT_SECRET_BYTES {
+                src.problem(
+                    "JWT_SECRET",
+                    format!(
+                        "is {len} bytes long; it must be at least {MIN_JWT_SECRET_BYTES} (for example the output of `openssl rand -hex 32`)"
+                    ),
+                );
+            }
+        }
+
+        let host_for_url = match host {
+            IpAddr::V4(v4) if v4.is_unspecified() => "localhost".to_string(),
+            IpAddr::V6(v6) if v6.is_unspecified() => "localhost".to_string(),
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        let default_app_url = format!("http://{host_for_url}:{port}");
+        let app_url_set = src.is_set("APP_URL");
+        let app_url = src
+            .http_url("APP_URL", &default_app_url)
+            .or_else(|| Url::parse(&default_app_url).ok());
+        let public_url = match &app_url {
+            Some(app) => src.http_url("PUBLIC_URL", app.as_str()),
+            None => None,
+        };
+
+        let storage = StorageConfig {
+            workspace_bucket: src.bucket("R2_WORKSPACE_BUCKET", "aide-workspaces"),
+            published_bucket: src.bucket("R2_PUBLISHED_BUCKET", "aide-published"),
+            r2: r2_config(&mut src),
+        };
+
+        let resend_api_key = src.secret("RESEND_API_KEY");
+        let email_from = src.text("EMAIL_FROM").map(str::to_string);
+        if let Some(from) = &email_from
+            && !looks_like_sender(from)
+        {
+            src.problem(
+                "EMAIL_FROM",
+                "must be an address such as login@example.com or `AIde <login@example.com>`",
+            );
+        }
+        if resend_api_key.is_some() && email_from.is_none() {
+            src.problem("EMAIL_FROM", "is required when RESEND_API_KEY is set");
+        }
+        let email = EmailConfig {
+            from: email_from.unwrap_or_else(|| "AIde <login@aide.localhost>".to_string()),
+            resend_api_key,
+        };
+
+        let stripe = stripe_config(&mut src);
+        let slack_webhook = src.secret_url("SLACK_WEBHOOK", true);
+        let sentry_dsn = src.secret_url("SENTRY_DSN", false);
+        let limits = Limits::from_source(&mut src);
+
+        if environment.is_deployed() {
+            let env = environment.as_str();
+            if database.url.is_none() {
+                src.problem(
+                    "DATABASE_URL",
+                    format!("is required in {env} (the managed local database is for development)"),
+                );
+            }
+            if jwt_secret.is_none() {
+                src.problem(
+                    "JWT_SECRET",
+                    format!(
+                        "is required in {env}: at least {MIN_JWT_SECRET_BYTES} random bytes, the same on every server"
+                    ),
+                );
+            }
+            if !app_url_set {
+                src.problem("APP_URL", format!("is required in {env}"));
+            } else if app_url.as_ref().is_some_and(|u| u.scheme() != "https") {
+                src.problem("APP_URL", format!("must use https in {env}"));
+            }
+            if storage.r2.is_none() {
+                src.problem(
+                    "R2_ENDPOINT",
+                    format!(
+                        "R2_ENDPOINT, R2_ACCESS_KEY and R2_SECRET_KEY are required in {env}: local file storage is for development"
+                    ),
+                );
+            }
+            if email.resend_api_key.is_none() {
+                src.problem(
+                    "RESEND_API_KEY",
+                    format!("is required in {env}: the local email outbox is for development"),
+                );
+            }
+        }
+
+        let problems = src.into_problems();
+        match (app_url, public_url) {
+            (Some(app_url), Some(public_url)) if problems.is_empty() => Ok(Config {
+                environment,
+                host,
+                port,
+                data_dir,
+                database,
+                jwt_secret,
+                app_url,
+                public_url,
+                storage,
+                email,
+                stripe,
+                slack_webhook,
+                sentry_dsn,
+                limits,
+            }),
+            _ => Err(ConfigError { problems }),
+        }
+    }
+
+    /// The address the HTTP listener binds.
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.host, self.port)
+    }
+
+    /// The effective configuration as `NAME = value` lines, every secret redacted: what
+    /// `aide config check` prints.
+    pub fn redacted_summary(&self) -> Vec<(&'static str, String)> {
+        fn secret(value: &Option<SecretString>) -> String {
+            match value {
+                Some(_) => "(set, redacted)".to_string(),
+                None => "(not set)".to_string(),
+            }
+        }
+        let db_url = |value: &Option<SecretString>, fallback: &str| match value {
+            Some(url) => redact_url(url.expose_secret()),
+            None => fallback.to_string(),
+        };
+        let l = &self.limits;
+        let mut rows = vec![
+            ("ENVIRONMENT", self.environment.as_str().to_string()),
+            ("HOST", self.host.to_string()),
+            ("PORT", self.port.to_string()),
+            ("AIDE_DATA_DIR", self.data_dir.display().to_string()),
+            (
+                "DATABASE_URL",
+                db_url(
+                    &self.database.url,
+                    "(not set: managed local PostgreSQL under AIDE_DATA_DIR)",
+                ),
+            ),
+            (
+                "DATABASE_ADMIN_URL",
+                db_url(&self.database.admin_url, "(not set: same as DATABASE_URL)"),
+            ),
+            (
+                "DATABASE_MAX_CONNECTIONS",
+                self.database.max_connections.to_string(),
+            ),
+            (
+                "PG_BINDIR",
+                match &self.database.pg_bindir {
+                    Some(dir) => dir.display().to_string(),
+                    None => "(not set: found automatically)".to_string(),
+                },
+            ),
+            (
+                "JWT_SECRET",
+                match &self.jwt_secret {
+                    Some(_) => "(set, redacted)".to_string(),
+                    None => "(not set: generated and kept in AIDE_DATA_DIR)".to_string(),
+                },
+            ),
+            ("APP_URL", self.app_url.to_string()),
+            ("PUBLIC_URL", self.public_url.to_string()),
+            (
+                "R2_ENDPOINT",
+                match &self.storage.r2 {
+                    Some(r2) => r2.endpoint.to_string(),
+                    None => "(not set: local folder under AIDE_DATA_DIR)".to_string(),
+                },
+            ),
+            (
+                "R2_ACCESS_KEY",
+                match &self.storage.r2 {
+                    Some(_) => "(set, redacted)".to_string(),
+                    None => "(not set)".to_string(),
+                },
+            ),
+            (
+                "R2_SECRET_KEY",
+                secret(&self.storage.r2.as_ref().map(|r2| r2.secret_key.clone())),
+            ),
+            ("R2_WORKSPACE_BUCKET", self.storage.workspace_bucket.clone()),
+            ("R2_PUBLISHED_BUCKET", self.storage.published_bucket.clone()),
+            (
+                "RESEND_API_KEY",
+                match &self.email.resend_api_key {
+                    Some(_) => "(set, redacted)".to_string(),
+                    None => "(not set: local outbox under AIDE_DATA_DIR)".to_string(),
+                },
+            ),
+            ("EMAIL_FROM", self.email.from.clone()),
+        ];
+        match &self.stripe {
+            Some(stripe) => {
+                rows.push(("STRIPE_SECRET_KEY", "(set, redacted)".to_string()));
+                rows.push(("STRIPE_WEBHOOK_SECRET", "(set, redacted)".to_string()));
+                rows.push(("STRIPE_PRICE_ID", stripe.price_id.clone()));
+            }
+            None => {
+                for name in [
+                    "STRIPE_SECRET_KEY",
+                    "STRIPE_WEBHOOK_SECRET",
+                    "STRIPE_PRICE_ID",
+                ] {
+                    rows.push((name, "(not set: billing disabled)".to_string()));
+                }
+            }
+        }
+        rows.push(("SLACK_WEBHOOK", secret(&self.slack_webhook)));
+        rows.push(("SENTRY_DSN", secret(&self.sentry_dsn)));
+        rows.extend(l.summary());
+        rows
+    }
+}
+
+/// Reads a `.env` file from the working directory when there is one. Variables already set in the
+/// environment win over the file.
+pub fn load_dotenv() -> Result<Option<PathBuf>, String> {
+    match dotenvy::dotenv() {
+        Ok(path) => Ok(Some(path)),
+        Err(e) if e.not_found() => Ok(None),
+        // dotenvy's messages quote the offending line, which may hold a secret: report the
+        // position only.
+        Err(dotenvy::Error::LineParse(_, index)) => Err(format!(
+            ".env could not be parsed near character {index} of a line"
+        )),
+        Err(dotenvy::Error::Io(e)) => Err(format!(".env could not be read: {e}")),
+        Err(_) => Err(".env could not be parsed".to_string()),
+    }
+}
+
+/// A database URL with any password replaced, for printing.
+pub fn redact_url(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                // Only fails for URLs that cannot have a password, which this one has.
+                let _ = url.set_password(Some("REDACTED"));
+            }
+            url.to_string()
+        }
+        Err(_) => "(unparseable, redacted)".to_string(),
+    }
+}
+
+fn looks_like_sender(from: &str) -> bool {
+    let address = match (from.find('<'), from.rfind('>')) {
+        (Some(open), Some(close)) if open < close && close == from.len() - 1 => {
+            &from[open + 1..close]
+        }
+        (None, None) => from,
+        _ => return false,
+    };
+    match address.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !address.chars().any(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+fn r2_config(src: &mut Source<'_>) -> Option<R2Config> {
+    let endpoint = src.http_url_opt("R2_ENDPOINT");
+    let complete = src.all_or_none(&["R2_ENDPOINT", "R2_ACCESS_KEY", "R2_SECRET_KEY"]);
+    if !complete {
+        return None;
+    }
+    Some(R2Config {
+        endpoint: endpoint?,
+        access_key: src.text("R2_ACCESS_KEY")?.to_string(),
+        secret_key: src.secret("R2_SECRET_KEY")?,
+    })
+}
+
+fn stripe_config(src: &mut Source<'_>) -> Option<StripeConfig> {
+    let secret_key = src.secret_with_prefix("STRIPE_SECRET_KEY", &["sk_", "rk_"]);
+    let webhook_secret = src.secret_with_prefix("STRIPE_WEBHOOK_SECRET", &["whsec_"]);
+    let price_id = src.text("STRIPE_PRICE_ID").map(str::to_string);
+    if let Some(price) = &price_id
+        && !price.starts_with("price_")
+    {
+        src.problem("STRIPE_PRICE_ID", "must be a Stripe price id (price_...)");
+    }
+    let complete = src.all_or_none(&[
+        "STRIPE_SECRET_KEY",
+        "STRIPE_WEBHOOK_SECRET",
+        "STRIPE_PRICE_ID",
+    ]);
+    if !complete {
+        return None;
+    }
+    Some(StripeConfig {
+        secret_key: secret_key?,
+        webhook_secret: webhook_secret?,
+        price_id: price_id?,
+    })
+}
+
+#[cfg(test)]
+mod tests;

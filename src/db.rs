@@ -1,0 +1,135 @@
+//! Database access: a connection pool and the two scopes every query runs in.
+//!
+//! The server logs in as `aide_app`, which holds no table privileges and does not inherit those
+//! of its roles. Each transaction starts by switching role and setting the user id, both
+//! transaction-locally, so nothing outlives the transaction on a pooled connection:
+//!
+//! * [`UserTx`] (`user_conn(user_id)` in the specification) runs as `aide_user` with
+//!   `app.user_id` set; row-level security confines it to that user's rows.
+//! * [`SystemTx`] (`system_conn()`) runs as `aide_system` with `app.user_id` empty, for sign-in,
+//!   webhooks and background work; its grants limit what it may touch.
+//!
+//! Repository functions take `&mut UserTx` or `&mut SystemTx`. The pool is private to this module,
+//! so a query outside a scope does not compile, and PostgreSQL refuses it anyway.
+
+pub mod managed;
+pub mod migrate;
+mod scope;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use uuid::Uuid;
+
+pub use scope::{SystemTx, UserTx};
+
+/// The role user-scoped transactions run as.
+pub const USER_ROLE: &str = "aide_user";
+/// The role system-scoped transactions run as.
+pub const SYSTEM_ROLE: &str = "aide_system";
+/// The role the server logs in as.
+pub const LOGIN_ROLE: &str = "aide_app";
+/// The role that owns the schema.
+pub const OWNER_ROLE: &str = "aide_owner";
+
+/// A user's id. A newtype so a user id cannot be passed where an aide id is expected.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(transparent)]
+#[serde(transparent)]
+pub struct UserId(pub Uuid);
+
+impl UserId {
+    pub fn new_random() -> Self {
+        UserId(Uuid::new_v4())
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserId({})", self.0)
+    }
+}
+
+impl FromStr for UserId {
+    type Err = uuid::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(UserId)
+    }
+}
+
+/// The connection pool. Cheap to clone; the only way to reach the database is through
+/// [`Db::user`] and [`Db::system`].
+#[derive(Clone)]
+pub struct Db {
+    pool: PgPool,
+}
+
+impl fmt::Debug for Db {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Db")
+            .field("size", &self.pool.size())
+            .field("idle", &self.pool.num_idle())
+            .finish()
+    }
+}
+
+impl Db {
+    /// Opens a pool and checks that one connection works.
+    pub async fn connect(
+        options: PgConnectOptions,
+        max_connections: u32,
+    ) -> Result<Self, sqlx::Error> {
+        let pool = Self::pool_options(max_connections)
+            .connect_with(options)
+            .await?;
+        Ok(Db { pool })
+    }
+
+    /// A pool that connects on first use: the server starts (and answers `/ready` with 503) even
+    /// while the database is down.
+    pub fn connect_lazy(options: PgConnectOptions, max_connections: u32) -> Self {
+        Db {
+            pool: Self::pool_options(max_connections).connect_lazy_with(options),
+        }
+    }
+
+    fn pool_options(max_connections: u32) -> PgPoolOptions {
+        PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+    }
+
+    /// Begins a transaction confined to `user`'s rows.
+    pub async fn user(&self, user: UserId) -> Result<UserTx, sqlx::Error> {
+        UserTx::begin(&self.pool, user).await
+    }
+
+    /// Begins a system-scoped transaction.
+    pub async fn system(&self) -> Result<SystemTx, sqlx::Error> {
+        SystemTx::begin(&self.pool).await
+    }
+
+    /// Whether the database answers. Touches no table.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("select 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// Closes every connection, waiting for those in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,168 @@
+//! Schema migrations: plain SQL files in `migrations/`, embedded in the binary.
+//!
+//! Migrations run over an administrative connection (a role that may create roles and owns the
+//! database; the managed cluster's superuser in development). The first creates the roles; every
+//! later one runs as `aide_owner`, so the objects belong to the owner role rather than to whoever
+//! ran them. A file whose first line is `-- run-as: admin` keeps the administrative role.
+//!
+//! Applied migrations are recorded with a checksum in `aide_meta.schema_migrations`; a file
+//! changed after it was applied, or a database newer than the binary, stops the run. An advisory
+//! lock keeps several servers starting at once from migrating together.
+
+use sha2::{Digest, Sha256};
+use sqlx::{Connection, PgConnection};
+
+use super::OWNER_ROLE;
+
+/// One embedded migration.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+impl Migration {
+    fn runs_as_admin(&self) -> bool {
+        self.sql
+            .lines()
+            .next()
+            .is_some_and(|line| line.trim() == "-- run-as: admin")
+    }
+
+    fn checksum(&self) -> Vec<u8> {
+        Sha256::digest(self.sql.as_bytes()).to_vec()
+    }
+
+    /// The file name in `migrations/`.
+    pub fn file_name(&self) -> String {
+        format!("{:04}_{}.sql", self.version, self.name)
+    }
+}
+
+/// Every migration, in order. A test checks this list against the folder.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "roles",
+        sql: include_str!("../../migrations/0001_roles.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "schema",
+        sql: include_str!("../../migrations/0002_schema.sql"),
+    },
+];
+
+/// Arbitrary, fixed key for the migration advisory lock.
+const LOCK_KEY: i64 = 0x41_49_64_65_5f_6d_69_67; // "AIde_mig"
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error(
+        "migration {version} ({name}) was changed after it was applied; add a new migration instead"
+    )]
+    Changed { version: i32, name: String },
+    #[error(
+        "the database has migration {version}, which this build does not know: it was migrated by a newer version of aide"
+    )]
+    Unknown { version: i32 },
+    #[error("migration {version} ({name}) failed: {source}")]
+    Failed {
+        version: i32,
+        name: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("could not read or record the applied migrations: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Applies every pending migration; returns the versions applied.
+pub async fn run(conn: &mut PgConnection) -> Result<Vec<i32>, MigrateError> {
+    sqlx::query("select pg_advisory_lock($1)")
+        .bind(LOCK_KEY)
+        .execute(&mut *conn)
+        .await?;
+    let result = run_locked(conn).await;
+    // The lock is also released when the connection closes, so a failed unlock loses nothing.
+    let _ = sqlx::query("select pg_advisory_unlock($1)")
+        .bind(LOCK_KEY)
+        .execute(&mut *conn)
+        .await;
+    result
+}
+
+async fn run_locked(conn: &mut PgConnection) -> Result<Vec<i32>, MigrateError> {
+    sqlx::raw_sql(
+        "create schema if not exists aide_meta;
+         create table if not exists aide_meta.schema_migrations (
+             version integer primary key,
+             name text not null,
+             checksum bytea not null,
+             applied_at timestamptz not null default now()
+         );",
+    )
+    .execute(&mut *conn)
+    .await?;
+
+    let applied: Vec<(i32, Vec<u8>)> = sqlx::query_as(
+        "select version, checksum from aide_meta.schema_migrations order by version",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for (version, checksum) in &applied {
+        match MIGRATIONS.iter().find(|m| m.version == *version) {
+            None => return Err(MigrateError::Unknown { version: *version }),
+            Some(m) if m.checksum() != *checksum => {
+                return Err(MigrateError::Changed {
+                    version: m.version,
+                    name: m.name.to_string(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+
+    let mut done = Vec::new();
+    for migration in MIGRATIONS {
+        if applied.iter().any(|(v, _)| *v == migration.version) {
+            continue;
+        }
+        apply(conn, migration)
+            .await
+            .map_err(|source| MigrateError::Failed {
+                version: migration.version,
+                name: migration.name,
+                source,
+            })?;
+        tracing::info!(
+            migration.version = migration.version,
+            migration.name = migration.name,
+            "applied migration"
+        );
+        done.push(migration.version);
+    }
+    Ok(done)
+}
+
+async fn apply(conn: &mut PgConnection, migration: &Migration) -> Result<(), sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    if !migration.runs_as_admin() {
+        sqlx::query("select set_config('role', $1, true)")
+            .bind(OWNER_ROLE)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::raw_sql(migration.sql).execute(&mut *tx).await?;
+    sqlx::raw_sql("reset role").execute(&mut *tx).await?;
+    sqlx::query(
+        "insert into aide_meta.schema_migrations (version, name, checksum) values ($1, $2, $3)",
+    )
+    .bind(migration.version)
+    .bind(migration.name)
+    .bind(migration.checksum())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}

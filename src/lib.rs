@@ -1,0 +1,13 @@
+//! AIde's backend: living pages built through conversation and shared at a public URL.
+//!
+//! `main.rs` is a thin command line over this library; the tests drive the same pieces.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod secrets;
+pub mod server;
+pub mod telemetry;
+
+pub use http::{AppState, build_app};

@@ -1,0 +1,146 @@
+//! Running the service: choosing the database (managed or external), migrating, serving, and
+//! shutting down in order.
+
+use std::sync::Arc;
+
+use secrecy::ExposeSecret;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::db::managed::{self, ClusterOptions, ManagedPostgres};
+use crate::db::{Db, migrate};
+use crate::http::{AppState, build_app};
+
+/// Where the database is, once resolved: connection options for the server's login role and for
+/// migrations, and the managed cluster when there is one.
+pub struct Database {
+    pub app: PgConnectOptions,
+    pub admin: PgConnectOptions,
+    pub managed: Option<ManagedPostgres>,
+}
+
+impl Database {
+    /// Connects to DATABASE_URL, or starts the managed cluster when it is unset.
+    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        match &config.database.url {
+            Some(url) => {
+                let app: PgConnectOptions = url
+                    .expose_secret()
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("DATABASE_URL could not be used: {e}"))?;
+                let admin = match &config.database.admin_url {
+                    Some(admin) => admin.expose_secret().parse().map_err(|e| {
+                        anyhow::anyhow!("DATABASE_ADMIN_URL could not be used: {e}")
+                    })?,
+                    None => app.clone(),
+                };
+                Ok(Database {
+                    app: app.disable_statement_logging(),
+                    admin: admin.disable_statement_logging(),
+                    managed: None,
+                })
+            }
+            None => {
+                let root = ManagedPostgres::root_in(&config.data_dir);
+                let options = ClusterOptions {
+                    bindir: config.database.pg_bindir.clone(),
+                    ephemeral: false,
+                };
+                let cluster = ManagedPostgres::start(&root, options)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                cluster.ensure_database(managed::DATABASE).await?;
+                Ok(Database {
+                    app: cluster.app_options(managed::DATABASE),
+                    admin: cluster.admin_options(managed::DATABASE),
+                    managed: Some(cluster),
+                })
+            }
+        }
+    }
+
+    /// Applies pending migrations over the administrative connection.
+    pub async fn migrate(&self) -> anyhow::Result<Vec<i32>> {
+        let mut conn = PgConnection::connect_with(&self.admin).await?;
+        let applied = migrate::run(&mut conn).await?;
+        conn.close().await?;
+        Ok(applied)
+    }
+
+    /// Stops the managed cluster, if any.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        if let Some(cluster) = self.managed {
+            cluster.stop().await.map_err(anyhow::Error::msg)?;
+        }
+        Ok(())
+    }
+}
+
+/// `aide serve`: runs until SIGTERM or SIGINT, letting in-flight requests finish.
+pub async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
+    let database = Database::open(&config).await?;
+    let result = serve_on(&config, &database, run_migrations).await;
+    database.shutdown().await?;
+    result
+}
+
+async fn serve_on(
+    config: &Config,
+    database: &Database,
+    run_migrations: bool,
+) -> anyhow::Result<()> {
+    if run_migrations {
+        let applied = database.migrate().await?;
+        tracing::info!(
+            migrations.applied = applied.len(),
+            "database schema is up to date"
+        );
+    }
+    let db = Db::connect_lazy(database.app.clone(), config.database.max_connections);
+    let listener = TcpListener::bind(config.listen_addr())
+        .await
+        .map_err(|e| anyhow::anyhow!("could not listen on {}: {e}", config.listen_addr()))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        app_url = %config.app_url,
+        environment = config.environment.as_str(),
+        "listening"
+    );
+    let state = AppState {
+        config: Arc::new(config.clone()),
+        db: db.clone(),
+    };
+    axum::serve(listener, build_app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("stopped accepting requests; shutting down");
+    db.close().await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "could not listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = interrupt => tracing::info!("received SIGINT"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}

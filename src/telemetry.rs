@@ -1,0 +1,26 @@
+//! Logging. Human-readable lines in development, JSON lines in deployed environments. RUST_LOG
+//! overrides the default filter.
+//!
+//! Rules (see also docs/LOGGING.md): log user ids, never emails, tokens, message content or
+//! request bodies; dotted field names with units (`duration_ms`).
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Environment;
+
+const DEFAULT_FILTER: &str = "info,sqlx=warn";
+
+/// Installs the global subscriber. Call once, early in `main`.
+pub fn init(environment: Environment) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second call (in tests, say) leaves the first subscriber in place.
+    let _ = if environment.is_deployed() {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
