@@ -180,7 +180,9 @@ create table conversations (
     user_id uuid not null,
     created_at timestamptz not null default now(),
     updated_at timestamptz not null default now(),
-    constraint conversations_aide_id_key unique (aide_id),
+    -- One conversation per aide. user_id is in the key (the aide decides it anyway) so that a
+    -- unique violation, checked before the foreign key, cannot tell one user about another's aide.
+    constraint conversations_aide_id_user_id_key unique (aide_id, user_id),
     constraint conversations_id_user_id_key unique (id, user_id),
     constraint conversations_aide_fkey foreign key (aide_id, user_id)
         references aides (id, user_id) on delete cascade
@@ -256,7 +258,8 @@ create table published_versions (
     notes text constraint published_versions_notes_length check (length(notes) <= 1000),
     size_bytes bigint not null constraint published_versions_size_check check (size_bytes >= 0),
     published_at timestamptz not null default now(),
-    constraint published_versions_aide_id_version_key unique (aide_id, version),
+    -- user_id is in the key for the same reason as in conversations.
+    constraint published_versions_aide_id_version_key unique (aide_id, user_id, version),
     constraint published_versions_aide_fkey foreign key (aide_id, user_id)
         references aides (id, user_id) on delete cascade
 );

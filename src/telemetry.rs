@@ -1,7 +1,7 @@
 //! Logging. Human-readable lines in development, JSON lines in deployed environments. RUST_LOG
 //! overrides the default filter.
 //!
-//! Rules (see also docs/LOGGING.md): log user ids, never emails, tokens, message content or
+//! Rules: log user ids, never emails, tokens, message content or
 //! request bodies; dotted field names with units (`duration_ms`).
 
 use tracing_subscriber::EnvFilter;

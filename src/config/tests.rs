@@ -3,3 +3,300 @@ use super::*;
 fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
     Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
 }
+
+fn problems(vars: &[(&str, &str)]) -> Vec<String> {
+    load(vars).expect_err("must be invalid").problems
+}
+
+const JWT: &str = "0123456789abcdef0123456789abcdef";
+
+fn production() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("ENVIRONMENT", "production"),
+        ("DATABASE_URL", "postgres://aide_app:pw@db/aide"),
+        ("JWT_SECRET", JWT),
+        ("APP_URL", "https://app.example.com"),
+        ("R2_ENDPOINT", "https://r2.example.com"),
+        ("R2_ACCESS_KEY", "key"),
+        ("R2_SECRET_KEY", "secret"),
+        ("RESEND_API_KEY", "re_123"),
+        ("EMAIL_FROM", "AIde <login@example.com>"),
+    ]
+}
+
+#[test]
+fn defaults_when_nothing_is_set() {
+    let c = load(&[]).expect("valid");
+    assert_eq!(c.environment, Environment::Development);
+    assert_eq!(c.listen_addr().to_string(), "127.0.0.1:8000");
+    assert_eq!(c.data_dir, PathBuf::from("./aide-data"));
+    assert!(c.database.url.is_none());
+    assert!(c.jwt_secret.is_none());
+    assert_eq!(c.app_url.as_str(), "http://127.0.0.1:8000/");
+    assert_eq!(c.public_url, c.app_url);
+    assert_eq!(c.storage.workspace_bucket, "aide-workspaces");
+    assert_eq!(c.storage.published_bucket, "aide-published");
+    assert!(c.storage.r2.is_none());
+    assert!(c.email.resend_api_key.is_none());
+    assert!(c.stripe.is_none());
+    assert_eq!(c.limits, Limits::default());
+    let l = &c.limits;
+    assert_eq!(
+        [
+            l.magic_link_ttl_minutes,
+            l.magic_links_per_email_per_hour,
+            l.magic_link_requests_per_ip_per_hour,
+            l.verifications_per_ip_per_minute,
+            l.session_ttl_hours,
+            l.free_turns_per_week,
+            l.free_max_aides,
+            l.api_requests_per_user_per_minute,
+            l.ws_connections_per_user,
+        ],
+        [15, 5, 20, 10, 24, 50, 5, 100, 5]
+    );
+}
+
+#[test]
+fn every_limit_can_be_overridden() {
+    let c = load(&[
+        ("MAGIC_LINK_TTL_MINUTES", "30"),
+        ("MAGIC_LINKS_PER_EMAIL_PER_HOUR", "6"),
+        ("MAGIC_LINK_REQUESTS_PER_IP_PER_HOUR", "21"),
+        ("VERIFICATIONS_PER_IP_PER_MINUTE", "11"),
+        ("SESSION_TTL_HOURS", "48"),
+        ("FREE_TURNS_PER_WEEK", "51"),
+        ("FREE_MAX_AIDES", "6"),
+        ("API_REQUESTS_PER_USER_PER_MINUTE", "101"),
+        ("WS_CONNECTIONS_PER_USER", "7"),
+    ])
+    .expect("valid");
+    let l = &c.limits;
+    assert_eq!(
+        [
+            l.magic_link_ttl_minutes,
+            l.magic_links_per_email_per_hour,
+            l.magic_link_requests_per_ip_per_hour,
+            l.verifications_per_ip_per_minute,
+            l.session_ttl_hours,
+            l.free_turns_per_week,
+            l.free_max_aides,
+            l.api_requests_per_user_per_minute,
+            l.ws_connections_per_user,
+        ],
+        [30, 6, 21, 11, 48, 51, 6, 101, 7]
+    );
+}
+
+#[test]
+fn limits_out_of_range_are_named() {
+    let p = problems(&[("FREE_TURNS_PER_WEEK", "0"), ("SESSION_TTL_HOURS", "lots")]);
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(
+        p[0].starts_with("SESSION_TTL_HOURS must be a whole number from 1 to"),
+        "{p:?}"
+    );
+    assert!(
+        p[1].starts_with("FREE_TURNS_PER_WEEK must be a whole number from 1 to"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn app_url_follows_host_and_port_and_public_url_follows_app_url() {
+    let c = load(&[("HOST", "0.0.0.0"), ("PORT", "9000")]).expect("valid");
+    assert_eq!(c.app_url.as_str(), "http://localhost:9000/");
+    let c = load(&[("APP_URL", "http://localhost:3000")]).expect("valid");
+    assert_eq!(c.public_url.as_str(), "http://localhost:3000/");
+    let c = load(&[("PUBLIC_URL", "http://pages.localhost:8000")]).expect("valid");
+    assert_eq!(c.public_url.as_str(), "http://pages.localhost:8000/");
+}
+
+#[test]
+fn urls_are_checked() {
+    let p = problems(&[
+        ("APP_URL", "ftp://example.com"),
+        ("DATABASE_URL", "mysql://u:hunter2@h/d"),
+        ("SLACK_WEBHOOK", "http://hooks.example.com/secret-path"),
+        ("SENTRY_DSN", "not a url secret-dsn"),
+    ]);
+    let text = p.join("\n");
+    assert!(
+        text.contains("APP_URL must be an http:// or https:// URL"),
+        "{text}"
+    );
+    assert!(
+        text.contains("DATABASE_URL must start with postgres://"),
+        "{text}"
+    );
+    assert!(
+        text.contains("SLACK_WEBHOOK must be an https:// URL"),
+        "{text}"
+    );
+    assert!(text.contains("SENTRY_DSN is not a valid URL"), "{text}");
+    for secret in ["hunter2", "secret-path", "secret-dsn"] {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+}
+
+#[test]
+fn a_complete_production_configuration_is_accepted() {
+    let c = load(&production()).expect("valid");
+    assert_eq!(c.environment, Environment::Production);
+    assert!(c.storage.r2.is_some());
+    assert!(c.email.resend_api_key.is_some());
+}
+
+#[test]
+fn production_refuses_each_missing_piece() {
+    for missing in [
+        "DATABASE_URL",
+        "JWT_SECRET",
+        "APP_URL",
+        "R2_ENDPOINT",
+        "RESEND_API_KEY",
+    ] {
+        let vars: Vec<_> = production()
+            .into_iter()
+            .filter(|(k, _)| *k != missing)
+            .collect();
+        let p = problems(&vars);
+        assert!(
+            p.iter().any(|line| line.starts_with(missing)),
+            "without {missing}: {p:?}"
+        );
+    }
+    let mut vars = production();
+    vars.push(("APP_URL", "http://app.example.com"));
+    let p = problems(&vars);
+    assert!(
+        p.iter()
+            .any(|l| l == "APP_URL must use https in production"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn staging_follows_production_rules() {
+    let p = problems(&[("ENVIRONMENT", "staging")]);
+    assert!(
+        p.iter()
+            .any(|l| l.starts_with("DATABASE_URL is required in staging")),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn short_jwt_secrets_are_refused_in_every_environment_without_echoing_them() {
+    let p = problems(&[("JWT_SECRET", "hunter2hunter2")]);
+    assert_eq!(
+        p,
+        [
+            "JWT_SECRET is 14 bytes long; it must be at least 32 (for example the output of `openssl rand -hex 32`)"
+        ]
+    );
+}
+
+#[test]
+fn groups_are_all_or_none() {
+    let p = problems(&[
+        ("R2_ENDPOINT", "https://r2.example.com"),
+        ("STRIPE_PRICE_ID", "price_1"),
+    ]);
+    let text = p.join("\n");
+    for name in [
+        "R2_ACCESS_KEY",
+        "R2_SECRET_KEY",
+        "STRIPE_SECRET_KEY",
+        "STRIPE_WEBHOOK_SECRET",
+    ] {
+        assert!(
+            text.contains(&format!("{name} is required when any of")),
+            "{text}"
+        );
+    }
+    let p = problems(&[("RESEND_API_KEY", "re_1")]);
+    assert_eq!(p, ["EMAIL_FROM is required when RESEND_API_KEY is set"]);
+}
+
+#[test]
+fn stripe_values_must_look_like_stripe_values() {
+    let p = problems(&[
+        ("STRIPE_SECRET_KEY", "pk_live_oops"),
+        ("STRIPE_WEBHOOK_SECRET", "secret"),
+        ("STRIPE_PRICE_ID", "prod_1"),
+    ]);
+    let text = p.join("\n");
+    assert!(
+        text.contains("STRIPE_SECRET_KEY does not look right"),
+        "{text}"
+    );
+    assert!(
+        text.contains("STRIPE_WEBHOOK_SECRET does not look right"),
+        "{text}"
+    );
+    assert!(
+        text.contains("STRIPE_PRICE_ID must be a Stripe price id"),
+        "{text}"
+    );
+    assert!(!text.contains("pk_live_oops"), "{text}");
+}
+
+#[test]
+fn email_from_and_buckets_are_checked() {
+    let p = problems(&[
+        ("EMAIL_FROM", "not an address"),
+        ("R2_WORKSPACE_BUCKET", "Bad_Bucket"),
+    ]);
+    let text = p.join("\n");
+    assert!(text.contains("EMAIL_FROM must be an address"), "{text}");
+    assert!(
+        text.contains("R2_WORKSPACE_BUCKET must be 3 to 63 characters"),
+        "{text}"
+    );
+    assert!(load(&[("EMAIL_FROM", "login@example.com")]).is_ok());
+    assert!(load(&[("EMAIL_FROM", "AIde <login@example.com>")]).is_ok());
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let p = problems(&[
+        ("PORT", "0"),
+        ("HOST", "example.com"),
+        ("ENVIRONMENT", "dev"),
+    ]);
+    assert_eq!(p.len(), 3, "{p:?}");
+}
+
+#[test]
+fn debug_output_never_shows_secrets() {
+    let mut vars = production();
+    vars.extend([
+        ("STRIPE_SECRET_KEY", "sk_live_supersecret"),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_supersecret"),
+        ("STRIPE_PRICE_ID", "price_1"),
+        (
+            "SLACK_WEBHOOK",
+            "https://hooks.slack.com/services/supersecret",
+        ),
+        ("SENTRY_DSN", "https://supersecret@sentry.example.com/1"),
+    ]);
+    let c = load(&vars).expect("valid");
+    let debug = format!("{c:?}");
+    for secret in [JWT, "pw@db", "supersecret", "re_123"] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
+    let summary = format!("{:?}", c.redacted_summary());
+    for secret in [JWT, "pw@db", "supersecret", "re_123"] {
+        assert!(!summary.contains(secret), "{secret} in {summary}");
+    }
+}
+
+#[test]
+fn redact_url_hides_only_the_password() {
+    assert_eq!(
+        redact_url("postgres://aide_app:hunter2@db:5432/aide?sslmode=require"),
+        "postgres://aide_app:REDACTED@db:5432/aide?sslmode=require"
+    );
+    assert_eq!(redact_url("postgres://db/aide"), "postgres://db/aide");
+}

@@ -54,7 +54,8 @@ pub struct ManagedPostgres {
     major: u32,
     child: Arc<Mutex<Option<Child>>>,
     stop_tx: Option<mpsc::Sender<()>>,
-    done_rx: Option<mpsc::Receiver<Option<ExitStatus>>>,
+    // In a Mutex only so the handle is Sync (it can sit in a static or an Arc).
+    done_rx: Option<Mutex<mpsc::Receiver<Option<ExitStatus>>>>,
 }
 
 impl std::fmt::Debug for ManagedPostgres {
@@ -184,7 +185,7 @@ impl ManagedPostgres {
     /// Stops the cluster (a fast shutdown: open sessions are ended) and waits for it.
     pub async fn stop(mut self) -> Result<(), String> {
         drop(self.stop_tx.take());
-        let Some(done) = self.done_rx.take() else {
+        let Some(Ok(done)) = self.done_rx.take().map(Mutex::into_inner) else {
             return Ok(());
         };
         let status = tokio::task::spawn_blocking(move || done.recv_timeout(STOP_TIMEOUT))
@@ -279,7 +280,7 @@ fn spawn(root: &Path, options: &ClusterOptions) -> Result<ManagedPostgres, Strin
         major: binaries.major,
         child: child_slot,
         stop_tx: Some(stop_tx),
-        done_rx: Some(done_rx),
+        done_rx: Some(Mutex::new(done_rx)),
     })
 }
 

@@ -1,0 +1,287 @@
+//! Checks over the catalog, so a new table without RLS, without policies, or with a TRUNCATE
+//! grant fails the suite, and any change to a role's privileges shows up as a snapshot diff.
+
+use crate::support::TestDb;
+
+const RUNTIME_ROLES: [&str; 3] = ["aide_app", "aide_user", "aide_system"];
+
+#[tokio::test]
+async fn every_table_has_row_level_security_enabled_and_forced() {
+    let t = TestDb::new().await;
+    let mut conn = t.admin_conn().await;
+    let tables: Vec<(String, bool, bool, String)> = sqlx::query_as(
+        "select c.relname::text, c.relrowsecurity, c.relforcerowsecurity, pg_get_userbyid(c.relowner)::text
+         from pg_class c join pg_namespace n on n.oid = c.relnamespace
+         where n.nspname = 'public' and c.relkind in ('r', 'p')
+         order by 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("catalog");
+    assert!(
+        tables.len() >= 8,
+        "expected the schema's tables, found {tables:?}"
+    );
+    for (table, enabled, forced, owner) in &tables {
+        assert!(enabled, "{table}: row-level security is not enabled");
+        assert!(forced, "{table}: row-level security is not forced");
+        assert_eq!(owner, "aide_owner", "{table}: must belong to aide_owner");
+    }
+}
+
+#[tokio::test]
+async fn every_table_a_runtime_role_may_touch_has_a_policy_for_it() {
+    let t = TestDb::new().await;
+    let mut conn = t.admin_conn().await;
+    let missing: Vec<(String, String)> = sqlx::query_as(
+        "select c.relname::text, r.rolname::text
+         from pg_class c
+         join pg_namespace n on n.oid = c.relnamespace
+         cross join pg_roles r
+         where n.nspname = 'public' and c.relkind in ('r', 'p')
+           and r.rolname in ('aide_user', 'aide_system')
+           and (has_table_privilege(r.oid, c.oid, 'SELECT, INSERT, UPDATE, DELETE')
+                or has_any_column_privilege(r.oid, c.oid, 'SELECT, INSERT, UPDATE'))
+           and not exists (
+               select 1 from pg_policy p
+               where p.polrelid = c.oid and (r.oid = any (p.polroles) or 0 = any (p.polroles)))
+         order by 1, 2",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("catalog");
+    assert!(
+        missing.is_empty(),
+        "tables granted without a policy: {missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn no_role_but_the_owner_can_truncate_or_bypass_rls() {
+    let t = TestDb::new().await;
+    let mut conn = t.admin_conn().await;
+    let truncaters: Vec<(String, String)> = sqlx::query_as(
+        "select c.relname::text, r.rolname::text
+         from pg_class c
+         join pg_namespace n on n.oid = c.relnamespace
+         cross join pg_roles r
+         where n.nspname = 'public' and c.relkind in ('r', 'p')
+           and not r.rolsuper and r.rolname <> 'aide_owner'
+           and has_table_privilege(r.oid, c.oid, 'TRUNCATE')
+         order by 1, 2",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("catalog");
+    assert!(truncaters.is_empty(), "TRUNCATE granted: {truncaters:?}");
+
+    let roles: Vec<(String, bool, bool, bool, bool, bool, bool)> = sqlx::query_as(
+        "select rolname::text, rolsuper, rolbypassrls, rolcanlogin, rolinherit, rolcreaterole, rolcreatedb
+         from pg_roles where rolname like 'aide\\_%' order by 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("roles");
+    let expected = vec![
+        // name, super, bypassrls, login, inherit, createrole, createdb
+        (
+            "aide_app".to_string(),
+            false,
+            false,
+            true,
+            false,
+            false,
+            false,
+        ),
+        (
+            "aide_owner".to_string(),
+            false,
+            false,
+            false,
+            true,
+            false,
+            false,
+        ),
+        (
+            "aide_system".to_string(),
+            false,
+            false,
+            false,
+            true,
+            false,
+            false,
+        ),
+        (
+            "aide_user".to_string(),
+            false,
+            false,
+            false,
+            true,
+            false,
+            false,
+        ),
+    ];
+    assert_eq!(roles, expected);
+
+    // The login role reaches the scope roles only by SET ROLE, and nothing else.
+    let memberships: Vec<(String, String)> = sqlx::query_as(
+        "select pg_get_userbyid(roleid)::text, pg_get_userbyid(member)::text
+         from pg_auth_members
+         where pg_get_userbyid(member) in ('aide_app', 'aide_user', 'aide_system', 'aide_owner')
+         order by 1, 2",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("memberships");
+    assert_eq!(
+        memberships,
+        vec![
+            ("aide_system".to_string(), "aide_app".to_string()),
+            ("aide_user".to_string(), "aide_app".to_string()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_login_role_holds_no_privileges_of_its_own() {
+    let t = TestDb::new().await;
+    let mut conn = t.admin_conn().await;
+    let held: Vec<String> = sqlx::query_scalar(
+        "select c.relname::text
+         from pg_class c join pg_namespace n on n.oid = c.relnamespace
+         where n.nspname in ('public', 'aide_meta') and c.relkind in ('r', 'p', 'v', 'S')
+           and (has_table_privilege('aide_app', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+                or has_any_column_privilege('aide_app', c.oid, 'SELECT, INSERT, UPDATE, REFERENCES'))",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("catalog");
+    assert!(held.is_empty(), "aide_app holds privileges on {held:?}");
+
+    // The migration bookkeeping is for the administrator alone.
+    let meta: Vec<String> = sqlx::query_scalar(
+        "select r.rolname::text from pg_roles r
+         where r.rolname like 'aide\\_%' and has_schema_privilege(r.oid, 'aide_meta', 'USAGE')",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("schema privileges");
+    assert!(meta.is_empty(), "roles with access to aide_meta: {meta:?}");
+}
+
+/// Every table and column privilege the runtime roles hold, and every policy. A change here is a
+/// security decision: update the snapshot deliberately.
+#[tokio::test]
+async fn privilege_and_policy_snapshot() {
+    let t = TestDb::new().await;
+    let mut conn = t.admin_conn().await;
+    let table_grants: Vec<String> = sqlx::query_scalar(
+        "select format('%s %s: %s', a.grantee::regrole, c.relname,
+                       string_agg(a.privilege_type, ', ' order by a.privilege_type))
+         from pg_class c
+         join pg_namespace n on n.oid = c.relnamespace
+         cross join lateral aclexplode(c.relacl) a
+         where n.nspname = 'public' and a.grantee in (select oid from pg_roles where rolname = any ($1))
+         group by a.grantee, c.relname
+         order by 1",
+    )
+    .bind(RUNTIME_ROLES)
+    .fetch_all(&mut conn)
+    .await
+    .expect("table grants");
+    let column_grants: Vec<String> = sqlx::query_scalar(
+        "select format('%s %s.%s: %s', x.grantee::regrole, c.relname, a.attname,
+                       string_agg(x.privilege_type, ', ' order by x.privilege_type))
+         from pg_attribute a
+         join pg_class c on c.oid = a.attrelid
+         join pg_namespace n on n.oid = c.relnamespace
+         cross join lateral aclexplode(a.attacl) x
+         where n.nspname = 'public' and x.grantee in (select oid from pg_roles where rolname = any ($1))
+         group by x.grantee, c.relname, a.attname
+         order by 1",
+    )
+    .bind(RUNTIME_ROLES)
+    .fetch_all(&mut conn)
+    .await
+    .expect("column grants");
+    let policies: Vec<String> = sqlx::query_scalar(
+        "select format('%s %s: %s to %s', tablename, policyname, cmd, array_to_string(roles, ','))
+         from pg_policies where schemaname = 'public' order by tablename, policyname",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("policies");
+
+    let expected_table_grants = [
+        "aide_system aides: SELECT",
+        "aide_system audit_log: INSERT",
+        "aide_system magic_links: DELETE, INSERT, SELECT, UPDATE",
+        "aide_system published_versions: SELECT",
+        "aide_system sessions: DELETE, INSERT, SELECT, UPDATE",
+        "aide_system users: DELETE, INSERT, SELECT, UPDATE",
+        "aide_user aides: DELETE, INSERT, SELECT",
+        "aide_user audit_log: INSERT, SELECT",
+        "aide_user conversation_messages: INSERT, SELECT",
+        "aide_user conversations: DELETE, INSERT, SELECT",
+        "aide_user published_versions: INSERT, SELECT",
+        "aide_user users: SELECT",
+    ];
+    let expected_column_grants = [
+        "aide_user aides.slug: UPDATE",
+        "aide_user aides.status: UPDATE",
+        "aide_user aides.title: UPDATE",
+        "aide_user conversations.updated_at: UPDATE",
+        "aide_user users.name: UPDATE",
+    ];
+    let expected_policies = [
+        "aides aides_owner_all: ALL to aide_owner",
+        "aides aides_system_select: SELECT to aide_system",
+        "aides aides_user_rows: ALL to aide_user",
+        "audit_log audit_log_owner_all: ALL to aide_owner",
+        "audit_log audit_log_system_insert: INSERT to aide_system",
+        "audit_log audit_log_user_insert: INSERT to aide_user",
+        "audit_log audit_log_user_select: SELECT to aide_user",
+        "conversation_messages conversation_messages_owner_all: ALL to aide_owner",
+        "conversation_messages conversation_messages_user_rows: ALL to aide_user",
+        "conversations conversations_owner_all: ALL to aide_owner",
+        "conversations conversations_user_rows: ALL to aide_user",
+        "magic_links magic_links_owner_all: ALL to aide_owner",
+        "magic_links magic_links_system_all: ALL to aide_system",
+        "published_versions published_versions_owner_all: ALL to aide_owner",
+        "published_versions published_versions_system_select: SELECT to aide_system",
+        "published_versions published_versions_user_rows: ALL to aide_user",
+        "sessions sessions_owner_all: ALL to aide_owner",
+        "sessions sessions_system_all: ALL to aide_system",
+        "users users_owner_all: ALL to aide_owner",
+        "users users_self_select: SELECT to aide_user",
+        "users users_self_update: UPDATE to aide_user",
+        "users users_system_all: ALL to aide_system",
+    ];
+    assert_eq!(table_grants, expected_table_grants);
+    assert_eq!(column_grants, expected_column_grants);
+    assert_eq!(policies, expected_policies);
+}
+
+/// Every user-scope policy compares against current_app_user_id(), the fail-closed reading of
+/// app.user_id, rather than reading the setting itself.
+#[tokio::test]
+async fn user_policies_use_the_fail_closed_user_id() {
+    let t = TestDb::new().await;
+    let mut conn = t.admin_conn().await;
+    let policies: Vec<(String, String, String)> = sqlx::query_as(
+        "select policyname::text, coalesce(qual, ''), coalesce(with_check, '')
+         from pg_policies where schemaname = 'public' and 'aide_user' = any (roles)",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("policies");
+    assert!(!policies.is_empty());
+    for (name, using, check) in policies {
+        for expr in [&using, &check].into_iter().filter(|e| !e.is_empty()) {
+            assert!(
+                expr.contains("current_app_user_id()") && !expr.contains("current_setting"),
+                "{name}: {expr}"
+            );
+        }
+    }
+}

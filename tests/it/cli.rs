@@ -1,0 +1,299 @@
+//! The `aide` binary: `config check`, `db url`, and `serve` on the embedded defaults.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::managed::reachable_temp_dir;
+
+/// The binary with a clean environment (PATH kept, to find pg_config), run in `dir`.
+fn aide(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aide"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn run(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = aide(dir, env, args).output().expect("run aide");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+const SECRETS: [(&str, &str); 8] = [
+    ("JWT_SECRET", "jwt-0123456789abcdef0123456789abcdef"),
+    (
+        "DATABASE_URL",
+        "postgres://aide_app:dbpassword123@db.internal/aide",
+    ),
+    ("R2_ACCESS_KEY", "r2accesskey123"),
+    ("R2_SECRET_KEY", "r2secretkey123"),
+    ("RESEND_API_KEY", "re_resendkey123"),
+    ("STRIPE_SECRET_KEY", "sk_test_stripekey123"),
+    ("STRIPE_WEBHOOK_SECRET", "whsec_webhooksecret123"),
+    (
+        "SLACK_WEBHOOK",
+        "https://hooks.slack.com/services/T0/B0/slacksecret123",
+    ),
+];
+
+#[test]
+fn config_check_prints_the_effective_configuration_with_secrets_redacted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut env: Vec<(&str, &str)> = SECRETS.to_vec();
+    env.extend([
+        ("ENVIRONMENT", "production"),
+        ("APP_URL", "https://app.example.com"),
+        ("PUBLIC_URL", "https://pages.example.com"),
+        ("R2_ENDPOINT", "https://acct.r2.cloudflarestorage.com"),
+        ("EMAIL_FROM", "AIde <login@example.com>"),
+        ("STRIPE_PRICE_ID", "price_123"),
+        ("SENTRY_DSN", "https://sentrykey123@o1.ingest.sentry.io/1"),
+        ("FREE_TURNS_PER_WEEK", "70"),
+    ]);
+    let (code, stdout, stderr) = run(dir.path(), &env, &["config", "check"]);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("configuration is valid"), "{stdout}");
+    assert!(stdout.contains("ENVIRONMENT"), "{stdout}");
+    assert!(stdout.contains("production"), "{stdout}");
+    assert!(stdout.contains("https://pages.example.com/"), "{stdout}");
+    assert!(stdout.contains("FREE_TURNS_PER_WEEK"), "{stdout}");
+    assert!(stdout.contains("70"), "{stdout}");
+    assert!(
+        stdout.contains("postgres://aide_app:REDACTED@db.internal/aide"),
+        "{stdout}"
+    );
+    for (name, secret) in SECRETS {
+        assert!(!stdout.contains(secret), "{name} leaked: {stdout}");
+        assert!(!stderr.contains(secret), "{name} leaked: {stderr}");
+    }
+    assert!(!stdout.contains("sentrykey123"), "{stdout}");
+}
+
+#[test]
+fn config_check_names_each_bad_variable_and_exits_non_zero() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env = [
+        ("PORT", "eighty"),
+        ("ENVIRONMENT", "prod"),
+        ("FREE_MAX_AIDES", "-1"),
+        ("JWT_SECRET", "tooshortsecret"),
+        ("R2_ENDPOINT", "https://r2.example.com"),
+    ];
+    let (code, stdout, stderr) = run(dir.path(), &env, &["config", "check"]);
+    assert_eq!(code, 2, "stdout: {stdout}\nstderr: {stderr}");
+    for expected in [
+        "PORT must be a port number from 1 to 65535 (got \"eighty\")",
+        "ENVIRONMENT must be one of development, staging, production (got \"prod\")",
+        "FREE_MAX_AIDES must be a whole number",
+        "JWT_SECRET is 14 bytes long; it must be at least 32",
+        "R2_ACCESS_KEY is required when any of R2_ENDPOINT, R2_ACCESS_KEY, R2_SECRET_KEY is set",
+        "R2_SECRET_KEY is required when any of",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert!(
+        !stderr.contains("tooshortsecret"),
+        "the secret leaked: {stderr}"
+    );
+}
+
+#[test]
+fn production_refuses_local_stand_ins_and_generated_secrets() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (code, _, stderr) = run(
+        dir.path(),
+        &[("ENVIRONMENT", "production")],
+        &["config", "check"],
+    );
+    assert_eq!(code, 2);
+    for expected in [
+        "DATABASE_URL is required in production",
+        "JWT_SECRET is required in production",
+        "APP_URL is required in production",
+        "local file storage is for development",
+        "the local email outbox is for development",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_dotenv_file_is_read_and_the_environment_wins_over_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join(".env"), "PORT=9123\nHOST=0.0.0.0\n").expect("write .env");
+    let (code, stdout, _) = run(dir.path(), &[("HOST", "127.0.0.2")], &["config", "check"]);
+    assert_eq!(code, 0);
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("PORT").ends_with("= 9123"), "{stdout}");
+    assert!(line("HOST").ends_with("= 127.0.0.2"), "{stdout}");
+    assert!(
+        line("APP_URL").contains("http://127.0.0.2:9123/"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn db_url_points_psql_at_the_managed_socket() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let data_str = data.to_string_lossy().into_owned();
+    let (code, stdout, stderr) = run(dir.path(), &[("AIDE_DATA_DIR", &data_str)], &["db", "url"]);
+    assert_eq!(code, 0, "{stderr}");
+    let url = url::Url::parse(stdout.trim()).expect("a URL");
+    assert_eq!(url.username(), "postgres");
+    assert_eq!(url.path(), format!("/{}", crate::support::MANAGED_DATABASE));
+    let host = url
+        .query_pairs()
+        .find(|(k, _)| k == "host")
+        .map(|(_, v)| v.into_owned())
+        .expect("host=");
+    assert!(host.starts_with('/'), "a socket folder: {host}");
+
+    let (code, stdout, _) = run(
+        dir.path(),
+        &[("AIDE_DATA_DIR", &data_str)],
+        &["db", "url", "--app"],
+    );
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("postgresql://aide_app@"), "{stdout}");
+
+    let (code, _, stderr) = run(
+        dir.path(),
+        &[("DATABASE_URL", "postgres://u:p@h/d")],
+        &["db", "url"],
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("DATABASE_URL is set"), "{stderr}");
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    Some((status, body))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The README's first command, end to end: the server starts its own PostgreSQL, migrates,
+/// answers, and on SIGTERM stops both.
+#[test]
+fn serve_runs_on_the_embedded_defaults_and_stops_cleanly_on_sigterm() {
+    let dir = reachable_temp_dir();
+    let data = dir.path().join("aide-data");
+    let port = free_port();
+    let port_str = port.to_string();
+    let mut child = aide(
+        dir.path(),
+        &[
+            ("AIDE_DATA_DIR", &data.to_string_lossy()),
+            ("PORT", &port_str),
+        ],
+        &["serve"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn aide serve");
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let ready = loop {
+        if let Some(answer) = http_get(port, "/ready") {
+            break answer;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            child.stderr.take().map(|mut s| s.read_to_string(&mut err));
+            panic!("aide serve exited early ({status}):\n{err}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "aide serve did not answer in time"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(ready, (200, "{\"status\":\"ready\"}".to_string()));
+    assert_eq!(
+        http_get(port, "/health"),
+        Some((200, "{\"status\":\"ok\"}".to_string()))
+    );
+    let pid_file = data.join("postgres").join("data").join("postmaster.pid");
+    assert!(
+        pid_file.exists(),
+        "the managed cluster runs under AIDE_DATA_DIR"
+    );
+
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: kill has no memory-safety preconditions; pid is our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = child.wait().expect("wait");
+    let mut log = String::new();
+    child.stderr.take().map(|mut s| s.read_to_string(&mut log));
+    assert!(status.success(), "exit status {status}:\n{log}");
+    assert!(log.contains("received SIGTERM"), "{log}");
+    assert!(log.contains("managed PostgreSQL stopped"), "{log}");
+    assert!(!pid_file.exists(), "PostgreSQL stopped with the server");
+}
+
+#[test]
+fn serve_without_postgres_binaries_says_what_to_install() {
+    let dir = reachable_temp_dir();
+    let (code, _, stderr) = run(
+        dir.path(),
+        &[
+            ("AIDE_DATA_DIR", &dir.path().join("d").to_string_lossy()),
+            ("PG_BINDIR", "/nonexistent/bin"),
+        ],
+        &["serve"],
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("PG_BINDIR is /nonexistent/bin"), "{stderr}");
+}

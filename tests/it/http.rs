@@ -1,0 +1,69 @@
+//! Liveness and readiness through the real router.
+
+use std::sync::Arc;
+
+use aide::config::Config;
+use aide::db::Db;
+use aide::{AppState, build_app};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use sqlx::postgres::PgConnectOptions;
+use tower::ServiceExt;
+
+use crate::support::TestDb;
+
+fn config() -> Arc<Config> {
+    Arc::new(Config::from_vars(Vec::<(String, String)>::new()).expect("default configuration"))
+}
+
+async fn get(state: AppState, path: &str) -> (StatusCode, serde_json::Value) {
+    let response = build_app(state)
+        .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+        .await
+        .expect("response");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let json = serde_json::from_slice(&bytes).expect("JSON body");
+    (status, json)
+}
+
+#[tokio::test]
+async fn health_and_ready_answer_when_the_database_does() {
+    let t = TestDb::new().await;
+    let state = AppState {
+        config: config(),
+        db: t.db.clone(),
+    };
+    let (status, body) = get(state.clone(), "/health").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, serde_json::json!({"status": "ok"}));
+    let (status, body) = get(state, "/ready").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, serde_json::json!({"status": "ready"}));
+}
+
+#[tokio::test]
+async fn ready_is_503_when_the_database_is_unreachable_while_health_stays_200() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A socket folder with no server in it.
+    let options = PgConnectOptions::new()
+        .socket(dir.path())
+        .username("aide_app")
+        .database("aide");
+    let state = AppState {
+        config: config(),
+        db: Db::connect_lazy(options, 1),
+    };
+    let (status, body) = get(state.clone(), "/ready").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["code"], "UNAVAILABLE");
+    assert_eq!(body["detail"], "The database is not reachable.");
+    let (status, _) = get(state, "/health").await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -1,0 +1,530 @@
+//! Cross-user isolation on every table, CRUD within one's own rows, the columns a user may
+//! change, and the append-only audit log.
+
+use aide::db::UserTx;
+use sqlx::Connection;
+use uuid::Uuid;
+
+use crate::support::{INSUFFICIENT_PRIVILEGE, Owned, TestDb, seed_user, sqlstate};
+
+/// SQLSTATE 23503: foreign key violation.
+const FOREIGN_KEY_VIOLATION: &str = "23503";
+
+/// Runs `sql` with `binds` in a savepoint of `tx`, returning its SQLSTATE, or None on success.
+async fn attempt(tx: &mut UserTx, sql: &str, binds: &[Uuid]) -> Option<String> {
+    let mut savepoint = tx.conn().begin().await.expect("savepoint");
+    let mut query = sqlx::query(sql);
+    for bind in binds {
+        query = query.bind(*bind);
+    }
+    let result = query.execute(&mut *savepoint).await;
+    savepoint.rollback().await.expect("rollback to savepoint");
+    match result {
+        Ok(_) => None,
+        Err(e) => Some(sqlstate::<()>(Err(e))),
+    }
+}
+
+/// A count of rows in `table` matching `id_column = id`, seen from `tx`.
+async fn visible(tx: &mut UserTx, table: &str, id_column: &str, id: impl ToString) -> i64 {
+    sqlx::query_scalar(&format!(
+        "select count(*) from {table} where {id_column}::text = $1"
+    ))
+    .bind(id.to_string())
+    .fetch_one(tx.conn())
+    .await
+    .expect("count")
+}
+
+/// Every row A owns, read in A's own scope: used to prove B changed nothing.
+async fn snapshot(t: &TestDb, a: &Owned) -> serde_json::Value {
+    let mut tx = t.db.user(a.user).await.expect("user scope");
+    sqlx::query_scalar(
+        "select jsonb_build_object(
+            'user', (select to_jsonb(u) - 'updated_at' from users u),
+            'aides', (select jsonb_agg(to_jsonb(x) order by id) from aides x),
+            'conversations', (select jsonb_agg(to_jsonb(x) order by id) from conversations x),
+            'messages', (select jsonb_agg(to_jsonb(x) order by id) from conversation_messages x),
+            'versions', (select jsonb_agg(to_jsonb(x) order by id) from published_versions x),
+            'audit', (select jsonb_agg(to_jsonb(x) order by id) from audit_log x))",
+    )
+    .fetch_one(tx.conn())
+    .await
+    .expect("snapshot")
+}
+
+#[tokio::test]
+async fn another_user_can_neither_see_nor_change_nor_create_rows() {
+    let t = TestDb::new().await;
+    let a = seed_user(&t, "a@example.com").await;
+    let b = seed_user(&t, "b@example.com").await;
+    let before = snapshot(&t, &a).await;
+
+    let mut tx = t.db.user(b.user).await.expect("B's scope");
+
+    // SELECT: none of A's rows, in any table; B's own are there.
+    let probes: [(&str, &str, String, String); 6] = [
+        ("users", "id", a.user.to_string(), b.user.to_string()),
+        ("aides", "id", a.aide.to_string(), b.aide.to_string()),
+        (
+            "conversations",
+            "id",
+            a.conversation.to_string(),
+            b.conversation.to_string(),
+        ),
+        (
+            "conversation_messages",
+            "id",
+            a.message.to_string(),
+            b.message.to_string(),
+        ),
+        (
+            "published_versions",
+            "id",
+            a.version.to_string(),
+            b.version.to_string(),
+        ),
+        ("audit_log", "id", a.audit.to_string(), b.audit.to_string()),
+    ];
+    for (table, column, theirs, mine) in &probes {
+        assert_eq!(
+            visible(&mut tx, table, column, theirs).await,
+            0,
+            "B sees A's {table} row"
+        );
+        assert_eq!(
+            visible(&mut tx, table, column, mine).await,
+            1,
+            "B sees its own {table} row"
+        );
+    }
+
+    // UPDATE and DELETE of A's rows touch nothing.
+    let changes = [
+        ("update users set name = 'stolen' where id = $1", a.user.0),
+        ("update aides set title = 'stolen' where id = $1", a.aide),
+        ("update aides set status = 'archived' where id = $1", a.aide),
+        (
+            "update conversations set updated_at = now() where id = $1",
+            a.conversation,
+        ),
+        ("delete from aides where id = $1", a.aide),
+        ("delete from conversations where id = $1", a.conversation),
+    ];
+    for (sql, id) in changes {
+        let done = sqlx::query(sql)
+            .bind(id)
+            .execute(tx.conn())
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(done.rows_affected(), 0, "{sql}");
+    }
+
+    // INSERT of rows belonging to A is refused by the policy's check.
+    for sql in [
+        "insert into aides (user_id, title) values ($1, 'planted')",
+        "insert into audit_log (user_id, action, resource_type) values ($1, 'planted', 'aide')",
+    ] {
+        assert_eq!(
+            attempt(&mut tx, sql, &[a.user.0]).await.as_deref(),
+            Some(INSUFFICIENT_PRIVILEGE),
+            "{sql}"
+        );
+    }
+    // Children of A's aide: with A's user_id the policy refuses; with B's own user_id the
+    // composite foreign key finds no such (aide, owner) pair.
+    let child_inserts = [
+        "insert into conversations (aide_id, user_id) values ($1, $2)",
+        // Version 1 exists for A's aide: the attempt must not learn that from a unique violation.
+        "insert into published_versions (aide_id, user_id, version, r2_key, size_bytes)
+         values ($1, $2, 1, 'k', 1)",
+    ];
+    for sql in child_inserts {
+        assert_eq!(
+            attempt(&mut tx, sql, &[a.aide, a.user.0]).await.as_deref(),
+            Some(INSUFFICIENT_PRIVILEGE),
+            "{sql} as A"
+        );
+        assert_eq!(
+            attempt(&mut tx, sql, &[a.aide, b.user.0]).await.as_deref(),
+            Some(FOREIGN_KEY_VIOLATION),
+            "{sql} as B"
+        );
+    }
+    let message = "insert into conversation_messages (conversation_id, user_id, role, content)
+                   values ($1, $2, 'user', 'planted')";
+    assert_eq!(
+        attempt(&mut tx, message, &[a.conversation, a.user.0])
+            .await
+            .as_deref(),
+        Some(INSUFFICIENT_PRIVILEGE)
+    );
+    assert_eq!(
+        attempt(&mut tx, message, &[a.conversation, b.user.0])
+            .await
+            .as_deref(),
+        Some(FOREIGN_KEY_VIOLATION)
+    );
+    // Users are created by system scope only.
+    assert_eq!(
+        attempt(
+            &mut tx,
+            "insert into users (id, email) values ($1, 'evil@example.com')",
+            &[Uuid::new_v4()]
+        )
+        .await
+        .as_deref(),
+        Some(INSUFFICIENT_PRIVILEGE)
+    );
+    // B cannot hand its own aide to A: user_id is not a column users may update.
+    assert_eq!(
+        attempt(
+            &mut tx,
+            "update aides set user_id = $1 where id = $2",
+            &[a.user.0, b.aide]
+        )
+        .await
+        .as_deref(),
+        Some(INSUFFICIENT_PRIVILEGE)
+    );
+    tx.commit().await.expect("commit B");
+
+    assert_eq!(snapshot(&t, &a).await, before, "A's data must be unchanged");
+}
+
+#[tokio::test]
+async fn magic_links_and_sessions_are_system_scope_only() {
+    let t = TestDb::new().await;
+    let a = seed_user(&t, "a@example.com").await;
+
+    let mut sys = t.db.system().await.expect("system scope");
+    sqlx::query(
+        "insert into magic_links (email, token_hash, expires_at)
+         values ('a@example.com', sha256('token'::bytea), now() + interval '15 minutes')",
+    )
+    .execute(sys.conn())
+    .await
+    .expect("system inserts a magic link");
+    sqlx::query("insert into sessions (user_id, expires_at) values ($1, now() + interval '1 day')")
+        .bind(a.user.0)
+        .execute(sys.conn())
+        .await
+        .expect("system inserts a session");
+    sys.commit().await.expect("commit");
+
+    let mut tx = t.db.user(a.user).await.expect("user scope");
+    for sql in [
+        "select count(*) from magic_links",
+        "update magic_links set consumed_at = now()",
+        "delete from magic_links",
+        "insert into magic_links (email, token_hash, expires_at) values ('a@example.com', sha256('t2'::bytea), now() + interval '1 minute')",
+        "select count(*) from sessions",
+        "update sessions set revoked_at = now()",
+        "delete from sessions",
+    ] {
+        assert_eq!(
+            attempt(&mut tx, sql, &[]).await.as_deref(),
+            Some(INSUFFICIENT_PRIVILEGE),
+            "{sql}"
+        );
+    }
+    assert_eq!(
+        attempt(
+            &mut tx,
+            "insert into sessions (user_id, expires_at) values ($1, now() + interval '1 day')",
+            &[a.user.0]
+        )
+        .await
+        .as_deref(),
+        Some(INSUFFICIENT_PRIVILEGE)
+    );
+}
+
+#[tokio::test]
+async fn crud_within_ones_own_rows() {
+    let t = TestDb::new().await;
+    let user = t.create_user("a@example.com").await;
+    let mut tx = t.db.user(user).await.expect("user scope");
+
+    let (aide, title, status, prefix): (Uuid, String, String, String) = sqlx::query_as(
+        "insert into aides (user_id) values ($1) returning id, title, status, r2_prefix",
+    )
+    .bind(user.0)
+    .fetch_one(tx.conn())
+    .await
+    .expect("create");
+    assert_eq!(title, "Untitled");
+    assert_eq!(status, "draft");
+    assert_eq!(prefix, format!("aides/{aide}/"));
+
+    let (created, updated_before): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("select created_at, updated_at from aides where id = $1")
+            .bind(aide)
+            .fetch_one(tx.conn())
+            .await
+            .expect("read");
+    assert_eq!(created, updated_before);
+    tx.commit().await.expect("commit");
+
+    // updated_at is kept by the database.
+    let mut tx = t.db.user(user).await.expect("user scope");
+    let updated_after: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "update aides set title = 'Trip plan', slug = 'trip-plan' where id = $1 returning updated_at",
+    )
+    .bind(aide)
+    .fetch_one(tx.conn())
+    .await
+    .expect("update");
+    assert!(updated_after > updated_before);
+
+    let conversation: Uuid = sqlx::query_scalar(
+        "insert into conversations (aide_id, user_id) values ($1, $2) returning id",
+    )
+    .bind(aide)
+    .bind(user.0)
+    .fetch_one(tx.conn())
+    .await
+    .expect("conversation");
+    for content in ["first", "second"] {
+        sqlx::query(
+            "insert into conversation_messages (conversation_id, user_id, role, content)
+             values ($1, $2, 'user', $3)",
+        )
+        .bind(conversation)
+        .bind(user.0)
+        .bind(content)
+        .execute(tx.conn())
+        .await
+        .expect("message");
+    }
+    let contents: Vec<String> = sqlx::query_scalar(
+        "select content from conversation_messages where conversation_id = $1 order by id",
+    )
+    .bind(conversation)
+    .fetch_all(tx.conn())
+    .await
+    .expect("messages");
+    assert_eq!(contents, ["first", "second"]);
+
+    // Versions are unique per aide.
+    let insert_version =
+        "insert into published_versions (aide_id, user_id, version, r2_key, size_bytes)
+                          values ($1, $2, 1, 'k', 1)";
+    assert_eq!(
+        attempt(&mut tx, insert_version, &[aide, user.0]).await,
+        None
+    );
+    sqlx::query(insert_version)
+        .bind(aide)
+        .bind(user.0)
+        .execute(tx.conn())
+        .await
+        .expect("version 1");
+    assert_eq!(
+        attempt(&mut tx, insert_version, &[aide, user.0])
+            .await
+            .as_deref(),
+        Some("23505"),
+        "a second version 1 is a unique violation"
+    );
+
+    // Deleting the aide takes its conversation, messages and versions with it.
+    let deleted = sqlx::query("delete from aides where id = $1")
+        .bind(aide)
+        .execute(tx.conn())
+        .await
+        .expect("delete");
+    assert_eq!(deleted.rows_affected(), 1);
+    let left: (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from conversations), (select count(*) from conversation_messages),
+                (select count(*) from published_versions)",
+    )
+    .fetch_one(tx.conn())
+    .await
+    .expect("count");
+    assert_eq!(left, (0, 0, 0));
+    tx.commit().await.expect("commit");
+}
+
+#[tokio::test]
+async fn a_user_changes_their_name_and_nothing_else_of_their_account() {
+    let t = TestDb::new().await;
+    let a = seed_user(&t, "a@example.com").await;
+    let mut tx = t.db.user(a.user).await.expect("user scope");
+    let done = sqlx::query("update users set name = 'Ada' where id = $1")
+        .bind(a.user.0)
+        .execute(tx.conn())
+        .await
+        .expect("rename");
+    assert_eq!(done.rows_affected(), 1);
+    for sql in [
+        "update users set tier = 'pro' where id = $1",
+        "update users set turn_count = 0 where id = $1",
+        "update users set turn_week_start = now() where id = $1",
+        "update users set stripe_customer_id = 'cus_x' where id = $1",
+        "update users set stripe_sub_id = 'sub_x' where id = $1",
+        "update users set email = 'other@example.com' where id = $1",
+        "delete from users where id = $1",
+    ] {
+        assert_eq!(
+            attempt(&mut tx, sql, &[a.user.0]).await.as_deref(),
+            Some(INSUFFICIENT_PRIVILEGE),
+            "{sql}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn emails_are_unique_whatever_their_case_and_stored_normalised() {
+    let t = TestDb::new().await;
+    t.create_user("ada@example.com").await;
+    let mut sys = t.db.system().await.expect("system scope");
+    let mut savepoint = sys.conn().begin().await.expect("savepoint");
+    let result = sqlx::query("insert into users (email) values ('ada@example.com')")
+        .execute(&mut *savepoint)
+        .await;
+    assert_eq!(sqlstate(result), "23505");
+    savepoint.rollback().await.expect("rollback");
+    // Anything not normalised is refused outright, so 'Ada@Example.com' can never sit beside it.
+    let result = sqlx::query("insert into users (email) values ('Ada@Example.com')")
+        .execute(sys.conn())
+        .await;
+    assert_eq!(sqlstate(result), "23514");
+}
+
+#[tokio::test]
+async fn the_audit_log_is_append_only_from_user_scope() {
+    let t = TestDb::new().await;
+    let a = seed_user(&t, "a@example.com").await;
+    let mut tx = t.db.user(a.user).await.expect("user scope");
+    for sql in [
+        "update audit_log set action = 'forged' where id = $1",
+        "update audit_log set user_id = null where id = $1",
+        "delete from audit_log where id = $1",
+    ] {
+        let mut savepoint = tx.conn().begin().await.expect("savepoint");
+        let result = sqlx::query(sql)
+            .bind(a.audit)
+            .execute(&mut *savepoint)
+            .await;
+        assert_eq!(sqlstate(result), INSUFFICIENT_PRIVILEGE, "{sql}");
+        savepoint.rollback().await.expect("rollback");
+    }
+    assert_eq!(
+        attempt(&mut tx, "truncate audit_log", &[]).await.as_deref(),
+        Some(INSUFFICIENT_PRIVILEGE)
+    );
+    let count: i64 = sqlx::query_scalar("select count(*) from audit_log")
+        .fetch_one(tx.conn())
+        .await
+        .expect("count");
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn the_audit_log_is_append_only_from_system_scope() {
+    let t = TestDb::new().await;
+    let a = seed_user(&t, "a@example.com").await;
+    let mut sys = t.db.system().await.expect("system scope");
+    sqlx::query("insert into audit_log (user_id, action, resource_type) values ($1, 'auth.sign_in', 'user')")
+        .bind(a.user.0)
+        .execute(sys.conn())
+        .await
+        .expect("system appends");
+    for sql in [
+        "update audit_log set action = 'forged'",
+        "delete from audit_log",
+        "truncate audit_log",
+        "truncate audit_log cascade",
+    ] {
+        let mut savepoint = sys.conn().begin().await.expect("savepoint");
+        let result = sqlx::query(sql).execute(&mut *savepoint).await;
+        assert_eq!(sqlstate(result), INSUFFICIENT_PRIVILEGE, "{sql}");
+        savepoint.rollback().await.expect("rollback");
+    }
+    sys.commit().await.expect("commit");
+
+    let mut tx = t.db.user(a.user).await.expect("user scope");
+    let count: i64 = sqlx::query_scalar("select count(*) from audit_log")
+        .fetch_one(tx.conn())
+        .await
+        .expect("count");
+    assert_eq!(count, 2);
+}
+
+/// The trigger refuses changes even for the owner, which holds every grant: grants are not the
+/// only wall.
+#[tokio::test]
+async fn the_append_only_trigger_holds_even_for_the_owner() {
+    let t = TestDb::new().await;
+    let a = seed_user(&t, "a@example.com").await;
+    let mut owner = t.owner_conn().await;
+    for sql in [
+        "update audit_log set action = 'forged'",
+        "update audit_log set user_id = null, action = 'forged'",
+        "delete from audit_log",
+        "truncate audit_log",
+    ] {
+        let result = sqlx::query(sql).execute(&mut owner).await;
+        let Err(sqlx::Error::Database(e)) = result else {
+            panic!("{sql} must fail, got {result:?}");
+        };
+        assert_eq!(e.code().as_deref(), Some(INSUFFICIENT_PRIVILEGE), "{sql}");
+        assert!(
+            e.message().contains("append-only"),
+            "{sql}: {}",
+            e.message()
+        );
+    }
+    let count: i64 = sqlx::query_scalar("select count(*) from audit_log where user_id = $1")
+        .bind(a.user.0)
+        .fetch_one(&mut owner)
+        .await
+        .expect("count");
+    assert_eq!(count, 1);
+}
+
+/// Deleting a user keeps their audit rows, detached: user_id becomes NULL and nothing else moves.
+#[tokio::test]
+async fn deleting_a_user_detaches_their_audit_rows_and_removes_their_data() {
+    let t = TestDb::new().await;
+    let a = seed_user(&t, "a@example.com").await;
+    let b = seed_user(&t, "b@example.com").await;
+    let mut owner = t.owner_conn().await;
+    let before: serde_json::Value =
+        sqlx::query_scalar("select to_jsonb(x) - 'user_id' from audit_log x where id = $1")
+            .bind(a.audit)
+            .fetch_one(&mut owner)
+            .await
+            .expect("before");
+
+    let mut sys = t.db.system().await.expect("system scope");
+    let done = sqlx::query("delete from users where id = $1")
+        .bind(a.user.0)
+        .execute(sys.conn())
+        .await
+        .expect("delete user");
+    assert_eq!(done.rows_affected(), 1);
+    sys.commit().await.expect("commit");
+
+    let (user_id, after): (Option<Uuid>, serde_json::Value) =
+        sqlx::query_as("select user_id, to_jsonb(x) - 'user_id' from audit_log x where id = $1")
+            .bind(a.audit)
+            .fetch_one(&mut owner)
+            .await
+            .expect("after");
+    assert_eq!(user_id, None);
+    assert_eq!(after, before);
+
+    let left: (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from aides where user_id = $1),
+                (select count(*) from conversation_messages where user_id = $1),
+                (select count(*) from aides where user_id = $2)",
+    )
+    .bind(a.user.0)
+    .bind(b.user.0)
+    .fetch_one(&mut owner)
+    .await
+    .expect("left");
+    assert_eq!(left, (0, 0, 1), "A's data is gone, B's is not");
+}

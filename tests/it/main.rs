@@ -1,0 +1,13 @@
+//! Integration tests: one binary, run in parallel, each test in a database of its own cloned from
+//! a migrated template, connecting through the roles the server uses.
+
+mod support;
+
+mod catalog;
+mod cli;
+mod fail_closed;
+mod http;
+mod isolation;
+mod managed;
+mod migrations;
+mod scopes;
