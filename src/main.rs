@@ -91,6 +91,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let deployed = config.environment.is_deployed();
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve { no_migrate } => server::serve(config, !no_migrate).await,
@@ -104,8 +105,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "aide stopped with an error");
-            eprintln!("error: {e:#}");
+            // Once: as a structured log line where logs are collected, as plain text for a person.
+            if deployed {
+                tracing::error!(error = format!("{e:#}"), "aide stopped with an error");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }

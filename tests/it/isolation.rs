@@ -120,6 +120,30 @@ async fn another_user_can_neither_see_nor_change_nor_create_rows() {
         assert_eq!(done.rows_affected(), 0, "{sql}");
     }
 
+    // Messages, versions and accounts cannot be updated or deleted from user scope at all (no
+    // grant), so A's are as safe as B's own.
+    let refused = [
+        format!(
+            "update conversation_messages set content = 'x' where id = {}",
+            a.message
+        ),
+        format!("delete from conversation_messages where id = {}", a.message),
+        format!(
+            "update published_versions set r2_key = 'x' where id = '{}'",
+            a.version
+        ),
+        format!("delete from published_versions where id = '{}'", a.version),
+        format!("delete from users where id = '{}'", a.user),
+        format!("delete from audit_log where id = {}", a.audit),
+    ];
+    for sql in &refused {
+        assert_eq!(
+            attempt(&mut tx, sql, &[]).await.as_deref(),
+            Some(INSUFFICIENT_PRIVILEGE),
+            "{sql}"
+        );
+    }
+
     // INSERT of rows belonging to A is refused by the policy's check.
     for sql in [
         "insert into aides (user_id, title) values ($1, 'planted')",
