@@ -75,6 +75,10 @@ pub struct Config {
     pub slack_webhook: Option<SecretString>,
     /// SENTRY_DSN: error reporting (optional).
     pub sentry_dsn: Option<SecretString>,
+    /// TRUSTED_PROXY_HEADER: a header set by the proxy in front of the server that holds the
+    /// client's address (`x-forwarded-for`, `cf-connecting-ip`, `x-real-ip`). Unset, the socket's
+    /// peer address is the client's: forwarded headers are not believed.
+    pub trusted_proxy_header: Option<String>,
     pub limits: Limits,
 }
 
@@ -121,6 +125,8 @@ pub struct EmailConfig {
     /// RESEND_API_KEY: send through Resend; unset, emails are written to a local outbox folder and
     /// the sign-in link is logged (development only).
     pub resend_api_key: Option<SecretString>,
+    /// RESEND_API_URL: Resend's API (default https://api.resend.com).
+    pub resend_api_url: Url,
 }
 
 #[derive(Debug, Clone)]
@@ -244,14 +250,29 @@ impl Config {
         if resend_api_key.is_some() && email_from.is_none() {
             src.problem("EMAIL_FROM", "is required when RESEND_API_KEY is set");
         }
+        let resend_api_url = src
+            .http_url("RESEND_API_URL", "https://api.resend.com")
+            .unwrap_or_else(|| Url::parse("https://api.resend.com").expect("constant URL"));
         let email = EmailConfig {
             from: email_from.unwrap_or_else(|| "AIde <login@aide.localhost>".to_string()),
             resend_api_key,
+            resend_api_url,
         };
 
         let stripe = stripe_config(&mut src);
         let slack_webhook = src.secret_url("SLACK_WEBHOOK", true);
         let sentry_dsn = src.secret_url("SENTRY_DSN", false);
+        let trusted_proxy_header = src
+            .text("TRUSTED_PROXY_HEADER")
+            .map(str::to_ascii_lowercase);
+        if let Some(name) = &trusted_proxy_header
+            && axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
+        {
+            src.problem(
+                "TRUSTED_PROXY_HEADER",
+                format!("must be a header name such as x-forwarded-for (got {name:?})"),
+            );
+        }
         let limits = Limits::from_source(&mut src);
 
         if environment.is_deployed() {
@@ -307,10 +328,20 @@ impl Config {
                 stripe,
                 slack_webhook,
                 sentry_dsn,
+                trusted_proxy_header,
                 limits,
             }),
             _ => Err(ConfigError { problems }),
         }
+    }
+
+    /// `path` under APP_URL (which may itself have a path).
+    pub fn app_url_for(&self, path: &str) -> Url {
+        let mut url = self.app_url.clone();
+        let base = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{base}/{}", path.trim_start_matches('/')));
+        url.set_query(None);
+        url
     }
 
     /// The address the HTTP listener binds.
@@ -396,6 +427,7 @@ impl Config {
                 },
             ),
             ("EMAIL_FROM", self.email.from.clone()),
+            ("RESEND_API_URL", self.email.resend_api_url.to_string()),
         ];
         match &self.stripe {
             Some(stripe) => {
@@ -415,6 +447,12 @@ impl Config {
         }
         rows.push(("SLACK_WEBHOOK", secret(&self.slack_webhook)));
         rows.push(("SENTRY_DSN", secret(&self.sentry_dsn)));
+        rows.push((
+            "TRUSTED_PROXY_HEADER",
+            self.trusted_proxy_header.clone().unwrap_or_else(|| {
+                "(not set: the socket's peer address is the client's)".to_string()
+            }),
+        ));
         rows.extend(l.summary());
         rows
     }

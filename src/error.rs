@@ -1,14 +1,39 @@
-//! One error type for HTTP handlers. The client sees a stable code and a sentence; the cause of an
-//! internal error goes to the log, once, and never to the client.
+//! One error type for HTTP handlers. The client sees a stable code, a sentence and the request id;
+//! the cause of an internal error goes to the log, once, and never to the client.
+
+use std::time::Duration;
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
+use crate::http::request_id;
+
+/// An error a handler returns.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// A dependency (the database) cannot serve requests right now.
+    /// 4xx with a stable code and a sentence for people.
+    #[error("{detail}")]
+    Client {
+        status: StatusCode,
+        code: &'static str,
+        detail: String,
+    },
+    /// 422: input that does not validate, with a message per field.
+    #[error("{detail}")]
+    Validation {
+        detail: String,
+        fields: Vec<FieldError>,
+    },
+    /// 429 with Retry-After.
+    #[error("{detail}")]
+    RateLimited {
+        detail: String,
+        retry_after: Duration,
+    },
+    /// 503: a dependency (the database) cannot serve requests right now.
     #[error("{0}")]
     Unavailable(&'static str),
     /// Anything unexpected. The cause is logged; the client gets a generic sentence.
@@ -16,33 +41,143 @@ pub enum AppError {
     Internal(#[source] anyhow::Error),
 }
 
+/// One field's validation problem.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
 /// The JSON body of every error response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
+    /// A sentence for people.
     pub detail: String,
+    /// A stable code for programs, such as `RATE_LIMITED`.
     pub code: &'static str,
+    /// The request's id (also in the `x-request-id` header), for support.
+    pub request_id: Option<String>,
+    /// Per-field problems, for `VALIDATION_FAILED`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldError>,
 }
 
 impl AppError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    pub fn client(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        AppError::Client {
+            status,
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::client(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "Sign in to do this.",
+        )
+    }
+
+    pub fn not_found() -> Self {
+        Self::client(StatusCode::NOT_FOUND, "NOT_FOUND", "Not found.")
+    }
+
+    pub fn forbidden(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::client(StatusCode::FORBIDDEN, code, detail)
+    }
+
+    /// A single-field validation error.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        AppError::Validation {
+            detail: format!("{field}: {message}"),
+            fields: vec![FieldError {
+                field: field.to_string(),
+                message,
+            }],
+        }
+    }
+
+    pub fn rate_limited(detail: impl Into<String>, retry_after: Duration) -> Self {
+        AppError::RateLimited {
+            detail: detail.into(),
+            retry_after,
+        }
+    }
+
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        AppError::Internal(cause.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
         match self {
-            AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
-            AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+            AppError::Client { status, .. } => *status,
+            AppError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::Client { code, .. } => code,
+            AppError::Validation { .. } => "VALIDATION_FAILED",
+            AppError::RateLimited { .. } => "RATE_LIMITED",
+            AppError::Unavailable(_) => "UNAVAILABLE",
+            AppError::Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+
+    /// The sentence the client sees. Logs an internal error's cause (once, here).
+    pub fn detail_for_client(&self) -> String {
+        match self {
+            AppError::Internal(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "internal error");
+                "Something went wrong on our side. Please try again.".to_string()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// Seconds for the Retry-After header, rounded up and at least 1.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            AppError::RateLimited { retry_after, .. } => {
+                Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
+            }
+            _ => None,
+        }
+    }
+
+    /// Adds Retry-After when the error has one.
+    pub fn decorate(&self, response: &mut Response) {
+        if let Some(secs) = self.retry_after_secs() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
     }
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        let detail = match &self {
-            AppError::Internal(cause) => {
-                tracing::error!(error = format!("{cause:#}"), "internal error");
-                "Something went wrong on our side. Please try again.".to_string()
-            }
-            other => other.to_string(),
+        let status = self.status();
+        let detail = self.detail_for_client();
+        let fields = match &self {
+            AppError::Validation { fields, .. } => fields.clone(),
+            _ => Vec::new(),
         };
-        (status, Json(ErrorBody { detail, code })).into_response()
+        let body = ErrorBody {
+            detail,
+            code: self.code(),
+            request_id: request_id::current(),
+            fields,
+        };
+        let mut response = (status, Json(body)).into_response();
+        self.decorate(&mut response);
+        response
     }
 }
 

@@ -1,21 +1,52 @@
-//! The HTTP surface. For now: liveness and readiness.
+//! The HTTP surface: the router every request goes through, and what it shares.
+
+pub mod client_ip;
+mod guard;
+pub mod input;
+mod openapi;
+pub mod request_id;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Json, Router, middleware};
 use serde::Serialize;
+use tokio::sync::Notify;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::ToSchema;
 
+use crate::auth::SessionKey;
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::AppError;
+
+/// Largest request body accepted by default (routes that take files set their own).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Longest a request may take before it is answered with 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
+    pub session_key: SessionKey,
+    /// Wakes the email worker after an email is queued.
+    pub outbox_wake: Arc<Notify>,
+}
+
+impl AppState {
+    pub fn new(config: Arc<Config>, db: Db, session_key: SessionKey) -> Self {
+        AppState {
+            config,
+            db,
+            session_key,
+            outbox_wake: Arc::new(Notify::new()),
+        }
+    }
 }
 
 /// The whole application: `main` serves it and the tests call it directly.
@@ -23,21 +54,44 @@ pub fn build_app(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .merge(crate::home::router())
+        .merge(crate::auth::router())
+        .merge(openapi::router())
+        // Layers run bottom-up on the way in: the request id is set first, so every later
+        // layer and every error body can use it.
+        .layer(middleware::from_fn_with_state(state.clone(), guard::csrf))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::security_headers,
+        ))
+        .layer(middleware::from_fn(request_id::middleware))
         .with_state(state)
 }
 
-#[derive(Debug, Serialize)]
-struct Status {
+/// Liveness or readiness.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Status {
+    /// `ok` or `ready`.
     status: &'static str,
 }
 
 /// The process is alive. Touches nothing else, so it stays cheap for frequent probes.
-async fn health() -> Json<Status> {
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, body = Status)))]
+pub async fn health() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
-/// The process can serve requests: the database answers. 503 otherwise.
-async fn ready(State(state): State<AppState>) -> Result<Json<Status>, AppError> {
+/// The process can serve requests: the database answers.
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses((status = 200, body = Status),
+              (status = 503, description = "The database is unreachable", body = crate::error::ErrorBody)))]
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Status>, AppError> {
     match state.db.ping().await {
         Ok(()) => Ok(Json(Status { status: "ready" })),
         Err(e) => {

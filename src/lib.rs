@@ -2,10 +2,17 @@
 //!
 //! `main.rs` is a thin command line over this library; the tests drive the same pieces.
 
+pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod db;
+pub mod email;
 pub mod error;
+mod home;
+pub mod html;
 pub mod http;
+pub mod jobs;
+pub mod limits;
 pub mod secrets;
 pub mod server;
 pub mod telemetry;

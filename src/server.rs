@@ -1,17 +1,23 @@
 //! Running the service: choosing the database (managed or external), migrating, serving, and
 //! shutting down in order.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
+use crate::auth::SessionKey;
 use crate::config::Config;
 use crate::db::managed::{self, ClusterOptions, ManagedPostgres};
 use crate::db::{Db, migrate};
+use crate::email::{self, Mailer};
 use crate::http::{AppState, build_app};
+use crate::{jobs, secrets};
 
 /// Where the database is, once resolved: connection options for the server's login role and for
 /// migrations, and the managed cluster when there is one.
@@ -98,6 +104,8 @@ async fn serve_on(
             "database schema is up to date"
         );
     }
+    let session_key = SessionKey::new(secrets::jwt_secret(config).map_err(anyhow::Error::msg)?);
+    let mailer = Mailer::from_config(config)?;
     let db = Db::connect_lazy(database.app.clone(), config.database.max_connections);
     let listener = TcpListener::bind(config.listen_addr())
         .await
@@ -108,15 +116,37 @@ async fn serve_on(
         environment = config.environment.as_str(),
         "listening"
     );
-    let state = AppState {
-        config: Arc::new(config.clone()),
-        db: db.clone(),
-    };
-    axum::serve(listener, build_app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let state = AppState::new(Arc::new(config.clone()), db.clone(), session_key);
+
+    let (stop_workers, workers_stop) = watch::channel(false);
+    let outbox = tokio::spawn(
+        email::Worker::new(db.clone(), mailer, state.outbox_wake.clone()).run(workers_stop.clone()),
+    );
+    let cleanup = tokio::spawn(jobs::run_cleanup(db.clone(), workers_stop));
+
+    let served = axum::serve(
+        listener,
+        build_app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await;
     tracing::info!("stopped accepting requests; shutting down");
+
+    // In-flight requests are done; let the workers finish what they hold (a claimed email is
+    // retried by the next start if this one is cut short).
+    let _ = stop_workers.send(true);
+    let finish = async {
+        let _ = outbox.await;
+        let _ = cleanup.await;
+    };
+    if tokio::time::timeout(Duration::from_secs(20), finish)
+        .await
+        .is_err()
+    {
+        tracing::warn!("background workers did not stop in time");
+    }
     db.close().await;
+    served?;
     Ok(())
 }
 

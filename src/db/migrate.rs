@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "schema",
         sql: include_str!("../../migrations/0002_schema.sql"),
     },
+    Migration {
+        version: 3,
+        name: "sign_in",
+        sql: include_str!("../../migrations/0003_sign_in.sql"),
+    },
 ];
 
 /// Arbitrary, fixed key for the migration advisory lock.

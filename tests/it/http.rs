@@ -17,6 +17,12 @@ fn config() -> Arc<Config> {
     Arc::new(Config::from_vars(Vec::<(String, String)>::new()).expect("default configuration"))
 }
 
+fn key() -> aide::auth::SessionKey {
+    aide::auth::SessionKey::new(secrecy::SecretString::from(
+        "0123456789abcdef0123456789abcdef",
+    ))
+}
+
 async fn get(state: AppState, path: &str) -> (StatusCode, serde_json::Value) {
     let response = build_app(state)
         .oneshot(Request::get(path).body(Body::empty()).expect("request"))
@@ -36,10 +42,7 @@ async fn get(state: AppState, path: &str) -> (StatusCode, serde_json::Value) {
 #[tokio::test]
 async fn health_and_ready_answer_when_the_database_does() {
     let t = TestDb::new().await;
-    let state = AppState {
-        config: config(),
-        db: t.db.clone(),
-    };
+    let state = AppState::new(config(), t.db.clone(), key());
     let (status, body) = get(state.clone(), "/health").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, serde_json::json!({"status": "ok"}));
@@ -56,10 +59,7 @@ async fn ready_is_503_when_the_database_is_unreachable_while_health_stays_200() 
         .socket(dir.path())
         .username("aide_app")
         .database("aide");
-    let state = AppState {
-        config: config(),
-        db: Db::connect_lazy(options, 1),
-    };
+    let state = AppState::new(config(), Db::connect_lazy(options, 1), key());
     let (status, body) = get(state.clone(), "/ready").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["code"], "UNAVAILABLE");

@@ -217,14 +217,14 @@ async fn another_user_can_neither_see_nor_change_nor_create_rows() {
 }
 
 #[tokio::test]
-async fn magic_links_and_sessions_are_system_scope_only() {
+async fn sign_in_tables_are_system_scope_only() {
     let t = TestDb::new().await;
     let a = seed_user(&t, "a@example.com").await;
 
     let mut sys = t.db.system().await.expect("system scope");
     sqlx::query(
-        "insert into magic_links (email, token_hash, expires_at)
-         values ('a@example.com', sha256('token'::bytea), now() + interval '15 minutes')",
+        "insert into magic_links (email, token_hash, code_hash, expires_at)
+         values ('a@example.com', sha256('token'::bytea), sha256('code'::bytea), now() + interval '15 minutes')",
     )
     .execute(sys.conn())
     .await
@@ -241,10 +241,14 @@ async fn magic_links_and_sessions_are_system_scope_only() {
         "select count(*) from magic_links",
         "update magic_links set consumed_at = now()",
         "delete from magic_links",
-        "insert into magic_links (email, token_hash, expires_at) values ('a@example.com', sha256('t2'::bytea), now() + interval '1 minute')",
+        "insert into magic_links (email, token_hash, code_hash, expires_at) values ('a@example.com', sha256('t2'::bytea), sha256('c'::bytea), now() + interval '1 minute')",
         "select count(*) from sessions",
         "update sessions set revoked_at = now()",
         "delete from sessions",
+        "select count(*) from email_outbox",
+        "delete from email_outbox",
+        "select count(*) from rate_limits",
+        "delete from rate_limits",
     ] {
         assert_eq!(
             attempt(&mut tx, sql, &[]).await.as_deref(),

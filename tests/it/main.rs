@@ -1,7 +1,12 @@
 //! Integration tests: one binary, run in parallel, each test in a database of its own cloned from
 //! a migrated template, connecting through the roles the server uses.
 
+mod app;
+mod resend_stub;
 mod support;
+
+mod auth;
+mod email;
 
 mod catalog;
 mod cli;

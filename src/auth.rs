@@ -1,0 +1,23 @@
+//! Passwordless sign-in: magic links (with a one-time code for other devices), revocable JWT
+//! sessions, and the rate limits that guard them.
+
+mod email_address;
+pub mod jwt;
+mod message;
+mod pages;
+mod repo;
+pub(crate) mod routes;
+pub mod session;
+pub mod tokens;
+
+pub use email_address::EmailAddress;
+pub use routes::router;
+pub use session::{CurrentUser, SESSION_COOKIE, SessionKey, cookie_value};
+
+/// Removes links and sessions that can no longer be used. Run by the background jobs.
+pub async fn delete_stale(db: &crate::db::Db) -> Result<(u64, u64), sqlx::Error> {
+    let mut tx = db.system().await?;
+    let counts = repo::delete_stale(&mut tx).await?;
+    tx.commit().await?;
+    Ok(counts)
+}

@@ -1,0 +1,65 @@
+//! The sign-in pages: what a browser sees at each step.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+
+use crate::error::AppError;
+use crate::html::{escape, page};
+
+/// `GET /auth/verify`: a button that signs in. The GET itself changes nothing, so a mail scanner
+/// that fetches the link uses nothing up.
+pub fn confirm_sign_in(token: &str) -> Response {
+    let body = format!(
+        "<h1>Sign in to AIde</h1>\
+         <p>Press the button to finish signing in on this device.</p>\
+         <form method=\"post\" action=\"/auth/verify\">\
+         <input type=\"hidden\" name=\"token\" value=\"{}\">\
+         <button type=\"submit\">Sign in</button></form>\
+         <p class=\"muted\">Didn't ask to sign in? Close this page; nothing happens unless you press the button.</p>",
+        escape(token)
+    );
+    let mut response = page(StatusCode::OK, "Sign in", &body);
+    // The token is in this page's URL: never send it on as a Referer.
+    response.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// After `POST /auth/send` from the form: check your email, or type the code here.
+pub fn check_email(email: &str, ttl_minutes: u32) -> Response {
+    let email = escape(email);
+    let body = format!(
+        "<h1>Check your email</h1>\
+         <p>If <strong>{email}</strong> can receive email, a sign-in link is on its way. \
+         It works for {ttl_minutes} minutes.</p>\
+         <h2>Reading your email on another device?</h2>\
+         <p>Enter the six-digit code from the email here instead.</p>\
+         <form method=\"post\" action=\"/auth/verify-code\">\
+         <input type=\"hidden\" name=\"email\" value=\"{email}\">\
+         <label for=\"code\">Code</label>\
+         <input id=\"code\" name=\"code\" inputmode=\"numeric\" autocomplete=\"one-time-code\" required>\
+         <button type=\"submit\">Sign in</button></form>\
+         <p class=\"muted\"><a href=\"/\">Use another address</a></p>"
+    );
+    page(StatusCode::OK, "Check your email", &body)
+}
+
+/// Any sign-in error, for a browser: what went wrong and a way to ask for a new link.
+pub fn error(err: AppError) -> Response {
+    let status = err.status();
+    let detail = err.detail_for_client();
+    let body = format!(
+        "<h1>That didn't work</h1><p class=\"error\">{}</p>\
+         <form method=\"post\" action=\"/auth/send\">\
+         <label for=\"email\">Email me a new sign-in link</label>\
+         <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"email\" required>\
+         <button type=\"submit\">Send link</button></form>\
+         <p class=\"muted\"><a href=\"/\">Home</a></p>",
+        escape(&detail)
+    );
+    let mut response = page(status, "Sign-in problem", &body);
+    err.decorate(&mut response);
+    response
+}

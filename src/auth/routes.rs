@@ -1,0 +1,98 @@
+//! Sign-in routes.
+
+mod account;
+mod send;
+mod verify;
+
+use axum::Router;
+use axum::routing::{get, post};
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::repo::Me;
+use crate::config::Config;
+use crate::http::AppState;
+
+pub use account::{__path_logout, __path_logout_all, __path_me};
+pub use send::__path_send;
+pub use verify::{__path_verify, __path_verify_code, __path_verify_page};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/send", post(send::send))
+        .route(
+            "/auth/verify",
+            get(verify::verify_page).post(verify::verify),
+        )
+        .route("/auth/verify-code", post(verify::verify_code))
+        .route("/auth/me", get(account::me))
+        .route("/auth/logout", post(account::logout))
+        .route("/auth/logout-all", post(account::logout_all))
+}
+
+/// The signed-in user's email and tier, for the home page.
+pub async fn me_summary(
+    tx: &mut crate::db::UserTx,
+) -> Result<Option<(String, String)>, sqlx::Error> {
+    Ok(super::repo::me(tx).await?.map(|me| (me.email, me.tier)))
+}
+
+/// A sentence for people.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Message {
+    pub detail: String,
+}
+
+/// This week's conversation turns.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TurnUsage {
+    /// Turns used in the current week.
+    pub used: i32,
+    /// Turns allowed per week; null when unlimited (Pro).
+    pub limit: Option<u32>,
+    /// When the current week ends and the count starts again; null before the first turn of a week.
+    pub resets_at: Option<DateTime<Utc>>,
+}
+
+/// The signed-in user's public fields (never Stripe ids).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserResponse {
+    pub id: Uuid,
+    pub email: String,
+    pub name: Option<String>,
+    /// `free` or `pro`.
+    pub tier: String,
+    pub turns: TurnUsage,
+    pub created_at: DateTime<Utc>,
+}
+
+impl UserResponse {
+    pub fn new(me: Me, config: &Config, now: DateTime<Utc>) -> Self {
+        let week_end = me.turn_week_start + Duration::days(7);
+        let week_is_current = week_end > now;
+        let limit = (me.tier != "pro").then_some(config.limits.free_turns_per_week);
+        UserResponse {
+            id: me.id,
+            email: me.email,
+            name: me.name,
+            tier: me.tier,
+            turns: TurnUsage {
+                used: if week_is_current { me.turn_count } else { 0 },
+                limit,
+                resets_at: week_is_current.then_some(week_end),
+            },
+            created_at: me.created_at,
+        }
+    }
+}
+
+/// What a JSON client gets on signing in. Browsers get the cookie and a redirect instead.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignedIn {
+    pub user: UserResponse,
+    /// The session token, for `Authorization: Bearer` (also set as the `session` cookie).
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}

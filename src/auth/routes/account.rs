@@ -1,0 +1,116 @@
+//! The signed-in account: `GET /auth/me`, `POST /auth/logout`, `POST /auth/logout-all`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::Utc;
+
+use super::UserResponse;
+use crate::audit::{self, Entry};
+use crate::auth::{CurrentUser, repo, session};
+use crate::error::AppError;
+use crate::http::AppState;
+use crate::http::client_ip::ClientIp;
+
+/// The signed-in user's public fields and this week's turn usage.
+#[utoipa::path(
+    get, path = "/auth/me", tag = "auth",
+    responses(
+        (status = 200, body = UserResponse),
+        (status = 401, description = "No live session", body = crate::error::ErrorBody),
+    ),
+    security(("session_cookie" = []), ("bearer" = []))
+)]
+pub async fn me(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> Result<Json<UserResponse>, AppError> {
+    let mut tx = state.db.user(user.user_id).await?;
+    let me = repo::me(&mut tx)
+        .await?
+        .ok_or_else(AppError::unauthorized)?;
+    tx.commit().await?;
+    Ok(Json(UserResponse::new(me, &state.config, Utc::now())))
+}
+
+/// Ends this session at once: its token gets 401 from now on.
+#[utoipa::path(
+    post, path = "/auth/logout", tag = "auth",
+    responses(
+        (status = 204, description = "Signed out; the cookie is cleared"),
+        (status = 303, description = "Signed out (from a form); the browser goes home"),
+        (status = 401, description = "No live session", body = crate::error::ErrorBody),
+        (status = 403, description = "Cross-site request (CSRF_REJECTED)", body = crate::error::ErrorBody),
+    ),
+    security(("session_cookie" = []), ("bearer" = []))
+)]
+pub async fn logout(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let mut tx = state.db.system().await?;
+    repo::revoke_session(&mut tx, user.session_id).await?;
+    audit::record_system(
+        &mut tx,
+        &Entry::new("auth.logout", "session")
+            .user(user.user_id)
+            .resource(user.session_id)
+            .ip(ip),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(signed_out(&state, &headers))
+}
+
+/// Ends every session of the user, on every device.
+#[utoipa::path(
+    post, path = "/auth/logout-all", tag = "auth",
+    responses(
+        (status = 204, description = "Every session ended; the cookie is cleared"),
+        (status = 303, description = "Same, from a form; the browser goes home"),
+        (status = 401, description = "No live session", body = crate::error::ErrorBody),
+        (status = 403, description = "Cross-site request (CSRF_REJECTED)", body = crate::error::ErrorBody),
+    ),
+    security(("session_cookie" = []), ("bearer" = []))
+)]
+pub async fn logout_all(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let mut tx = state.db.system().await?;
+    let ended = repo::revoke_all_sessions(&mut tx, user.user_id).await?;
+    audit::record_system(
+        &mut tx,
+        &Entry::new("auth.logout_all", "user")
+            .user(user.user_id)
+            .resource(user.user_id.0)
+            .details(serde_json::json!({"sessions_ended": ended}))
+            .ip(ip),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(signed_out(&state, &headers))
+}
+
+/// 303 home for a browser form, 204 otherwise; either way the cookie goes.
+fn signed_out(state: &AppState, headers: &HeaderMap) -> Response {
+    let from_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let mut response = if from_form {
+        Redirect::to(state.config.app_url.as_str()).into_response()
+    } else {
+        StatusCode::NO_CONTENT.into_response()
+    };
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session::clear_cookie(&state.config.app_url),
+    );
+    response
+}

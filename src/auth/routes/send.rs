@@ -1,0 +1,141 @@
+//! `POST /auth/send`: email a sign-in link.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::Message;
+use crate::audit::{self, Entry};
+use crate::auth::{EmailAddress, message, pages, repo, tokens};
+use crate::email::outbox;
+use crate::error::AppError;
+use crate::http::AppState;
+use crate::http::client_ip::ClientIp;
+use crate::http::input::{Input, Via};
+use crate::limits::{self, Rate};
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SendRequest {
+    /// Where to send the link. Trimmed and lower-cased.
+    pub email: String,
+}
+
+const SENT: &str = "If that address can receive email, a sign-in link is on its way.";
+
+/// Email a sign-in link (and a one-time code). The answer is the same whether or not an account
+/// exists; the email goes out from a background worker.
+#[utoipa::path(
+    post, path = "/auth/send", tag = "auth",
+    request_body(content = SendRequest, content_type = "application/json",
+                 description = "JSON, or the same field as an HTML form"),
+    responses(
+        (status = 200, description = "Link queued (or silently not, for addresses that cannot receive it)", body = Message),
+        (status = 422, description = "Malformed email address", body = crate::error::ErrorBody),
+        (status = 429, description = "Too many requests for this address or from this network; see Retry-After", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn send(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    input: Input<SendRequest>,
+) -> Response {
+    let via = input.via;
+    match queue_link(&state, ip, &input.value.email).await {
+        Ok(email) => match via {
+            Via::Form => {
+                pages::check_email(email.as_str(), state.config.limits.magic_link_ttl_minutes)
+            }
+            Via::Json => (
+                StatusCode::OK,
+                Json(Message {
+                    detail: SENT.to_string(),
+                }),
+            )
+                .into_response(),
+        },
+        Err(e) if via == Via::Form => pages::error(e),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn queue_link(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    raw_email: &str,
+) -> Result<EmailAddress, AppError> {
+    let email = EmailAddress::parse(raw_email).map_err(|m| AppError::invalid("email", m))?;
+    let limits = &state.config.limits;
+
+    // Rate limits first, in a transaction of their own: a refused request changes nothing else.
+    let mut tx = state.db.system().await?;
+    let by_ip = limits::hit(
+        &mut tx,
+        &format!("send:ip:{ip}"),
+        Rate::per_hour(limits.magic_link_requests_per_ip_per_hour),
+    )
+    .await?;
+    let by_email = match by_ip {
+        Ok(()) => {
+            let digest = Sha256::digest(email.as_str().as_bytes());
+            let key: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+            limits::hit(
+                &mut tx,
+                &format!("send:email:{key}"),
+                Rate::per_hour(limits.magic_links_per_email_per_hour),
+            )
+            .await?
+        }
+        Err(_) => Ok(()),
+    };
+    tx.commit().await?;
+    if let Err(wait) = by_ip {
+        return Err(AppError::rate_limited(
+            "Too many sign-in requests from your network. Please wait before trying again.",
+            wait,
+        ));
+    }
+    if let Err(wait) = by_email {
+        return Err(AppError::rate_limited(
+            "Too many sign-in links were requested for this address. Please wait before asking for another.",
+            wait,
+        ));
+    }
+
+    // The link, its email and the audit row commit together or not at all.
+    let mut tx = state.db.system().await?;
+    let user = repo::user_id_by_email(&mut tx, &email).await?;
+    let token = tokens::new_link_token();
+    let code = tokens::new_code();
+    let link_id = Uuid::new_v4();
+    let ttl = limits.magic_link_ttl_minutes;
+    let expires_at = repo::insert_magic_link(
+        &mut tx,
+        link_id,
+        &email,
+        &tokens::hash_link_token(&token),
+        &tokens::hash_code(link_id, &code),
+        ip,
+        ttl,
+    )
+    .await?;
+    let mut link = state.config.app_url_for("auth/verify");
+    link.query_pairs_mut().append_pair("token", &token);
+    let message = message::sign_in_email(email.as_str(), &link, &code, expires_at, ttl);
+    outbox::enqueue(&mut tx, &message).await?;
+    audit::record_system(
+        &mut tx,
+        &Entry::new("auth.link_requested", "magic_link")
+            .maybe_user(user)
+            .resource(link_id)
+            .ip(ip),
+    )
+    .await?;
+    tx.commit().await?;
+    state.outbox_wake.notify_one();
+    Ok(email)
+}

@@ -1,0 +1,330 @@
+//! Verification: `GET /auth/verify` (a page, changes nothing), `POST /auth/verify` (the link's
+//! token) and `POST /auth/verify-code` (the code, for another device).
+
+use std::net::IpAddr;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::Utc;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{SignedIn, UserResponse};
+use crate::audit::{self, Entry};
+use crate::auth::repo::{self, LinkProblem, MAX_CODE_ATTEMPTS};
+use crate::auth::{EmailAddress, pages, session, tokens};
+use crate::db::SystemTx;
+use crate::error::AppError;
+use crate::http::AppState;
+use crate::http::client_ip::ClientIp;
+use crate::http::input::{Input, Via};
+use crate::limits::{self, Rate};
+
+#[derive(Debug, Deserialize, IntoParams, ToSchema)]
+pub struct TokenParam {
+    /// The token from the emailed link.
+    pub token: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CodeRequest {
+    pub email: String,
+    /// The six-digit code from the email (spaces allowed).
+    pub code: String,
+}
+
+/// The page behind the emailed link: a "Sign in" button. Fetching it consumes nothing, so mail
+/// scanners that open every link do no harm.
+#[utoipa::path(
+    get, path = "/auth/verify", tag = "auth", params(TokenParam),
+    responses(
+        (status = 200, description = "HTML page with a Sign in button that posts the token", content_type = "text/html"),
+        (status = 400, description = "HTML page: the link is unknown", content_type = "text/html"),
+        (status = 410, description = "HTML page: the link expired or was used", content_type = "text/html"),
+    )
+)]
+pub async fn verify_page(
+    State(state): State<AppState>,
+    Query(params): Query<TokenParam>,
+) -> Response {
+    let token = params.token.trim();
+    let problem = if tokens::is_link_token(token) {
+        let result = async {
+            let mut tx = state.db.system().await?;
+            let (problem, _) = repo::link_problem(&mut tx, &tokens::hash_link_token(token)).await?;
+            tx.commit().await?;
+            Ok::<_, AppError>(problem)
+        }
+        .await;
+        match result {
+            Ok(problem) => problem,
+            Err(e) => return pages::error(e),
+        }
+    } else {
+        Some(LinkProblem::Unknown)
+    };
+    match problem {
+        None => pages::confirm_sign_in(token),
+        Some(problem) => pages::error(link_error(problem)),
+    }
+}
+
+/// Signs in with the link's token. Exactly one of several concurrent attempts succeeds.
+#[utoipa::path(
+    post, path = "/auth/verify", tag = "auth",
+    request_body(content = TokenParam, content_type = "application/json",
+                 description = "JSON, or the same field as an HTML form (what the page posts)"),
+    responses(
+        (status = 200, description = "JSON clients: signed in; the session cookie is set", body = SignedIn),
+        (status = 303, description = "Forms: signed in; the session cookie is set and the browser goes to APP_URL"),
+        (status = 400, description = "Unknown link (LINK_INVALID)", body = crate::error::ErrorBody),
+        (status = 410, description = "Expired (LINK_EXPIRED) or already used (LINK_USED)", body = crate::error::ErrorBody),
+        (status = 422, description = "No token", body = crate::error::ErrorBody),
+        (status = 429, description = "Too many attempts from this network", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn verify(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    input: Input<TokenParam>,
+) -> Response {
+    let via = input.via;
+    let result = async {
+        check_rate(&state, ip).await?;
+        let token = input.value.token.trim();
+        let hash = tokens::hash_link_token(token);
+        let mut tx = state.db.system().await?;
+        let consumed = if tokens::is_link_token(token) {
+            repo::consume_by_token(&mut tx, &hash).await?
+        } else {
+            None
+        };
+        let Some(link) = consumed else {
+            let (problem, email) = repo::link_problem(&mut tx, &hash).await?;
+            let problem = problem.unwrap_or(LinkProblem::Used);
+            let user = match email.as_deref().map(EmailAddress::parse) {
+                Some(Ok(email)) => repo::user_id_by_email(&mut tx, &email).await?,
+                _ => None,
+            };
+            audit::record_system(
+                &mut tx,
+                &Entry::new("auth.sign_in_failed", "magic_link")
+                    .maybe_user(user)
+                    .details(serde_json::json!({"method": "link", "reason": problem.as_str()}))
+                    .ip(ip),
+            )
+            .await?;
+            tx.commit().await?;
+            return Err(link_error(problem));
+        };
+        sign_in(&state, tx, &link.email, link.id, "link", ip, &headers).await
+    }
+    .await;
+    respond(&state, via, result)
+}
+
+/// Signs in with the emailed code, for when the email is read on another device. A code allows
+/// at most five wrong attempts.
+#[utoipa::path(
+    post, path = "/auth/verify-code", tag = "auth",
+    request_body(content = CodeRequest, content_type = "application/json",
+                 description = "JSON, or the same fields as an HTML form"),
+    responses(
+        (status = 200, description = "JSON clients: signed in; the session cookie is set", body = SignedIn),
+        (status = 303, description = "Forms: signed in; the browser goes to APP_URL"),
+        (status = 400, description = "Wrong code, no live code, or too many wrong attempts (CODE_INVALID)", body = crate::error::ErrorBody),
+        (status = 422, description = "Malformed email or code", body = crate::error::ErrorBody),
+        (status = 429, description = "Too many attempts from this network", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn verify_code(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    input: Input<CodeRequest>,
+) -> Response {
+    let via = input.via;
+    let result = async {
+        let email =
+            EmailAddress::parse(&input.value.email).map_err(|m| AppError::invalid("email", m))?;
+        let code = tokens::normalise_code(&input.value.code)
+            .ok_or_else(|| AppError::invalid("code", "Enter the six digits from the email."))?;
+        check_rate(&state, ip).await?;
+
+        let mut tx = state.db.system().await?;
+        let candidates = repo::live_links_for_code(&mut tx, &email).await?;
+        let usable: Vec<_> = candidates
+            .iter()
+            .filter(|c| c.code_attempts < MAX_CODE_ATTEMPTS)
+            .collect();
+        let matched = usable
+            .iter()
+            .find(|c| tokens::hash_code(c.id, &code) == c.code_hash)
+            .map(|c| c.id);
+        if let Some(link_id) = matched
+            && repo::consume_by_id(&mut tx, link_id).await?
+        {
+            return sign_in(&state, tx, email.as_str(), link_id, "code", ip, &headers).await;
+        }
+
+        let user = repo::user_id_by_email(&mut tx, &email).await?;
+        let (reason, detail) = if usable.is_empty() {
+            let detail = if candidates.is_empty() {
+                "There is no live sign-in code for that address. Ask for a new link."
+            } else {
+                "That code can no longer be used: too many wrong attempts. Ask for a new link."
+            };
+            ("no_live_code", detail.to_string())
+        } else {
+            let ids: Vec<_> = usable.iter().map(|c| c.id).collect();
+            let reached = repo::count_wrong_code(&mut tx, &ids).await?;
+            let left = MAX_CODE_ATTEMPTS - reached;
+            let detail = if left > 0 {
+                format!(
+                    "That code is not right. {left} attempt{} left.",
+                    if left == 1 { "" } else { "s" }
+                )
+            } else {
+                "That code is not right, and it can no longer be used. Ask for a new link."
+                    .to_string()
+            };
+            ("wrong_code", detail)
+        };
+        audit::record_system(
+            &mut tx,
+            &Entry::new("auth.sign_in_failed", "magic_link")
+                .maybe_user(user)
+                .details(serde_json::json!({"method": "code", "reason": reason}))
+                .ip(ip),
+        )
+        .await?;
+        tx.commit().await?;
+        Err(AppError::client(
+            StatusCode::BAD_REQUEST,
+            "CODE_INVALID",
+            detail,
+        ))
+    }
+    .await;
+    respond(&state, via, result)
+}
+
+async fn check_rate(state: &AppState, ip: IpAddr) -> Result<(), AppError> {
+    let mut tx = state.db.system().await?;
+    let verdict = limits::hit(
+        &mut tx,
+        &format!("verify:ip:{ip}"),
+        Rate::per_minute(state.config.limits.verifications_per_ip_per_minute),
+    )
+    .await?;
+    tx.commit().await?;
+    verdict.map_err(|wait| {
+        AppError::rate_limited(
+            "Too many sign-in attempts from your network. Please wait a minute and try again.",
+            wait,
+        )
+    })
+}
+
+/// Finishes a sign-in in the transaction that consumed the link: creates the user on first
+/// sign-in, starts a session, records it, commits.
+async fn sign_in(
+    state: &AppState,
+    mut tx: SystemTx,
+    email: &str,
+    link_id: uuid::Uuid,
+    method: &'static str,
+    ip: IpAddr,
+    headers: &HeaderMap,
+) -> Result<SignedInNow, AppError> {
+    let (user, created) = repo::upsert_user(&mut tx, email).await?;
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let session = session::start(
+        &mut tx,
+        &state.session_key,
+        user,
+        state.config.limits.session_ttl_hours,
+        ip,
+        user_agent,
+    )
+    .await?;
+    audit::record_system(
+        &mut tx,
+        &Entry::new("auth.sign_in", "session")
+            .user(user)
+            .resource(session.id)
+            .details(serde_json::json!({"method": method, "new_user": created, "link_id": link_id}))
+            .ip(ip),
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(user_id = %user, new_user = created, method, "signed in");
+
+    let mut user_tx = state.db.user(user).await?;
+    let me = repo::me(&mut user_tx)
+        .await?
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("user vanished after sign-in")))?;
+    user_tx.commit().await?;
+    Ok(SignedInNow {
+        body: SignedIn {
+            user: UserResponse::new(me, &state.config, Utc::now()),
+            token: session.token.clone(),
+            expires_at: session.expires_at,
+        },
+        cookie: session::set_cookie(&state.config.app_url, &session),
+    })
+}
+
+struct SignedInNow {
+    body: SignedIn,
+    cookie: HeaderValue,
+}
+
+fn respond(state: &AppState, via: Via, result: Result<SignedInNow, AppError>) -> Response {
+    match (result, via) {
+        (Ok(done), Via::Form) => {
+            let mut response = Redirect::to(state.config.app_url.as_str()).into_response();
+            response
+                .headers_mut()
+                .insert(header::SET_COOKIE, done.cookie);
+            response
+        }
+        (Ok(done), Via::Json) => {
+            let mut response = Json(done.body).into_response();
+            response
+                .headers_mut()
+                .insert(header::SET_COOKIE, done.cookie);
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        (Err(e), Via::Form) => pages::error(e),
+        (Err(e), Via::Json) => e.into_response(),
+    }
+}
+
+fn link_error(problem: LinkProblem) -> AppError {
+    match problem {
+        LinkProblem::Unknown => AppError::client(
+            StatusCode::BAD_REQUEST,
+            "LINK_INVALID",
+            "This sign-in link is not valid. Check that you copied all of it, or ask for a new one.",
+        ),
+        LinkProblem::Expired => AppError::client(
+            StatusCode::GONE,
+            "LINK_EXPIRED",
+            "This sign-in link has expired. Ask for a new one.",
+        ),
+        LinkProblem::Used => AppError::client(
+            StatusCode::GONE,
+            "LINK_USED",
+            "This sign-in link has already been used. Ask for a new one if you need to sign in again.",
+        ),
+    }
+}

@@ -1,0 +1,223 @@
+//! Sessions: a JWT in the `session` cookie (or an `Authorization: Bearer` header), backed by a
+//! row in `sessions` that every authenticated request checks, so logout takes effect at once.
+
+use std::net::IpAddr;
+
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+use uuid::Uuid;
+
+use super::{jwt, repo};
+use crate::db::{SystemTx, UserId};
+use crate::error::AppError;
+use crate::http::AppState;
+
+/// The cookie that carries the session token.
+pub const SESSION_COOKIE: &str = "session";
+
+/// The key session tokens are signed with.
+#[derive(Clone)]
+pub struct SessionKey(SecretString);
+
+impl SessionKey {
+    pub fn new(secret: SecretString) -> Self {
+        SessionKey(secret)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.0.expose_secret().as_bytes()
+    }
+}
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionKey(..)")
+    }
+}
+
+/// A session just created.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: Uuid,
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    /// The session's whole lifetime, for the cookie's Max-Age.
+    pub lifetime_secs: i64,
+}
+
+/// Creates the session row and signs its token, in the caller's transaction.
+pub async fn start(
+    tx: &mut SystemTx,
+    key: &SessionKey,
+    user: UserId,
+    ttl_hours: u32,
+    ip: IpAddr,
+    user_agent: Option<&str>,
+) -> Result<NewSession, sqlx::Error> {
+    let (id, created_at, expires_at) =
+        repo::create_session(tx, user, ttl_hours, ip, user_agent).await?;
+    let claims = jwt::Claims {
+        sub: user.0,
+        sid: id,
+        iat: created_at.timestamp(),
+        exp: expires_at.timestamp(),
+    };
+    Ok(NewSession {
+        id,
+        token: jwt::sign(key.bytes(), &claims),
+        expires_at,
+        lifetime_secs: (expires_at - created_at).num_seconds(),
+    })
+}
+
+/// The signed-in caller: their id and session. Extracting it answers 401 unless the request
+/// carries a valid token whose session row is live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CurrentUser {
+    pub user_id: UserId,
+    pub session_id: Uuid,
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let token = bearer_token(&parts.headers)
+            .or_else(|| cookie_value(&parts.headers, SESSION_COOKIE))
+            .ok_or_else(AppError::unauthorized)?;
+        let claims = jwt::verify(state.session_key.bytes(), token, Utc::now().timestamp())
+            .map_err(|e| {
+                tracing::info!(reason = %e, "session token refused");
+                AppError::unauthorized()
+            })?;
+        let user = UserId(claims.sub);
+        let mut tx = state.db.system().await?;
+        let live = repo::session_is_live(&mut tx, claims.sid, user).await?;
+        tx.commit().await?;
+        if !live {
+            tracing::info!(user_id = %user, "session revoked or expired");
+            return Err(AppError::unauthorized());
+        }
+        tracing::Span::current().record("user_id", tracing::field::display(user));
+        Ok(CurrentUser {
+            user_id: user,
+            session_id: claims.sid,
+        })
+    }
+}
+
+/// `Option<CurrentUser>`: None when signed out (or the session is dead), for pages that show
+/// either state.
+impl OptionalFromRequestParts<AppState> for CurrentUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, AppError> {
+        match <CurrentUser as FromRequestParts<AppState>>::from_request_parts(parts, state).await {
+            Ok(user) => Ok(Some(user)),
+            Err(e) if e.status() == axum::http::StatusCode::UNAUTHORIZED => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The value of cookie `name`, from any Cookie header.
+pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// Whether cookies may go without `Secure`: only for plain-http localhost.
+fn insecure_local(app_url: &Url) -> bool {
+    app_url.scheme() == "http"
+        && matches!(
+            app_url.host_str(),
+            Some("localhost" | "127.0.0.1" | "[::1]")
+        )
+}
+
+/// `Set-Cookie` for a new session.
+pub fn set_cookie(app_url: &Url, session: &NewSession) -> HeaderValue {
+    cookie_header(app_url, &session.token, session.lifetime_secs.max(0))
+}
+
+/// `Set-Cookie` that removes the session cookie.
+pub fn clear_cookie(app_url: &Url) -> HeaderValue {
+    cookie_header(app_url, "", 0)
+}
+
+fn cookie_header(app_url: &Url, value: &str, max_age: i64) -> HeaderValue {
+    let secure = if insecure_local(app_url) {
+        ""
+    } else {
+        "; Secure"
+    };
+    let cookie = format!(
+        "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}{secure}"
+    );
+    // Tokens are base64url and dots: always a valid header value.
+    HeaderValue::from_str(&cookie)
+        .unwrap_or_else(|_| HeaderValue::from_static("session=; Max-Age=0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cookies_and_bearer_tokens() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; session=tok.en; b=2"),
+        );
+        assert_eq!(cookie_value(&headers, "session"), Some("tok.en"));
+        assert_eq!(cookie_value(&headers, "sess"), None);
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(bearer_token(&headers), Some("abc"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer_token(&headers), None);
+    }
+
+    #[test]
+    fn secure_unless_plain_http_localhost() {
+        for (url, secure) in [
+            ("http://localhost:8000", false),
+            ("http://127.0.0.1:8000", false),
+            ("https://localhost", true),
+            ("http://app.example.com", true),
+            ("https://app.example.com", true),
+        ] {
+            let url = Url::parse(url).expect("url");
+            let value = clear_cookie(&url);
+            let text = value.to_str().expect("ascii");
+            assert_eq!(text.ends_with("; Secure"), secure, "{url}: {text}");
+            assert!(text.starts_with("session=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0"));
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Security headers on every response, and the CSRF check on state-changing requests.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use url::Url;
+
+use super::AppState;
+use crate::auth::SESSION_COOKIE;
+use crate::error::AppError;
+
+/// Adds the headers every response carries, unless the handler chose its own.
+pub async fn security_headers(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let defaults: [(header::HeaderName, &'static str); 4] = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "strict-origin-when-cross-origin"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
+    ];
+    for (name, value) in defaults {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    if state.config.app_url.scheme() == "https" {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
+    response
+}
+
+/// Refuses a state-changing request that a browser sent from another origin.
+///
+/// When a request carries an Origin header, it must be APP_URL's origin. A request authenticated by
+/// the session cookie (no Authorization header) must carry Origin or, failing that, a Referer on
+/// APP_URL's origin. Requests without a cookie and without Origin (API clients, webhooks) pass: a
+/// browser always sends Origin on a cross-origin POST.
+pub async fn csrf(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return next.run(request).await;
+    }
+    match check(request.headers(), &state.config.app_url) {
+        Ok(()) => next.run(request).await,
+        Err(reason) => {
+            tracing::warn!(reason, "cross-site request refused");
+            AppError::forbidden(
+                "CSRF_REJECTED",
+                "This request came from another site and was refused. Reload the page and try again.",
+            )
+            .into_response()
+        }
+    }
+}
+
+fn check(headers: &HeaderMap, app_url: &Url) -> Result<(), &'static str> {
+    let expected = app_url.origin().ascii_serialization();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        return if origin.as_bytes() == expected.as_bytes() {
+            Ok(())
+        } else {
+            Err("origin mismatch")
+        };
+    }
+    let cookie_authenticated = !headers.contains_key(header::AUTHORIZATION)
+        && crate::auth::cookie_value(headers, SESSION_COOKIE).is_some();
+    if !cookie_authenticated {
+        return Ok(());
+    }
+    let referer_origin = headers
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Url::parse(v).ok())
+        .map(|u| u.origin().ascii_serialization());
+    match referer_origin {
+        Some(origin) if origin == expected => Ok(()),
+        Some(_) => Err("referer mismatch"),
+        None => Err("no origin or referer on a cookie-authenticated request"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_str(value).expect("header value"));
+        }
+        map
+    }
+
+    #[test]
+    fn origin_rules() {
+        let app = Url::parse("https://app.example.com").expect("url");
+        assert!(check(&headers(&[("origin", "https://app.example.com")]), &app).is_ok());
+        assert!(check(&headers(&[("origin", "https://evil.example")]), &app).is_err());
+        assert!(check(&headers(&[("origin", "null")]), &app).is_err());
+        // No cookie, no origin: an API client.
+        assert!(check(&headers(&[]), &app).is_ok());
+        // Cookie without origin: the referer decides.
+        assert!(check(&headers(&[("cookie", "session=x")]), &app).is_err());
+        assert!(
+            check(
+                &headers(&[
+                    ("cookie", "session=x"),
+                    ("referer", "https://app.example.com/page")
+                ]),
+                &app
+            )
+            .is_ok()
+        );
+        assert!(
+            check(
+                &headers(&[
+                    ("cookie", "session=x"),
+                    ("referer", "https://app.example.com.evil.example/")
+                ]),
+                &app
+            )
+            .is_err()
+        );
+        // A bearer token is not sent by browsers on their own.
+        assert!(
+            check(
+                &headers(&[("cookie", "session=x"), ("authorization", "Bearer t")]),
+                &app
+            )
+            .is_ok()
+        );
+    }
+}

@@ -1,0 +1,66 @@
+//! The OpenAPI document, generated from the handlers' annotations, and a page to browse it.
+
+use axum::Router;
+use axum::routing::get;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_scalar::{Scalar, Servable};
+
+use super::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "AIde API",
+        description = "AIde's backend: sign-in, and (in later releases) aides, conversations and publishing. \
+                       Errors are JSON: {\"detail\", \"code\", \"request_id\"}; 429 answers carry Retry-After.",
+    ),
+    paths(
+        super::health,
+        super::ready,
+        crate::auth::routes::send,
+        crate::auth::routes::verify_page,
+        crate::auth::routes::verify,
+        crate::auth::routes::verify_code,
+        crate::auth::routes::me,
+        crate::auth::routes::logout,
+        crate::auth::routes::logout_all,
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "auth", description = "Magic-link sign-in and sessions"),
+        (name = "operations", description = "Liveness and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("session"))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    let doc = ApiDoc::openapi();
+    Router::new()
+        .route(
+            "/api/openapi.json",
+            get(|| async { axum::Json(ApiDoc::openapi()) }),
+        )
+        .merge(Scalar::with_url("/api/docs", doc))
+}

@@ -1,0 +1,225 @@
+//! Driving the real router: a test app over a test database, and small request helpers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use aide::auth::SessionKey;
+use aide::config::Config;
+use aide::{AppState, build_app};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use secrecy::SecretString;
+use tower::ServiceExt;
+
+use crate::support::TestDb;
+
+pub const APP_URL: &str = "http://127.0.0.1:8000";
+pub const JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789";
+
+pub struct TestApp {
+    pub t: TestDb,
+    pub state: AppState,
+    router: Router,
+    pub data_dir: tempfile::TempDir,
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The session cookie this answer sets, as `session=...` for a Cookie header.
+    pub fn session_cookie(&self) -> String {
+        let set = self.header("set-cookie").expect("a Set-Cookie header");
+        set.split(';').next().expect("cookie pair").to_string()
+    }
+}
+
+/// A request under construction.
+pub struct Req {
+    builder: axum::http::request::Builder,
+    body: Body,
+    ip: SocketAddr,
+}
+
+impl Req {
+    pub fn new(method: Method, path: &str) -> Self {
+        Req {
+            builder: Request::builder().method(method).uri(path),
+            body: Body::empty(),
+            ip: "192.0.2.1:50000".parse().expect("addr"),
+        }
+    }
+
+    pub fn get(path: &str) -> Self {
+        Self::new(Method::GET, path)
+    }
+
+    pub fn post(path: &str) -> Self {
+        Self::new(Method::POST, path).header("origin", APP_URL)
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.builder = self.builder.header(name, value);
+        self
+    }
+
+    pub fn cookie(self, cookie: &str) -> Self {
+        self.header("cookie", cookie)
+    }
+
+    pub fn bearer(self, token: &str) -> Self {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+
+    pub fn ip(mut self, ip: &str) -> Self {
+        self.ip = format!("{ip}:50000").parse().expect("addr");
+        self
+    }
+
+    pub fn json(mut self, value: serde_json::Value) -> Self {
+        self.builder = self
+            .builder
+            .header(header::CONTENT_TYPE, "application/json");
+        self.body = Body::from(value.to_string());
+        self
+    }
+
+    /// Replaces the body, keeping the headers (for malformed bodies).
+    pub fn raw_body(mut self, body: &str) -> Self {
+        self.body = Body::from(body.to_string());
+        self
+    }
+
+    pub fn form(mut self, pairs: &[(&str, &str)]) -> Self {
+        let encoded: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        self.builder = self
+            .builder
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        self.body = Body::from(encoded);
+        self
+    }
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        Self::with(&[]).await
+    }
+
+    /// An app whose configuration adds `vars` to the test defaults.
+    pub async fn with(vars: &[(&str, &str)]) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut all: Vec<(String, String)> = vec![
+            ("APP_URL".into(), APP_URL.into()),
+            ("JWT_SECRET".into(), JWT_SECRET.into()),
+            (
+                "AIDE_DATA_DIR".into(),
+                data_dir.path().to_string_lossy().into_owned(),
+            ),
+        ];
+        all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let config = Config::from_vars(all).expect("test configuration");
+        let t = TestDb::new().await;
+        let key = SessionKey::new(SecretString::from(
+            config.jwt_secret.clone().expect("JWT_SECRET is set"),
+        ));
+        let state = AppState::new(Arc::new(config), t.db.clone(), key);
+        let router = build_app(state.clone());
+        TestApp {
+            t,
+            state,
+            router,
+            data_dir,
+        }
+    }
+
+    pub async fn send(&self, req: Req) -> Answer {
+        Self::send_via(&self.router, req).await
+    }
+
+    /// Sends `req` through another router (another "server" on the same database).
+    pub async fn send_via(router: &Router, req: Req) -> Answer {
+        let mut request = req.builder.body(req.body).expect("request");
+        request.extensions_mut().insert(ConnectInfo(req.ip));
+        let response = router.clone().oneshot(request).await.expect("response");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    /// The newest queued email to `to`: (link token, code, whole text).
+    pub async fn last_email(&self, to: &str) -> (String, String, String) {
+        let mut tx = self.t.db.system().await.expect("system scope");
+        let text: String = sqlx::query_scalar(
+            "select text_body from email_outbox where to_address = $1 order by created_at desc, id limit 1",
+        )
+        .bind(to)
+        .fetch_one(tx.conn())
+        .await
+        .expect("a queued email");
+        let token_at = text.find("token=").expect("a link with a token") + "token=".len();
+        let token = text[token_at..token_at + 43].to_string();
+        let code = text
+            .lines()
+            .map(str::trim)
+            .find(|l| {
+                l.len() == 7
+                    && l.as_bytes()[3] == b' '
+                    && l.replace(' ', "").bytes().all(|b| b.is_ascii_digit())
+            })
+            .expect("a code line")
+            .replace(' ', "");
+        (token, code, text)
+    }
+
+    /// Asks for a link for `email` and signs in with it as a JSON client; returns the token.
+    pub async fn sign_in(&self, email: &str) -> String {
+        let sent = self
+            .send(Req::post("/auth/send").json(serde_json::json!({"email": email})))
+            .await;
+        assert_eq!(sent.status, StatusCode::OK, "{}", sent.body);
+        let (token, _, _) = self.last_email(email).await;
+        let verified = self
+            .send(Req::post("/auth/verify").json(serde_json::json!({"token": token})))
+            .await;
+        assert_eq!(verified.status, StatusCode::OK, "{}", verified.body);
+        verified.json()["token"]
+            .as_str()
+            .expect("token")
+            .to_string()
+    }
+
+    /// Audit actions recorded so far, oldest first (read as the owner role).
+    pub async fn audit_actions(&self) -> Vec<(String, Option<uuid::Uuid>, serde_json::Value)> {
+        let mut owner = self.t.owner_conn().await;
+        sqlx::query_as("select action, user_id, details from audit_log order by id")
+            .fetch_all(&mut owner)
+            .await
+            .expect("audit rows")
+    }
+}
