@@ -904,3 +904,62 @@ async fn cleanup_removes_dead_links_and_sessions_only() {
     let me = app.send(Req::get("/auth/me").bearer(&live)).await;
     assert_eq!(me.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn forwarded_addresses_are_believed_only_when_configured() {
+    let bad_token = json!({"token": "A".repeat(43)});
+    // Not configured: X-Forwarded-For is ignored, the socket address counts.
+    let app = TestApp::new().await;
+    for i in 0..10 {
+        let answer = app
+            .send(
+                Req::post("/auth/verify")
+                    .ip("192.0.2.150")
+                    .header("x-forwarded-for", &format!("203.0.113.{i}"))
+                    .json(bad_token.clone()),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    }
+    let limited = app
+        .send(
+            Req::post("/auth/verify")
+                .ip("192.0.2.150")
+                .header("x-forwarded-for", "203.0.113.99")
+                .json(bad_token.clone()),
+        )
+        .await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+
+    // Configured: the proxy's entry (the last) counts, whatever the client put before it.
+    let app = TestApp::with(&[("TRUSTED_PROXY_HEADER", "X-Forwarded-For")]).await;
+    for i in 0..10 {
+        let answer = app
+            .send(
+                Req::post("/auth/verify")
+                    .ip("192.0.2.151")
+                    .header("x-forwarded-for", &format!("198.51.100.{i}, 203.0.113.7"))
+                    .json(bad_token.clone()),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    }
+    let same_client = app
+        .send(
+            Req::post("/auth/verify")
+                .ip("192.0.2.151")
+                .header("x-forwarded-for", "203.0.113.7")
+                .json(bad_token.clone()),
+        )
+        .await;
+    assert_eq!(same_client.status, StatusCode::TOO_MANY_REQUESTS);
+    let other_client = app
+        .send(
+            Req::post("/auth/verify")
+                .ip("192.0.2.151")
+                .header("x-forwarded-for", "203.0.113.8")
+                .json(bad_token),
+        )
+        .await;
+    assert_eq!(other_client.status, StatusCode::BAD_REQUEST);
+}
