@@ -19,10 +19,12 @@ pub fn confirm_sign_in(token: &str) -> Response {
         escape(token)
     );
     let mut response = page(StatusCode::OK, "Sign in", &body);
-    // The token is in this page's URL: never send it on as a Referer.
+    // The token is in this page's URL: never send it to another site as a Referer. (Not
+    // `no-referrer`: with it, browsers send `Origin: null` on the form's POST, which the CSRF
+    // check rightly refuses.)
     response.headers_mut().insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     response
 }

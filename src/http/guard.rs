@@ -55,11 +55,24 @@ pub async fn csrf(State(state): State<AppState>, request: Request, next: Next) -
         Ok(()) => next.run(request).await,
         Err(reason) => {
             tracing::warn!(reason, "cross-site request refused");
-            AppError::forbidden(
+            let from_form = request
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+            let err = AppError::forbidden(
                 "CSRF_REJECTED",
                 "This request came from another site and was refused. Reload the page and try again.",
-            )
-            .into_response()
+            );
+            if from_form {
+                let body = format!(
+                    "<h1>Refused</h1><p class=\"error\">{}</p><p><a href=\"/\">Home</a></p>",
+                    crate::html::escape(&err.to_string())
+                );
+                crate::html::page(err.status(), "Refused", &body)
+            } else {
+                err.into_response()
+            }
         }
     }
 }

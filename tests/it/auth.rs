@@ -51,7 +51,7 @@ async fn the_whole_browser_flow_from_form_to_logout() {
                 .contains("<button type=\"submit\">Sign in</button>")
         );
         assert!(page.body.contains(&format!("value=\"{token}\"")));
-        assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+        assert_eq!(page.header("referrer-policy"), Some("same-origin"));
         assert_eq!(page.header("cache-control"), Some("no-store"));
     }
     assert!(!link_consumed(&app, "ada@example.com").await);
@@ -733,6 +733,11 @@ async fn cross_site_requests_with_the_cookie_are_refused() {
         )
         .await;
     assert_eq!(planted.status, StatusCode::FORBIDDEN);
+    assert!(
+        planted.body.contains("<h1>Refused</h1>"),
+        "a form gets a page: {}",
+        planted.body
+    );
 }
 
 #[tokio::test]
