@@ -7,6 +7,11 @@ use uuid::Uuid;
 
 use crate::db::{SystemTx, UserId, UserTx};
 
+mod routes;
+
+pub(crate) use routes::__path_list;
+pub use routes::router;
+
 /// One audit row.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -79,4 +84,25 @@ fn bind(entry: &Entry) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres:
         .bind(entry.resource_id)
         .bind(&entry.details)
         .bind(entry.ip.map(|ip| ip.to_string()))
+}
+
+/// The caller's own entries, newest first, before entry `before`.
+pub async fn list(
+    tx: &mut UserTx,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<routes::AuditEntry>, sqlx::Error> {
+    let user = tx.user_id();
+    sqlx::query_as(
+        "select id, action, resource_type, resource_id, details, host(ip_address) as ip_address, created_at
+         from audit_log
+         where user_id = $1 and id < coalesce($2, 9223372036854775807)
+         order by id desc
+         limit $3",
+    )
+    .bind(user.0)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(tx.conn())
+    .await
 }

@@ -120,6 +120,12 @@ impl Db {
         SystemTx::begin(&self.pool).await
     }
 
+    /// Begins a system-scoped transaction whose commit does not wait for the disk: only for
+    /// bookkeeping that may be lost in a crash (rate-limit counters).
+    pub async fn system_relaxed(&self) -> Result<SystemTx, sqlx::Error> {
+        SystemTx::begin_relaxed(&self.pool).await
+    }
+
     /// Whether the database answers. Touches no table.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("select 1")

@@ -27,11 +27,13 @@ pub enum AppError {
         detail: String,
         fields: Vec<FieldError>,
     },
-    /// 429 with Retry-After.
+    /// 429 with Retry-After; `usage` describes a quota (turns) when one was exhausted.
     #[error("{detail}")]
     RateLimited {
+        code: &'static str,
         detail: String,
         retry_after: Duration,
+        usage: Option<Usage>,
     },
     /// 503: a dependency (the database) cannot serve requests right now.
     #[error("{0}")]
@@ -48,6 +50,14 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// How much of a quota was used, on `TURN_LIMIT_REACHED`.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct Usage {
+    pub used: i64,
+    pub limit: i64,
+    pub resets_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// The JSON body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -60,6 +70,9 @@ pub struct ErrorBody {
     /// Per-field problems, for `VALIDATION_FAILED`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FieldError>,
+    /// The quota that was exhausted, on `TURN_LIMIT_REACHED`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 impl AppError {
@@ -101,9 +114,15 @@ impl AppError {
 
     pub fn rate_limited(detail: impl Into<String>, retry_after: Duration) -> Self {
         AppError::RateLimited {
+            code: "RATE_LIMITED",
             detail: detail.into(),
             retry_after,
+            usage: None,
         }
+    }
+
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::client(StatusCode::CONFLICT, code, detail)
     }
 
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
@@ -124,7 +143,7 @@ impl AppError {
         match self {
             AppError::Client { code, .. } => code,
             AppError::Validation { .. } => "VALIDATION_FAILED",
-            AppError::RateLimited { .. } => "RATE_LIMITED",
+            AppError::RateLimited { code, .. } => code,
             AppError::Unavailable(_) => "UNAVAILABLE",
             AppError::Internal(_) => "INTERNAL_ERROR",
         }
@@ -169,11 +188,16 @@ impl IntoResponse for AppError {
             AppError::Validation { fields, .. } => fields.clone(),
             _ => Vec::new(),
         };
+        let usage = match &self {
+            AppError::RateLimited { usage, .. } => usage.clone(),
+            _ => None,
+        };
         let body = ErrorBody {
             detail,
             code: self.code(),
             request_id: request_id::current(),
             fields,
+            usage,
         };
         let mut response = (status, Json(body)).into_response();
         self.decorate(&mut response);

@@ -4,6 +4,7 @@ pub mod client_ip;
 mod guard;
 pub mod input;
 mod openapi;
+pub mod params;
 pub mod request_id;
 
 use std::sync::Arc;
@@ -56,6 +57,9 @@ pub fn build_app(state: AppState) -> Router {
         .route("/ready", get(ready))
         .merge(crate::home::router())
         .merge(crate::auth::router())
+        .merge(crate::aides::router())
+        .merge(crate::conversations::router())
+        .merge(crate::audit::router())
         .merge(openapi::router())
         // Layers run bottom-up on the way in: the request id is set first, so every later
         // layer and every error body can use it.

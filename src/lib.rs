@@ -2,9 +2,11 @@
 //!
 //! `main.rs` is a thin command line over this library; the tests drive the same pieces.
 
+pub mod aides;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod conversations;
 pub mod db;
 pub mod email;
 pub mod error;

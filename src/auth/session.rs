@@ -15,6 +15,7 @@ use super::{jwt, repo};
 use crate::db::{SystemTx, UserId};
 use crate::error::AppError;
 use crate::http::AppState;
+use crate::limits::{self, Rate};
 
 /// The cookie that carries the session token.
 pub const SESSION_COOKIE: &str = "session";
@@ -86,28 +87,68 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let token = bearer_token(&parts.headers)
-            .or_else(|| cookie_value(&parts.headers, SESSION_COOKIE))
-            .ok_or_else(AppError::unauthorized)?;
-        let claims = jwt::verify(state.session_key.bytes(), token, Utc::now().timestamp())
-            .map_err(|e| {
-                tracing::info!(reason = %e, "session token refused");
-                AppError::unauthorized()
-            })?;
-        let user = UserId(claims.sub);
-        let mut tx = state.db.system().await?;
-        let live = repo::session_is_live(&mut tx, claims.sid, user).await?;
-        tx.commit().await?;
-        if !live {
-            tracing::info!(user_id = %user, "session revoked or expired");
-            return Err(AppError::unauthorized());
-        }
-        tracing::Span::current().record("user_id", tracing::field::display(user));
-        Ok(CurrentUser {
-            user_id: user,
-            session_id: claims.sid,
-        })
+        authenticate(parts, state, false).await
     }
+}
+
+/// A signed-in caller of the `/api` routes: [`CurrentUser`] plus the per-user API rate limit
+/// (API_REQUESTS_PER_USER_PER_MINUTE), counted in PostgreSQL so it holds across servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiUser(pub CurrentUser);
+
+impl FromRequestParts<AppState> for ApiUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        authenticate(parts, state, true).await.map(ApiUser)
+    }
+}
+
+/// Checks the token, then (in one transaction) that its session is live and, for API calls,
+/// counts the request against the user's rate limit.
+async fn authenticate(
+    parts: &Parts,
+    state: &AppState,
+    count_api_request: bool,
+) -> Result<CurrentUser, AppError> {
+    let token = bearer_token(&parts.headers)
+        .or_else(|| cookie_value(&parts.headers, SESSION_COOKIE))
+        .ok_or_else(AppError::unauthorized)?;
+    let claims =
+        jwt::verify(state.session_key.bytes(), token, Utc::now().timestamp()).map_err(|e| {
+            tracing::info!(reason = %e, "session token refused");
+            AppError::unauthorized()
+        })?;
+    let user = UserId(claims.sub);
+    // Nothing here needs to survive a crash: the rate-limit counter may be lost.
+    let mut tx = state.db.system_relaxed().await?;
+    let live = repo::session_is_live(&mut tx, claims.sid, user).await?;
+    let verdict = if live && count_api_request {
+        limits::hit(
+            &mut tx,
+            &format!("api:user:{user}"),
+            Rate::per_minute(state.config.limits.api_requests_per_user_per_minute),
+        )
+        .await?
+    } else {
+        Ok(())
+    };
+    tx.commit().await?;
+    if !live {
+        tracing::info!(user_id = %user, "session revoked or expired");
+        return Err(AppError::unauthorized());
+    }
+    tracing::Span::current().record("user_id", tracing::field::display(user));
+    verdict.map_err(|wait| {
+        AppError::rate_limited(
+            "Too many requests. Please slow down and try again shortly.",
+            wait,
+        )
+    })?;
+    Ok(CurrentUser {
+        user_id: user,
+        session_id: claims.sid,
+    })
 }
 
 /// `Option<CurrentUser>`: None when signed out (or the session is dead), for pages that show

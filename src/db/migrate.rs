@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "sign_in",
         sql: include_str!("../../migrations/0003_sign_in.sql"),
     },
+    Migration {
+        version: 4,
+        name: "aides_api",
+        sql: include_str!("../../migrations/0004_aides_api.sql"),
+    },
 ];
 
 /// Arbitrary, fixed key for the migration advisory lock.

@@ -75,3 +75,51 @@ fn invalid_body(status: StatusCode, message: String) -> AppError {
         fields: Vec::new(),
     }
 }
+
+/// A JSON body, for API routes. Parse failures are 422 with axum's message (which names the field
+/// and the problem); a wrong content type is 415; an oversized body is 413.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, AppError> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(JsonBody(value)),
+            Err(e) if e.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE => Err(AppError::client(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "Send the body as JSON (Content-Type: application/json).",
+            )),
+            Err(e) => Err(invalid_body(e.status(), e.body_text())),
+        }
+    }
+}
+
+/// `Option<JsonBody<T>>`: None when the request has no body (no Content-Type and no length).
+impl<S, T> axum::extract::OptionalFromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Option<Self>, AppError> {
+        let headers = request.headers();
+        let empty = !headers.contains_key(header::CONTENT_TYPE)
+            && headers
+                .get(header::CONTENT_LENGTH)
+                .is_none_or(|v| v.as_bytes() == b"0");
+        if empty {
+            return Ok(None);
+        }
+        <JsonBody<T> as FromRequest<S>>::from_request(request, state)
+            .await
+            .map(Some)
+    }
+}

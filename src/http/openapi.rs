@@ -12,7 +12,7 @@ use super::AppState;
 #[openapi(
     info(
         title = "AIde API",
-        description = "AIde's backend: sign-in, and (in later releases) aides, conversations and publishing. \
+        description = "AIde's backend: sign-in, aides, conversations and the audit trail. \
                        Errors are JSON: {\"detail\", \"code\", \"request_id\"}; 429 answers carry Retry-After.",
     ),
     paths(
@@ -25,10 +25,23 @@ use super::AppState;
         crate::auth::routes::me,
         crate::auth::routes::logout,
         crate::auth::routes::logout_all,
+        crate::aides::list,
+        crate::aides::create,
+        crate::aides::read,
+        crate::aides::update,
+        crate::aides::archive,
+        crate::aides::restore,
+        crate::aides::delete,
+        crate::conversations::read,
+        crate::conversations::append,
+        crate::audit::list,
     ),
     modifiers(&Security),
     tags(
         (name = "auth", description = "Magic-link sign-in and sessions"),
+        (name = "aides", description = "A person's living pages"),
+        (name = "conversations", description = "Each aide's chat history; user messages use turns"),
+        (name = "audit", description = "The caller's own audit trail"),
         (name = "operations", description = "Liveness and readiness"),
     )
 )]

@@ -333,7 +333,7 @@ async fn simultaneous_posts_with_one_token_get_exactly_one_session() {
                     .json(json!({"token": token})),
             )
         });
-        let answers = futures_join_all(attempts).await;
+        let answers = crate::app::join_all(attempts).await;
         let ok = answers
             .iter()
             .filter(|a| a.status == StatusCode::OK)
@@ -353,35 +353,6 @@ async fn simultaneous_posts_with_one_token_get_exactly_one_session() {
         .expect("count");
         assert_eq!(sessions, 1, "round {round}: exactly one session");
     }
-}
-
-/// Runs futures concurrently on this task (no extra dependency needed).
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output> {
-    let handles: Vec<_> = futures.collect();
-    let mut outputs = Vec::with_capacity(handles.len());
-    let mut pinned: Vec<_> = handles.into_iter().map(Box::pin).collect();
-    let mut done: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if done[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => done[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.extend(done.into_iter().flatten());
-    outputs
 }
 
 #[tokio::test]

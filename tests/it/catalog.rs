@@ -291,3 +291,41 @@ async fn user_policies_use_the_fail_closed_user_id() {
         }
     }
 }
+
+/// Functions that run with their owner's rights are few, pinned, owned by aide_owner, fix their
+/// search_path, and are executable only by the role they serve.
+#[tokio::test]
+async fn security_definer_functions_are_pinned_and_narrow() {
+    let t = TestDb::new().await;
+    let mut conn = t.admin_conn().await;
+    let functions: Vec<(String, String, bool, Vec<String>)> = sqlx::query_as(
+        "select p.proname::text, pg_get_userbyid(p.proowner)::text,
+                coalesce(array_to_string(p.proconfig, ',') like '%search_path=%', false),
+                array(select r.rolname::text from pg_roles r
+                      where r.rolname like 'aide\\_%' and has_function_privilege(r.oid, p.oid, 'EXECUTE')
+                      order by 1)
+         from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+         where n.nspname = 'public' and p.prosecdef
+         order by 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("functions");
+    assert_eq!(
+        functions,
+        vec![(
+            "consume_turn".to_string(),
+            "aide_owner".to_string(),
+            true,
+            vec!["aide_owner".to_string(), "aide_user".to_string()],
+        )]
+    );
+    let public: bool = sqlx::query_scalar(
+        "select exists (select 1 from pg_proc p, aclexplode(p.proacl) a
+                        where p.proname = 'consume_turn' and a.grantee = 0)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("acl");
+    assert!(!public, "PUBLIC must not execute consume_turn");
+}

@@ -5,7 +5,9 @@ mod app;
 mod resend_stub;
 mod support;
 
+mod aides;
 mod auth;
+mod conversations;
 mod email;
 
 mod catalog;

@@ -1,0 +1,141 @@
+//! Every query about aides. User scope: row-level security confines each to the caller's rows,
+//! and each also names the caller so the planner uses the per-user indexes.
+
+use uuid::Uuid;
+
+use super::model::{AideRow, Status};
+use crate::db::UserTx;
+use crate::http::params::TimeCursor;
+
+const COLUMNS: &str = "id, user_id, title, slug, status, r2_prefix, created_at, updated_at";
+
+pub async fn find(tx: &mut UserTx, id: Uuid) -> Result<Option<AideRow>, sqlx::Error> {
+    let user = tx.user_id();
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from aides where id = $1 and user_id = $2"
+    ))
+    .bind(id)
+    .bind(user.0)
+    .fetch_optional(tx.conn())
+    .await
+}
+
+/// The caller's aides with `status` (None: all but archived), most recently updated first,
+/// after `cursor`.
+pub async fn list(
+    tx: &mut UserTx,
+    status: Option<Status>,
+    cursor: Option<TimeCursor>,
+    limit: i64,
+) -> Result<Vec<AideRow>, sqlx::Error> {
+    let user = tx.user_id();
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from aides
+         where user_id = $1
+           and case when $2::text is null then status <> 'archived' else status = $2 end
+           and ($3::timestamptz is null or (updated_at, id) < ($3, $4))
+         order by updated_at desc, id desc
+         limit $5"
+    ))
+    .bind(user.0)
+    .bind(status.map(|s| s.to_string()))
+    .bind(cursor.map(|c| c.at))
+    .bind(cursor.map(|c| c.id))
+    .bind(limit)
+    .fetch_all(tx.conn())
+    .await
+}
+
+/// Locks the caller's account row for the rest of the transaction and returns its tier, so that
+/// checks such as "at most 5 aides" cannot race each other.
+pub async fn lock_account(tx: &mut UserTx) -> Result<String, sqlx::Error> {
+    let user = tx.user_id();
+    sqlx::query_scalar("select tier from users where id = $1 for update")
+        .bind(user.0)
+        .fetch_one(tx.conn())
+        .await
+}
+
+/// The caller's tier, without locking.
+pub async fn tier(tx: &mut UserTx) -> Result<String, sqlx::Error> {
+    let user = tx.user_id();
+    sqlx::query_scalar("select tier from users where id = $1")
+        .bind(user.0)
+        .fetch_one(tx.conn())
+        .await
+}
+
+/// How many aides the caller holds that are not archived.
+pub async fn count_active(tx: &mut UserTx) -> Result<i64, sqlx::Error> {
+    let user = tx.user_id();
+    sqlx::query_scalar("select count(*) from aides where user_id = $1 and status <> 'archived'")
+        .bind(user.0)
+        .fetch_one(tx.conn())
+        .await
+}
+
+/// Creates an aide and its (empty) conversation.
+pub async fn insert(tx: &mut UserTx, title: &str) -> Result<AideRow, sqlx::Error> {
+    let user = tx.user_id();
+    let row: AideRow = sqlx::query_as(&format!(
+        "insert into aides (user_id, title) values ($1, $2) returning {COLUMNS}"
+    ))
+    .bind(user.0)
+    .bind(title)
+    .fetch_one(tx.conn())
+    .await?;
+    sqlx::query("insert into conversations (aide_id, user_id) values ($1, $2)")
+        .bind(row.id)
+        .bind(user.0)
+        .execute(tx.conn())
+        .await?;
+    Ok(row)
+}
+
+/// Changes the given fields; None when the aide is not the caller's.
+pub async fn update(
+    tx: &mut UserTx,
+    id: Uuid,
+    title: Option<&str>,
+    slug: Option<&str>,
+) -> Result<Option<AideRow>, sqlx::Error> {
+    let user = tx.user_id();
+    sqlx::query_as(&format!(
+        "update aides set title = coalesce($3, title), slug = coalesce($4, slug)
+         where id = $1 and user_id = $2
+         returning {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(user.0)
+    .bind(title)
+    .bind(slug)
+    .fetch_optional(tx.conn())
+    .await
+}
+
+pub async fn set_status(
+    tx: &mut UserTx,
+    id: Uuid,
+    status: Status,
+) -> Result<Option<AideRow>, sqlx::Error> {
+    let user = tx.user_id();
+    sqlx::query_as(&format!(
+        "update aides set status = $3 where id = $1 and user_id = $2 returning {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(user.0)
+    .bind(status)
+    .fetch_optional(tx.conn())
+    .await
+}
+
+/// Deletes the aide with its conversation and versions; false when it is not the caller's.
+pub async fn delete(tx: &mut UserTx, id: Uuid) -> Result<bool, sqlx::Error> {
+    let user = tx.user_id();
+    let done = sqlx::query("delete from aides where id = $1 and user_id = $2")
+        .bind(id)
+        .bind(user.0)
+        .execute(tx.conn())
+        .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -1,0 +1,339 @@
+//! `/api/aides`: list, create, read, rename, choose a slug, archive, restore, delete.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::model::{Aide, AidePage, CreateAide, Slug, Status, Title, UpdateAide};
+use super::repo;
+use crate::audit::{self, Entry};
+use crate::auth::ApiUser;
+use crate::db::UserTx;
+use crate::error::AppError;
+use crate::http::AppState;
+use crate::http::client_ip::ClientIp;
+use crate::http::input::JsonBody;
+use crate::http::params::{IdPath, TimeCursor, page_size};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/aides", get(list).post(create))
+        .route("/api/aides/{id}", get(read).patch(update).delete(delete))
+        .route("/api/aides/{id}/archive", post(archive))
+        .route("/api/aides/{id}/restore", post(restore))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListParams {
+    /// draft, published or archived; all but archived when left out.
+    status: Option<String>,
+    /// From the previous page's `next_cursor`.
+    cursor: Option<String>,
+    /// 1 to 100 (default 20).
+    limit: Option<u32>,
+}
+
+/// The caller's aides, most recently updated first.
+#[utoipa::path(get, path = "/api/aides", tag = "aides", params(ListParams),
+    responses((status = 200, body = AidePage),
+              (status = 401, body = crate::error::ErrorBody),
+              (status = 422, description = "Bad status, cursor or limit", body = crate::error::ErrorBody),
+              (status = 429, body = crate::error::ErrorBody)),
+    security(("session_cookie" = []), ("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Query(params): Query<ListParams>,
+) -> Result<Json<AidePage>, AppError> {
+    let status = params
+        .status
+        .as_deref()
+        .map(Status::parse)
+        .transpose()
+        .map_err(|m| AppError::invalid("status", m))?;
+    let cursor = params
+        .cursor
+        .as_deref()
+        .map(TimeCursor::decode)
+        .transpose()?;
+    let limit = page_size(params.limit)?;
+    let mut tx = state.db.user(user.user_id).await?;
+    // One more than asked tells whether there is a next page.
+    let mut rows = repo::list(&mut tx, status, cursor, limit + 1).await?;
+    tx.commit().await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| {
+            TimeCursor {
+                at: r.updated_at,
+                id: r.id,
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    Ok(Json(AidePage {
+        items: rows.into_iter().map(Aide::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Creates an aide. Free accounts may hold 5 that are not archived.
+#[utoipa::path(post, path = "/api/aides", tag = "aides", request_body = CreateAide,
+    responses((status = 201, body = Aide),
+              (status = 401, body = crate::error::ErrorBody),
+              (status = 403, description = "AIDE_LIMIT_REACHED", body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody),
+              (status = 429, body = crate::error::ErrorBody)),
+    security(("session_cookie" = []), ("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    ClientIp(ip): ClientIp,
+    body: Option<JsonBody<CreateAide>>,
+) -> Result<(StatusCode, Json<Aide>), AppError> {
+    let request = body.map(|JsonBody(b)| b).unwrap_or_default();
+    let title = match request.title.as_deref() {
+        Some(raw) => Title::parse(raw).map_err(|m| AppError::invalid("title", m))?,
+        None => Title::parse("Untitled").map_err(|m| AppError::invalid("title", m))?,
+    };
+    let mut tx = state.db.user(user.user_id).await?;
+    check_aide_limit(&state, &mut tx).await?;
+    let row = repo::insert(&mut tx, title.as_str()).await?;
+    audit::record_user(
+        &mut tx,
+        &Entry::new("aide.create", "aide")
+            .user(user.user_id)
+            .resource(row.id)
+            .ip(ip),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(row.into())))
+}
+
+/// One aide.
+#[utoipa::path(get, path = "/api/aides/{id}", tag = "aides",
+    params(("id" = uuid::Uuid, Path, description = "The aide's id")),
+    responses((status = 200, body = Aide),
+              (status = 401, body = crate::error::ErrorBody),
+              (status = 404, description = "No such aide of yours", body = crate::error::ErrorBody),
+              (status = 422, description = "Malformed id", body = crate::error::ErrorBody)),
+    security(("session_cookie" = []), ("bearer" = [])))]
+pub async fn read(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    IdPath(id): IdPath,
+) -> Result<Json<Aide>, AppError> {
+    let mut tx = state.db.user(user.user_id).await?;
+    let row = repo::find(&mut tx, id)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    tx.commit().await?;
+    Ok(Json(row.into()))
+}
+
+/// Renames an aide, or (Pro) chooses its slug.
+#[utoipa::path(patch, path = "/api/aides/{id}", tag = "aides", request_body = UpdateAide,
+    params(("id" = uuid::Uuid, Path, description = "The aide's id")),
+    responses((status = 200, body = Aide),
+              (status = 401, body = crate::error::ErrorBody),
+              (status = 403, description = "PRO_REQUIRED: slugs are a Pro feature", body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 409, description = "SLUG_TAKEN", body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)),
+    security(("session_cookie" = []), ("bearer" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    ClientIp(ip): ClientIp,
+    IdPath(id): IdPath,
+    JsonBody(request): JsonBody<UpdateAide>,
+) -> Result<Json<Aide>, AppError> {
+    let title = request
+        .title
+        .as_deref()
+        .map(Title::parse)
+        .transpose()
+        .map_err(|m| AppError::invalid("title", m))?;
+    let slug = request
+        .slug
+        .as_deref()
+        .map(Slug::parse)
+        .transpose()
+        .map_err(|m| AppError::invalid("slug", m))?;
+    if title.is_none() && slug.is_none() {
+        return Err(AppError::invalid(
+            "title",
+            "give a title or a slug to change",
+        ));
+    }
+    let mut tx = state.db.user(user.user_id).await?;
+    let before = repo::find(&mut tx, id)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    if slug.is_some() && repo::tier(&mut tx).await? != "pro" {
+        return Err(AppError::forbidden(
+            "PRO_REQUIRED",
+            "Choosing your page's address is a Pro feature. Upgrade to Pro to pick a slug; free pages get one assigned when first published.",
+        ));
+    }
+    let row = repo::update(
+        &mut tx,
+        id,
+        title.as_ref().map(Title::as_str),
+        slug.as_ref().map(Slug::as_str),
+    )
+    .await
+    .map_err(slug_conflict)?
+    .ok_or_else(AppError::not_found)?;
+    let mut changed = Vec::new();
+    if title.is_some() && row.title != before.title {
+        changed.push("title");
+    }
+    if slug.is_some() && row.slug != before.slug {
+        changed.push("slug");
+    }
+    audit::record_user(
+        &mut tx,
+        &Entry::new("aide.update", "aide")
+            .user(user.user_id)
+            .resource(id)
+            .details(serde_json::json!({ "changed": changed, "slug": row.slug }))
+            .ip(ip),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(row.into()))
+}
+
+/// Archives an aide: it leaves the default list and stops counting toward the free limit.
+#[utoipa::path(post, path = "/api/aides/{id}/archive", tag = "aides",
+    params(("id" = uuid::Uuid, Path, description = "The aide's id")),
+    responses((status = 200, body = Aide),
+              (status = 401, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)),
+    security(("session_cookie" = []), ("bearer" = [])))]
+pub async fn archive(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    ClientIp(ip): ClientIp,
+    IdPath(id): IdPath,
+) -> Result<Json<Aide>, AppError> {
+    let mut tx = state.db.user(user.user_id).await?;
+    let row = repo::set_status(&mut tx, id, Status::Archived)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    audit::record_user(
+        &mut tx,
+        &Entry::new("aide.archive", "aide")
+            .user(user.user_id)
+            .resource(id)
+            .ip(ip),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(row.into()))
+}
+
+/// Brings an archived aide back as a draft, within the free limit.
+#[utoipa::path(post, path = "/api/aides/{id}/restore", tag = "aides",
+    params(("id" = uuid::Uuid, Path, description = "The aide's id")),
+    responses((status = 200, body = Aide),
+              (status = 401, body = crate::error::ErrorBody),
+              (status = 403, description = "AIDE_LIMIT_REACHED", body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)),
+    security(("session_cookie" = []), ("bearer" = [])))]
+pub async fn restore(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    ClientIp(ip): ClientIp,
+    IdPath(id): IdPath,
+) -> Result<Json<Aide>, AppError> {
+    let mut tx = state.db.user(user.user_id).await?;
+    let current = repo::find(&mut tx, id)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    if current.status != Status::Archived {
+        return Ok(Json(current.into()));
+    }
+    check_aide_limit(&state, &mut tx).await?;
+    let row = repo::set_status(&mut tx, id, Status::Draft)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    audit::record_user(
+        &mut tx,
+        &Entry::new("aide.restore", "aide")
+            .user(user.user_id)
+            .resource(id)
+            .ip(ip),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(row.into()))
+}
+
+/// Deletes an aide with its conversation and versions.
+#[utoipa::path(delete, path = "/api/aides/{id}", tag = "aides",
+    params(("id" = uuid::Uuid, Path, description = "The aide's id")),
+    responses((status = 204, description = "Deleted"),
+              (status = 401, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)),
+    security(("session_cookie" = []), ("bearer" = [])))]
+pub async fn delete(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    ClientIp(ip): ClientIp,
+    IdPath(id): IdPath,
+) -> Result<StatusCode, AppError> {
+    let mut tx = state.db.user(user.user_id).await?;
+    if !repo::delete(&mut tx, id).await? {
+        return Err(AppError::not_found());
+    }
+    audit::record_user(
+        &mut tx,
+        &Entry::new("aide.delete", "aide")
+            .user(user.user_id)
+            .resource(id)
+            .ip(ip),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Refuses one more active aide for a free account at its limit. Locks the account row first, so
+/// concurrent creates and restores are counted one after another.
+async fn check_aide_limit(state: &AppState, tx: &mut UserTx) -> Result<(), AppError> {
+    let tier = repo::lock_account(tx).await?;
+    if tier == "pro" {
+        return Ok(());
+    }
+    let limit = state.config.limits.free_max_aides;
+    if repo::count_active(tx).await? >= i64::from(limit) {
+        return Err(AppError::forbidden(
+            "AIDE_LIMIT_REACHED",
+            format!(
+                "Free accounts can keep {limit} aides that are not archived. Archive or delete one, or upgrade to Pro for unlimited aides."
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A slug someone else holds is a conflict, named by the constraint.
+fn slug_conflict(e: sqlx::Error) -> AppError {
+    match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("aides_slug_key") => {
+            AppError::conflict("SLUG_TAKEN", "That address is taken. Choose another slug.")
+        }
+        _ => e.into(),
+    }
+}

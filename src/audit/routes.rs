@@ -1,0 +1,69 @@
+//! `GET /api/audit`: the caller's own audit trail, newest first.
+
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::auth::ApiUser;
+use crate::error::AppError;
+use crate::http::AppState;
+use crate::http::params::{decode_id_cursor, encode_id_cursor, page_size};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/audit", get(list))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AuditParams {
+    cursor: Option<String>,
+    /// 1 to 100 (default 20).
+    limit: Option<u32>,
+}
+
+/// One entry of the caller's audit trail.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub id: i64,
+    /// Such as `auth.sign_in`, `aide.create`.
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: Option<Uuid>,
+    pub details: serde_json::Value,
+    pub ip_address: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<AuditEntry>,
+    pub next_cursor: Option<String>,
+}
+
+/// The caller's own audit entries, newest first.
+#[utoipa::path(get, path = "/api/audit", tag = "audit", params(AuditParams),
+    responses((status = 200, body = AuditPage),
+              (status = 401, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)),
+    security(("session_cookie" = []), ("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Query(params): Query<AuditParams>,
+) -> Result<Json<AuditPage>, AppError> {
+    let before = params.cursor.as_deref().map(decode_id_cursor).transpose()?;
+    let limit = page_size(params.limit)?;
+    let mut tx = state.db.user(user.user_id).await?;
+    let mut items = super::list(&mut tx, before, limit + 1).await?;
+    tx.commit().await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|e| encode_id_cursor(e.id))
+    } else {
+        None
+    };
+    Ok(Json(AuditPage { items, next_cursor }))
+}

@@ -1,0 +1,8 @@
+//! Each aide's chat history: one row per message, so appending stays cheap however long the
+//! conversation grows. A user message consumes one of the week's turns.
+
+mod repo;
+mod routes;
+
+pub use routes::router;
+pub(crate) use routes::{__path_append, __path_read};

@@ -1,0 +1,226 @@
+//! `/api/aides/{id}/conversation`: read the history, append a message.
+
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::repo::{self, Message};
+use crate::audit::{self, Entry};
+use crate::auth::ApiUser;
+use crate::error::{AppError, Usage};
+use crate::http::AppState;
+use crate::http::client_ip::ClientIp;
+use crate::http::input::JsonBody;
+use crate::http::params::{IdPath, decode_id_cursor, encode_id_cursor, page_size};
+
+/// Longest user message, in characters.
+pub const MAX_USER_CHARS: usize = 10_000;
+/// Longest assistant message, in characters (pages can be long).
+pub const MAX_ASSISTANT_CHARS: usize = 100_000;
+/// Largest metadata object, serialised.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// A turn week.
+const WEEK: chrono::Duration = chrono::Duration::days(7);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/aides/{id}/conversation", get(read))
+        .route("/api/aides/{id}/conversation/messages", post(append))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PageParams {
+    /// From the previous page's `next_cursor`.
+    cursor: Option<String>,
+    /// 1 to 100 (default 20).
+    limit: Option<u32>,
+}
+
+/// A page of a conversation, oldest message first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationPage {
+    pub aide_id: Uuid,
+    pub messages: Vec<Message>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMessage {
+    pub role: Role,
+    /// Up to 10,000 characters for a user message, 100,000 for an assistant's.
+    pub content: String,
+    /// Any JSON object (at most 16 KiB).
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// This week's turns after the message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Turns {
+    pub used: i32,
+    /// Null when unlimited (Pro).
+    pub limit: Option<u32>,
+    pub resets_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Appended {
+    pub message: Message,
+    /// Present when the message was the user's (and so used a turn).
+    pub turns: Option<Turns>,
+}
+
+/// The conversation of an aide, oldest first.
+#[utoipa::path(get, path = "/api/aides/{id}/conversation", tag = "conversations",
+    params(("id" = Uuid, Path, description = "The aide's id"), PageParams),
+    responses((status = 200, body = ConversationPage),
+              (status = 401, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)),
+    security(("session_cookie" = []), ("bearer" = [])))]
+pub async fn read(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    IdPath(aide_id): IdPath,
+    Query(params): Query<PageParams>,
+) -> Result<Json<ConversationPage>, AppError> {
+    let after = params.cursor.as_deref().map(decode_id_cursor).transpose()?;
+    let limit = page_size(params.limit)?;
+    let mut tx = state.db.user(user.user_id).await?;
+    let conversation = repo::conversation_of(&mut tx, aide_id)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    let mut messages = repo::list_messages(&mut tx, conversation, after, limit + 1).await?;
+    tx.commit().await?;
+    let next_cursor = if messages.len() as i64 > limit {
+        messages.truncate(limit as usize);
+        messages.last().map(|m| encode_id_cursor(m.id))
+    } else {
+        None
+    };
+    Ok(Json(ConversationPage {
+        aide_id,
+        messages,
+        next_cursor,
+    }))
+}
+
+/// Appends a message. A user message uses one of the week's turns (free: 50 a week).
+#[utoipa::path(post, path = "/api/aides/{id}/conversation/messages", tag = "conversations",
+    params(("id" = Uuid, Path, description = "The aide's id")),
+    request_body = NewMessage,
+    responses((status = 201, body = Appended),
+              (status = 401, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody),
+              (status = 429, description = "TURN_LIMIT_REACHED (with usage and Retry-After) or RATE_LIMITED", body = crate::error::ErrorBody)),
+    security(("session_cookie" = []), ("bearer" = [])))]
+pub async fn append(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    ClientIp(ip): ClientIp,
+    IdPath(aide_id): IdPath,
+    JsonBody(message): JsonBody<NewMessage>,
+) -> Result<(StatusCode, Json<Appended>), AppError> {
+    let (role, max_chars) = match message.role {
+        Role::User => ("user", MAX_USER_CHARS),
+        Role::Assistant => ("assistant", MAX_ASSISTANT_CHARS),
+    };
+    let chars = message.content.chars().count();
+    if message.content.trim().is_empty() {
+        return Err(AppError::invalid("content", "must not be empty"));
+    }
+    if chars > max_chars {
+        return Err(AppError::invalid(
+            "content",
+            format!(
+                "a {role} message may be at most {max_chars} characters (this one has {chars})"
+            ),
+        ));
+    }
+    let metadata = message.metadata.unwrap_or_else(|| serde_json::json!({}));
+    if !metadata.is_object() {
+        return Err(AppError::invalid("metadata", "must be a JSON object"));
+    }
+    if metadata.to_string().len() > MAX_METADATA_BYTES {
+        return Err(AppError::invalid("metadata", "must be at most 16 KiB"));
+    }
+
+    let free_limit = state.config.limits.free_turns_per_week;
+    let mut tx = state.db.user(user.user_id).await?;
+    let conversation = repo::conversation_of(&mut tx, aide_id)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    let turns = if message.role == Role::User {
+        match repo::consume_turn(&mut tx, free_limit).await? {
+            Some((used, week_start)) => {
+                let (tier, _, _) = repo::usage(&mut tx).await?;
+                Some(Turns {
+                    used,
+                    limit: (tier != "pro").then_some(free_limit),
+                    resets_at: week_start + WEEK,
+                })
+            }
+            None => {
+                let (_, used, week_start) = repo::usage(&mut tx).await?;
+                return Err(turn_limit(used, free_limit, week_start + WEEK));
+            }
+        }
+    } else {
+        None
+    };
+    let stored =
+        repo::insert_message(&mut tx, conversation, role, &message.content, &metadata).await?;
+    audit::record_user(
+        &mut tx,
+        &Entry::new("conversation.message", "aide")
+            .user(user.user_id)
+            .resource(aide_id)
+            .details(serde_json::json!({"message_id": stored.id, "role": role, "chars": chars}))
+            .ip(ip),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Appended {
+            message: stored,
+            turns,
+        }),
+    ))
+}
+
+fn turn_limit(used: i32, limit: u32, resets_at: DateTime<Utc>) -> AppError {
+    let wait = (resets_at - Utc::now())
+        .to_std()
+        .unwrap_or(Duration::from_secs(1));
+    AppError::RateLimited {
+        code: "TURN_LIMIT_REACHED",
+        detail: format!(
+            "You have used all {limit} turns of this week's free allowance. They start again at {}. Upgrade to Pro for unlimited turns.",
+            resets_at.format("%Y-%m-%d %H:%M UTC")
+        ),
+        retry_after: wait,
+        usage: Some(Usage {
+            used: i64::from(used),
+            limit: i64::from(limit),
+            resets_at,
+        }),
+    }
+}
