@@ -68,6 +68,35 @@ impl FromStr for UserId {
     }
 }
 
+/// A value whose SQL text cannot carry anything but itself, for statements sent without
+/// parameters (see [`Db::system_oneshot`]).
+pub trait SqlLiteral {
+    fn sql(&self) -> String;
+}
+
+impl SqlLiteral for Uuid {
+    fn sql(&self) -> String {
+        format!("'{}'::uuid", self.hyphenated())
+    }
+}
+
+impl SqlLiteral for UserId {
+    fn sql(&self) -> String {
+        self.0.sql()
+    }
+}
+
+impl SqlLiteral for f64 {
+    fn sql(&self) -> String {
+        // Debug prints finite floats as plain decimals; anything else becomes a safe zero.
+        if self.is_finite() {
+            format!("{self:?}::float8")
+        } else {
+            "0::float8".to_string()
+        }
+    }
+}
+
 /// The connection pool. Cheap to clone; the only way to reach the database is through
 /// [`Db::user`] and [`Db::system`].
 #[derive(Clone)]
@@ -120,10 +149,25 @@ impl Db {
         SystemTx::begin(&self.pool).await
     }
 
-    /// Begins a system-scoped transaction whose commit does not wait for the disk: only for
-    /// bookkeeping that may be lost in a crash (rate-limit counters).
-    pub async fn system_relaxed(&self) -> Result<SystemTx, sqlx::Error> {
-        SystemTx::begin_relaxed(&self.pool).await
+    /// Runs `statement` in system scope as one implicit transaction, in a single round trip, and
+    /// returns its last row. The transaction commits without waiting for the disk, so this is only
+    /// for checks and bookkeeping whose loss in a crash is harmless (the session check and the
+    /// API rate-limit counter on every request).
+    ///
+    /// The text is sent as a simple query, which takes no parameters: build `statement` only from
+    /// constants and [`SqlLiteral`] values, never from text a client sent.
+    pub(crate) async fn system_oneshot(
+        &self,
+        statement: &str,
+    ) -> Result<Option<sqlx::postgres::PgRow>, sqlx::Error> {
+        // Statements in one simple query form one implicit transaction: the transaction-local
+        // settings end with it, and an error rolls all of it back.
+        let sql = format!(
+            "select set_config('role', '{SYSTEM_ROLE}', true), set_config('app.user_id', '', true), \
+             set_config('synchronous_commit', 'off', true); {statement}"
+        );
+        let rows = sqlx::raw_sql(&sql).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().last())
     }
 
     /// Whether the database answers. Touches no table.

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::db::SystemTx;
+use crate::db::{SqlLiteral, SystemTx, UserId};
 
 /// `limit` requests per `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +72,30 @@ pub async fn hit(
     .fetch_one(tx.conn())
     .await?;
     Ok(Err(Duration::from_secs_f64(wait)))
+}
+
+/// The same GCRA step as [`hit`], as a CTE (`name`) for [`crate::db::Db::system_oneshot`]: it
+/// counts one request against `api:user:<user>` when `condition` holds, and returns a row when
+/// allowed. `user` and the numbers are typed literals, so the text carries nothing else.
+pub(crate) fn api_hit_cte(user: UserId, rate: Rate, condition: &str) -> (String, String) {
+    let key = format!("'api:user:{}'", user.0.hyphenated());
+    let interval = rate.interval_secs().sql();
+    let period = rate.period.as_secs_f64().sql();
+    let cte = format!(
+        "insert into rate_limits as r (key, tat)
+         select {key}, now() + make_interval(secs => {interval}) where {condition}
+         on conflict (key) do update
+             set tat = greatest(r.tat, now()) + make_interval(secs => {interval})
+             where greatest(r.tat, now()) + make_interval(secs => {interval}) - now()
+                   <= make_interval(secs => {period})
+         returning 1"
+    );
+    // Seconds until the next request fits, from the row as it was before this statement.
+    let wait = format!(
+        "(select greatest(extract(epoch from (tat + make_interval(secs => {interval}) - make_interval(secs => {period}) - now()))::float8, 0)
+          from rate_limits where key = {key})"
+    );
+    (cte, wait)
 }
 
 /// Deletes keys whose budget is full again (tat in the past): they behave exactly like absent keys.

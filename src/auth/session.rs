@@ -15,7 +15,7 @@ use super::{jwt, repo};
 use crate::db::{SystemTx, UserId};
 use crate::error::AppError;
 use crate::http::AppState;
-use crate::limits::{self, Rate};
+use crate::limits::Rate;
 
 /// The cookie that carries the session token.
 pub const SESSION_COOKIE: &str = "session";
@@ -120,20 +120,9 @@ async fn authenticate(
             AppError::unauthorized()
         })?;
     let user = UserId(claims.sub);
-    // Nothing here needs to survive a crash: the rate-limit counter may be lost.
-    let mut tx = state.db.system_relaxed().await?;
-    let live = repo::session_is_live(&mut tx, claims.sid, user).await?;
-    let verdict = if live && count_api_request {
-        limits::hit(
-            &mut tx,
-            &format!("api:user:{user}"),
-            Rate::per_minute(state.config.limits.api_requests_per_user_per_minute),
-        )
-        .await?
-    } else {
-        Ok(())
-    };
-    tx.commit().await?;
+    let api_rate = count_api_request
+        .then(|| Rate::per_minute(state.config.limits.api_requests_per_user_per_minute));
+    let (live, verdict) = repo::check_session(&state.db, claims.sid, user, api_rate).await?;
     if !live {
         tracing::info!(user_id = %user, "session revoked or expired");
         return Err(AppError::unauthorized());

@@ -20,12 +20,6 @@ fn begin_statement(role: &'static str, user: Option<UserId>) -> String {
     )
 }
 
-/// Also commits without waiting for the disk: for bookkeeping whose loss in a crash is harmless
-/// (a rate-limit counter), so it costs no fsync.
-fn relaxed(statement: String) -> String {
-    format!("{statement}, set_config('synchronous_commit', 'off', true)")
-}
-
 /// A transaction confined by row-level security to one user's rows. Rolled back when dropped
 /// without [`UserTx::commit`].
 pub struct UserTx {
@@ -69,13 +63,6 @@ pub struct SystemTx {
 impl SystemTx {
     pub(super) async fn begin(pool: &PgPool) -> Result<Self, sqlx::Error> {
         let tx = pool.begin_with(begin_statement(SYSTEM_ROLE, None)).await?;
-        Ok(SystemTx { tx })
-    }
-
-    pub(super) async fn begin_relaxed(pool: &PgPool) -> Result<Self, sqlx::Error> {
-        let tx = pool
-            .begin_with(relaxed(begin_statement(SYSTEM_ROLE, None)))
-            .await?;
         Ok(SystemTx { tx })
     }
 
