@@ -71,9 +71,10 @@ pub async fn record_system(tx: &mut SystemTx, entry: &Entry) -> Result<(), sqlx:
     bind(entry).execute(tx.conn()).await.map(|_| ())
 }
 
-/// Records `entry` from user scope; the policy requires it to be about that user.
+/// Records `entry` from user scope, as the transaction's user (the policy allows no other).
 pub async fn record_user(tx: &mut UserTx, entry: &Entry) -> Result<(), sqlx::Error> {
-    bind(entry).execute(tx.conn()).await.map(|_| ())
+    let entry = entry.clone().user(tx.user_id());
+    bind(&entry).execute(tx.conn()).await.map(|_| ())
 }
 
 fn bind(entry: &Entry) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {

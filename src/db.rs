@@ -25,7 +25,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
-pub use scope::{SystemTx, UserTx};
+pub use scope::{SESSION_NOT_LIVE, SystemTx, UserTx};
 
 /// The role user-scoped transactions run as.
 pub const USER_ROLE: &str = "aide_user";
@@ -142,6 +142,17 @@ impl Db {
     /// Begins a transaction confined to `user`'s rows.
     pub async fn user(&self, user: UserId) -> Result<UserTx, sqlx::Error> {
         UserTx::begin(&self.pool, user).await
+    }
+
+    /// Begins a transaction confined to `user`'s rows after checking, in the same round trip, that
+    /// `session` is one of their live sessions. A dead session fails with SQLSTATE
+    /// [`SESSION_NOT_LIVE`].
+    pub async fn user_with_session(
+        &self,
+        user: UserId,
+        session: Uuid,
+    ) -> Result<UserTx, sqlx::Error> {
+        UserTx::begin_checked(&self.pool, user, session).await
     }
 
     /// Begins a system-scoped transaction.

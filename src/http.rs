@@ -23,6 +23,7 @@ use crate::auth::SessionKey;
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::AppError;
+use crate::limits::ApiLimiter;
 
 /// Largest request body accepted by default (routes that take files set their own).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub session_key: SessionKey,
     /// Wakes the email worker after an email is queued.
     pub outbox_wake: Arc<Notify>,
+    /// This process's share of the per-user API rate limit.
+    pub api_limiter: Arc<ApiLimiter>,
 }
 
 impl AppState {
@@ -46,6 +49,7 @@ impl AppState {
             db,
             session_key,
             outbox_wake: Arc::new(Notify::new()),
+            api_limiter: Arc::new(ApiLimiter::default()),
         }
     }
 }

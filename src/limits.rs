@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use crate::db::{SqlLiteral, SystemTx, UserId};
+use sqlx::Row;
+
+use crate::db::{Db, SqlLiteral, SystemTx, UserId};
 
 /// `limit` requests per `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,28 +76,118 @@ pub async fn hit(
     Ok(Err(Duration::from_secs_f64(wait)))
 }
 
-/// The same GCRA step as [`hit`], as a CTE (`name`) for [`crate::db::Db::system_oneshot`]: it
-/// counts one request against `api:user:<user>` when `condition` holds, and returns a row when
-/// allowed. `user` and the numbers are typed literals, so the text carries nothing else.
-pub(crate) fn api_hit_cte(user: UserId, rate: Rate, condition: &str) -> (String, String) {
+/// The API rate limit of one server process: per-user tokens leased in batches from the shared
+/// GCRA row in PostgreSQL, then spent locally.
+///
+/// Leased tokens count as spent in the shared row the moment they are leased, so the limit holds
+/// across any number of processes; a process only ever refuses early (tokens it leased and did not
+/// use), never late. A lease is kept for the time its tokens stand for (size × interval), so
+/// unused tokens cannot pile up into a burst later. With small limits the lease is one token and
+/// every request is counted in PostgreSQL.
+#[derive(Debug, Default)]
+pub struct ApiLimiter {
+    local: std::sync::Mutex<std::collections::HashMap<UserId, Lease>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    tokens: u32,
+    until: std::time::Instant,
+}
+
+/// Leases above this many entries trigger a sweep of expired ones.
+const SWEEP_AT: usize = 10_000;
+
+impl ApiLimiter {
+    /// Counts one request of `user`. Err(retry_after) when over the limit.
+    pub async fn check(
+        &self,
+        db: &Db,
+        user: UserId,
+        rate: Rate,
+    ) -> Result<Result<(), Duration>, sqlx::Error> {
+        let now = std::time::Instant::now();
+        if self.take_local(user, now) {
+            return Ok(Ok(()));
+        }
+        let size = lease_size(rate);
+        let mut granted = size;
+        let mut verdict = take(db, user, rate, size).await?;
+        if verdict.is_err() && size > 1 {
+            granted = 1;
+            verdict = take(db, user, rate, 1).await?;
+        }
+        if verdict.is_ok() && granted > 1 {
+            let lease = Lease {
+                tokens: granted - 1,
+                until: now + Duration::from_secs_f64(rate.interval_secs() * f64::from(granted)),
+            };
+            if let Ok(mut local) = self.local.lock() {
+                if local.len() >= SWEEP_AT {
+                    local.retain(|_, l| l.until > now && l.tokens > 0);
+                }
+                local.insert(user, lease);
+            }
+        }
+        Ok(verdict)
+    }
+
+    fn take_local(&self, user: UserId, now: std::time::Instant) -> bool {
+        let Ok(mut local) = self.local.lock() else {
+            return false;
+        };
+        match local.get_mut(&user) {
+            Some(lease) if lease.tokens > 0 && lease.until > now => {
+                lease.tokens -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// How many tokens one lease takes: a twentieth of the limit, between 1 and 50.
+fn lease_size(rate: Rate) -> u32 {
+    (rate.limit / 20).clamp(1, 50)
+}
+
+/// Takes `cost` tokens from `api:user:<user>` in PostgreSQL, in one round trip (see
+/// [`Db::system_oneshot`]; the statement holds only typed literals).
+async fn take(
+    db: &Db,
+    user: UserId,
+    rate: Rate,
+    cost: u32,
+) -> Result<Result<(), Duration>, sqlx::Error> {
     let key = format!("'api:user:{}'", user.0.hyphenated());
-    let interval = rate.interval_secs().sql();
+    let step = (rate.interval_secs() * f64::from(cost)).sql();
     let period = rate.period.as_secs_f64().sql();
-    let cte = format!(
-        "insert into rate_limits as r (key, tat)
-         select {key}, now() + make_interval(secs => {interval}) where {condition}
-         on conflict (key) do update
-             set tat = greatest(r.tat, now()) + make_interval(secs => {interval})
-             where greatest(r.tat, now()) + make_interval(secs => {interval}) - now()
-                   <= make_interval(secs => {period})
-         returning 1"
+    let interval = rate.interval_secs().sql();
+    let statement = format!(
+        "with hit as (
+             insert into rate_limits as r (key, tat)
+             values ({key}, now() + make_interval(secs => {step}))
+             on conflict (key) do update
+                 set tat = greatest(r.tat, now()) + make_interval(secs => {step})
+                 where greatest(r.tat, now()) + make_interval(secs => {step}) - now()
+                       <= make_interval(secs => {period})
+             returning 1)
+         select exists (select 1 from hit) as allowed,
+                (select greatest(extract(epoch from (tat + make_interval(secs => {interval})
+                                                    - make_interval(secs => {period}) - now()))::float8, 0)
+                 from rate_limits where key = {key}) as wait"
     );
-    // Seconds until the next request fits, from the row as it was before this statement.
-    let wait = format!(
-        "(select greatest(extract(epoch from (tat + make_interval(secs => {interval}) - make_interval(secs => {period}) - now()))::float8, 0)
-          from rate_limits where key = {key})"
-    );
-    (cte, wait)
+    let row = db
+        .system_oneshot(&statement)
+        .await?
+        .ok_or_else(|| sqlx::Error::Protocol("the rate limit check returned no row".into()))?;
+    let allowed: bool = row.try_get("allowed")?;
+    let wait: Option<f64> = row.try_get("wait")?;
+    Ok(if allowed {
+        Ok(())
+    } else {
+        Err(Duration::from_secs_f64(wait.unwrap_or(1.0).max(0.0)))
+    })
 }
 
 /// Deletes keys whose budget is full again (tat in the past): they behave exactly like absent keys.

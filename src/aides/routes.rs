@@ -45,7 +45,7 @@ pub struct ListParams {
     security(("session_cookie" = []), ("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    ApiUser(user): ApiUser,
+    api: ApiUser,
     Query(params): Query<ListParams>,
 ) -> Result<Json<AidePage>, AppError> {
     let status = params
@@ -60,7 +60,7 @@ pub async fn list(
         .map(TimeCursor::decode)
         .transpose()?;
     let limit = page_size(params.limit)?;
-    let mut tx = state.db.user(user.user_id).await?;
+    let mut tx = api.begin(&state.db).await?;
     // One more than asked tells whether there is a next page.
     let mut rows = repo::list(&mut tx, status, cursor, limit + 1).await?;
     tx.commit().await?;
@@ -92,7 +92,7 @@ pub async fn list(
     security(("session_cookie" = []), ("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
-    ApiUser(user): ApiUser,
+    api: ApiUser,
     ClientIp(ip): ClientIp,
     body: Option<JsonBody<CreateAide>>,
 ) -> Result<(StatusCode, Json<Aide>), AppError> {
@@ -101,15 +101,12 @@ pub async fn create(
         Some(raw) => Title::parse(raw).map_err(|m| AppError::invalid("title", m))?,
         None => Title::parse("Untitled").map_err(|m| AppError::invalid("title", m))?,
     };
-    let mut tx = state.db.user(user.user_id).await?;
+    let mut tx = api.begin(&state.db).await?;
     check_aide_limit(&state, &mut tx).await?;
     let row = repo::insert(&mut tx, title.as_str()).await?;
     audit::record_user(
         &mut tx,
-        &Entry::new("aide.create", "aide")
-            .user(user.user_id)
-            .resource(row.id)
-            .ip(ip),
+        &Entry::new("aide.create", "aide").resource(row.id).ip(ip),
     )
     .await?;
     tx.commit().await?;
@@ -126,10 +123,10 @@ pub async fn create(
     security(("session_cookie" = []), ("bearer" = [])))]
 pub async fn read(
     State(state): State<AppState>,
-    ApiUser(user): ApiUser,
+    api: ApiUser,
     IdPath(id): IdPath,
 ) -> Result<Json<Aide>, AppError> {
-    let mut tx = state.db.user(user.user_id).await?;
+    let mut tx = api.begin(&state.db).await?;
     let row = repo::find(&mut tx, id)
         .await?
         .ok_or_else(AppError::not_found)?;
@@ -149,7 +146,7 @@ pub async fn read(
     security(("session_cookie" = []), ("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
-    ApiUser(user): ApiUser,
+    api: ApiUser,
     ClientIp(ip): ClientIp,
     IdPath(id): IdPath,
     JsonBody(request): JsonBody<UpdateAide>,
@@ -172,7 +169,7 @@ pub async fn update(
             "give a title or a slug to change",
         ));
     }
-    let mut tx = state.db.user(user.user_id).await?;
+    let mut tx = api.begin(&state.db).await?;
     let before = repo::find(&mut tx, id)
         .await?
         .ok_or_else(AppError::not_found)?;
@@ -201,7 +198,6 @@ pub async fn update(
     audit::record_user(
         &mut tx,
         &Entry::new("aide.update", "aide")
-            .user(user.user_id)
             .resource(id)
             .details(serde_json::json!({ "changed": changed, "slug": row.slug }))
             .ip(ip),
@@ -221,20 +217,17 @@ pub async fn update(
     security(("session_cookie" = []), ("bearer" = [])))]
 pub async fn archive(
     State(state): State<AppState>,
-    ApiUser(user): ApiUser,
+    api: ApiUser,
     ClientIp(ip): ClientIp,
     IdPath(id): IdPath,
 ) -> Result<Json<Aide>, AppError> {
-    let mut tx = state.db.user(user.user_id).await?;
+    let mut tx = api.begin(&state.db).await?;
     let row = repo::set_status(&mut tx, id, Status::Archived)
         .await?
         .ok_or_else(AppError::not_found)?;
     audit::record_user(
         &mut tx,
-        &Entry::new("aide.archive", "aide")
-            .user(user.user_id)
-            .resource(id)
-            .ip(ip),
+        &Entry::new("aide.archive", "aide").resource(id).ip(ip),
     )
     .await?;
     tx.commit().await?;
@@ -252,11 +245,11 @@ pub async fn archive(
     security(("session_cookie" = []), ("bearer" = [])))]
 pub async fn restore(
     State(state): State<AppState>,
-    ApiUser(user): ApiUser,
+    api: ApiUser,
     ClientIp(ip): ClientIp,
     IdPath(id): IdPath,
 ) -> Result<Json<Aide>, AppError> {
-    let mut tx = state.db.user(user.user_id).await?;
+    let mut tx = api.begin(&state.db).await?;
     let current = repo::find(&mut tx, id)
         .await?
         .ok_or_else(AppError::not_found)?;
@@ -269,10 +262,7 @@ pub async fn restore(
         .ok_or_else(AppError::not_found)?;
     audit::record_user(
         &mut tx,
-        &Entry::new("aide.restore", "aide")
-            .user(user.user_id)
-            .resource(id)
-            .ip(ip),
+        &Entry::new("aide.restore", "aide").resource(id).ip(ip),
     )
     .await?;
     tx.commit().await?;
@@ -289,20 +279,17 @@ pub async fn restore(
     security(("session_cookie" = []), ("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
-    ApiUser(user): ApiUser,
+    api: ApiUser,
     ClientIp(ip): ClientIp,
     IdPath(id): IdPath,
 ) -> Result<StatusCode, AppError> {
-    let mut tx = state.db.user(user.user_id).await?;
+    let mut tx = api.begin(&state.db).await?;
     if !repo::delete(&mut tx, id).await? {
         return Err(AppError::not_found());
     }
     audit::record_user(
         &mut tx,
-        &Entry::new("aide.delete", "aide")
-            .user(user.user_id)
-            .resource(id)
-            .ip(ip),
+        &Entry::new("aide.delete", "aide").resource(id).ip(ip),
     )
     .await?;
     tx.commit().await?;

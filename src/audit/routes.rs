@@ -51,12 +51,12 @@ pub struct AuditPage {
     security(("session_cookie" = []), ("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    ApiUser(user): ApiUser,
+    api: ApiUser,
     Query(params): Query<AuditParams>,
 ) -> Result<Json<AuditPage>, AppError> {
     let before = params.cursor.as_deref().map(decode_id_cursor).transpose()?;
     let limit = page_size(params.limit)?;
-    let mut tx = state.db.user(user.user_id).await?;
+    let mut tx = api.begin(&state.db).await?;
     let mut items = super::list(&mut tx, before, limit + 1).await?;
     tx.commit().await?;
     let next_cursor = if items.len() as i64 > limit {

@@ -6,12 +6,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::email_address::EmailAddress;
-use std::time::Duration;
-
 use sqlx::Row;
 
 use crate::db::{Db, SqlLiteral, SystemTx, UserId, UserTx};
-use crate::limits::{self, Rate};
 
 /// Wrong code attempts after which a code is dead.
 pub const MAX_CODE_ATTEMPTS: i32 = 5;
@@ -194,44 +191,19 @@ pub async fn create_session(
     .await
 }
 
-/// In one round trip: whether the session is live (not revoked, not expired, the user's) and,
-/// when `api_rate` is given, whether this request fits the user's API rate limit (counted only
-/// for a live session): Err(wait) when it does not.
-pub async fn check_session(
-    db: &Db,
-    session: Uuid,
-    user: UserId,
-    api_rate: Option<Rate>,
-) -> Result<(bool, Result<(), Duration>), sqlx::Error> {
-    let live = format!(
+/// Whether the session is live (not revoked, not expired, the user's), in one round trip.
+pub async fn session_is_live(db: &Db, session: Uuid, user: UserId) -> Result<bool, sqlx::Error> {
+    let statement = format!(
         "select exists (select 1 from sessions where id = {} and user_id = {}
-                        and revoked_at is null and expires_at > now()) as ok",
+                        and revoked_at is null and expires_at > now()) as live",
         session.sql(),
         user.sql()
     );
-    let statement = match api_rate {
-        Some(rate) => {
-            let (hit, wait) = limits::api_hit_cte(user, rate, "(select ok from live)");
-            format!(
-                "with live as ({live}), hit as ({hit})
-                 select (select ok from live) as live, exists (select 1 from hit) as allowed, {wait} as wait"
-            )
-        }
-        None => format!("select ok as live, true as allowed, 0::float8 as wait from ({live}) s"),
-    };
     let row = db
         .system_oneshot(&statement)
         .await?
         .ok_or_else(|| sqlx::Error::Protocol("the session check returned no row".into()))?;
-    let live: bool = row.try_get("live")?;
-    let allowed: bool = row.try_get("allowed")?;
-    let wait: Option<f64> = row.try_get("wait")?;
-    let verdict = if allowed || !live {
-        Ok(())
-    } else {
-        Err(Duration::from_secs_f64(wait.unwrap_or(1.0).max(0.0)))
-    };
-    Ok((live, verdict))
+    row.try_get("live")
 }
 
 pub async fn revoke_session(tx: &mut SystemTx, session: Uuid) -> Result<(), sqlx::Error> {

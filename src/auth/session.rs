@@ -12,7 +12,7 @@ use url::Url;
 use uuid::Uuid;
 
 use super::{jwt, repo};
-use crate::db::{SystemTx, UserId};
+use crate::db::{Db, SESSION_NOT_LIVE, SystemTx, UserId, UserTx};
 use crate::error::AppError;
 use crate::http::AppState;
 use crate::limits::Rate;
@@ -87,30 +87,89 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        authenticate(parts, state, false).await
+        let claims = verified_claims(parts, state)?;
+        let user = UserId(claims.sub);
+        if !repo::session_is_live(&state.db, claims.sid, user).await? {
+            tracing::info!(user_id = %user, "session revoked or expired");
+            return Err(AppError::unauthorized());
+        }
+        Ok(CurrentUser {
+            user_id: user,
+            session_id: claims.sid,
+        })
     }
 }
 
-/// A signed-in caller of the `/api` routes: [`CurrentUser`] plus the per-user API rate limit
-/// (API_REQUESTS_PER_USER_PER_MINUTE), counted in PostgreSQL so it holds across servers.
+/// A caller whose token is valid and whose session is checked in the same round trip that opens
+/// the request's transaction: [`SessionUser::begin`] is the only way to its data, so the check
+/// cannot be skipped, and it costs no round trip of its own. A dead session gets 401 there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ApiUser(pub CurrentUser);
+pub struct SessionUser {
+    user: UserId,
+    session: Uuid,
+}
+
+impl SessionUser {
+    /// Opens the caller's user-scoped transaction, after checking their session is live.
+    pub async fn begin(&self, db: &Db) -> Result<UserTx, AppError> {
+        match db.user_with_session(self.user, self.session).await {
+            Ok(tx) => Ok(tx),
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(SESSION_NOT_LIVE) => {
+                tracing::info!(user_id = %self.user, "session revoked or expired");
+                Err(AppError::unauthorized())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for SessionUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let claims = verified_claims(parts, state)?;
+        Ok(SessionUser {
+            user: UserId(claims.sub),
+            session: claims.sid,
+        })
+    }
+}
+
+/// A caller of the `/api` routes: a [`SessionUser`] within the per-user API rate limit
+/// (API_REQUESTS_PER_USER_PER_MINUTE), which holds across server processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiUser(pub SessionUser);
+
+impl ApiUser {
+    /// See [`SessionUser::begin`].
+    pub async fn begin(&self, db: &Db) -> Result<UserTx, AppError> {
+        self.0.begin(db).await
+    }
+}
 
 impl FromRequestParts<AppState> for ApiUser {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        authenticate(parts, state, true).await.map(ApiUser)
+        let session = SessionUser::from_request_parts(parts, state).await?;
+        let rate = Rate::per_minute(state.config.limits.api_requests_per_user_per_minute);
+        if let Err(wait) = state
+            .api_limiter
+            .check(&state.db, session.user, rate)
+            .await?
+        {
+            return Err(AppError::rate_limited(
+                "Too many requests. Please slow down and try again shortly.",
+                wait,
+            ));
+        }
+        Ok(ApiUser(session))
     }
 }
 
-/// Checks the token, then (in one transaction) that its session is live and, for API calls,
-/// counts the request against the user's rate limit.
-async fn authenticate(
-    parts: &Parts,
-    state: &AppState,
-    count_api_request: bool,
-) -> Result<CurrentUser, AppError> {
+/// The claims of a correctly signed, unexpired token from the Authorization header or the session
+/// cookie. Records the user on the request's span.
+fn verified_claims(parts: &Parts, state: &AppState) -> Result<jwt::Claims, AppError> {
     let token = bearer_token(&parts.headers)
         .or_else(|| cookie_value(&parts.headers, SESSION_COOKIE))
         .ok_or_else(AppError::unauthorized)?;
@@ -119,25 +178,8 @@ async fn authenticate(
             tracing::info!(reason = %e, "session token refused");
             AppError::unauthorized()
         })?;
-    let user = UserId(claims.sub);
-    let api_rate = count_api_request
-        .then(|| Rate::per_minute(state.config.limits.api_requests_per_user_per_minute));
-    let (live, verdict) = repo::check_session(&state.db, claims.sid, user, api_rate).await?;
-    if !live {
-        tracing::info!(user_id = %user, "session revoked or expired");
-        return Err(AppError::unauthorized());
-    }
-    tracing::Span::current().record("user_id", tracing::field::display(user));
-    verdict.map_err(|wait| {
-        AppError::rate_limited(
-            "Too many requests. Please slow down and try again shortly.",
-            wait,
-        )
-    })?;
-    Ok(CurrentUser {
-        user_id: user,
-        session_id: claims.sid,
-    })
+    tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
+    Ok(claims)
 }
 
 /// `Option<CurrentUser>`: None when signed out (or the session is dead), for pages that show

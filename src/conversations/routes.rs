@@ -96,13 +96,13 @@ pub struct Appended {
     security(("session_cookie" = []), ("bearer" = [])))]
 pub async fn read(
     State(state): State<AppState>,
-    ApiUser(user): ApiUser,
+    api: ApiUser,
     IdPath(aide_id): IdPath,
     Query(params): Query<PageParams>,
 ) -> Result<Json<ConversationPage>, AppError> {
     let after = params.cursor.as_deref().map(decode_id_cursor).transpose()?;
     let limit = page_size(params.limit)?;
-    let mut tx = state.db.user(user.user_id).await?;
+    let mut tx = api.begin(&state.db).await?;
     let conversation = repo::conversation_of(&mut tx, aide_id)
         .await?
         .ok_or_else(AppError::not_found)?;
@@ -133,7 +133,7 @@ pub async fn read(
     security(("session_cookie" = []), ("bearer" = [])))]
 pub async fn append(
     State(state): State<AppState>,
-    ApiUser(user): ApiUser,
+    api: ApiUser,
     ClientIp(ip): ClientIp,
     IdPath(aide_id): IdPath,
     JsonBody(message): JsonBody<NewMessage>,
@@ -163,7 +163,7 @@ pub async fn append(
     }
 
     let free_limit = state.config.limits.free_turns_per_week;
-    let mut tx = state.db.user(user.user_id).await?;
+    let mut tx = api.begin(&state.db).await?;
     let conversation = repo::conversation_of(&mut tx, aide_id)
         .await?
         .ok_or_else(AppError::not_found)?;
@@ -190,7 +190,6 @@ pub async fn append(
     audit::record_user(
         &mut tx,
         &Entry::new("conversation.message", "aide")
-            .user(user.user_id)
             .resource(aide_id)
             .details(serde_json::json!({"message_id": stored.id, "role": role, "chars": chars}))
             .ip(ip),

@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "aides_api",
         sql: include_str!("../../migrations/0004_aides_api.sql"),
     },
+    Migration {
+        version: 5,
+        name: "session_check",
+        sql: include_str!("../../migrations/0005_session_check.sql"),
+    },
 ];
 
 /// Arbitrary, fixed key for the migration advisory lock.

@@ -4,9 +4,14 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::{SYSTEM_ROLE, USER_ROLE, UserId};
 
-/// The statement that opens a scoped transaction: `BEGIN`, then the role and the user id for the
-/// rest of the transaction only (`set_config(name, value, true)` is `SET LOCAL`), sent as one
+/// The statement that opens a scoped transaction: the role and the user id for the rest of the
+/// transaction only (`set_config(name, value, true)` is `SET LOCAL`), then `BEGIN`, sent as one
 /// simple query so a scope costs one round trip to open.
+///
+/// `BEGIN` comes last on purpose. Statements of one simple query form one implicit transaction,
+/// which `BEGIN` turns into a regular one, keeping the settings. Anything that fails before it
+/// rolls the implicit transaction back, so a failed begin leaves the pooled connection idle and
+/// clean rather than inside an aborted transaction.
 ///
 /// Values are formatted into the text rather than bound, because the simple-query protocol takes
 /// no parameters: the role names are constants and a [`UserId`] prints as hex digits and dashes
@@ -16,9 +21,26 @@ fn begin_statement(role: &'static str, user: Option<UserId>) -> String {
         .map(|u| u.0.hyphenated().to_string())
         .unwrap_or_default();
     format!(
-        "begin; select set_config('role', '{role}', true), set_config('app.user_id', '{user}', true)"
+        "select set_config('role', '{role}', true), set_config('app.user_id', '{user}', true); begin"
     )
 }
+
+/// Like [`begin_statement`] for a user, after checking as `aide_system` that `session` is a live
+/// session of that user (`assert_session_live` raises SQLSTATE 28000 otherwise): one round trip
+/// for the check and the scope.
+fn begin_checked_statement(user: UserId, session: uuid::Uuid) -> String {
+    let uid = user.0.hyphenated();
+    format!(
+        "select set_config('role', '{SYSTEM_ROLE}', true); \
+         select assert_session_live('{}'::uuid, '{uid}'::uuid); \
+         select set_config('role', '{USER_ROLE}', true), set_config('app.user_id', '{uid}', true); \
+         begin",
+        session.hyphenated()
+    )
+}
+
+/// SQLSTATE raised by `assert_session_live`.
+pub const SESSION_NOT_LIVE: &str = "28000";
 
 /// A transaction confined by row-level security to one user's rows. Rolled back when dropped
 /// without [`UserTx::commit`].
@@ -31,6 +53,17 @@ impl UserTx {
     pub(super) async fn begin(pool: &PgPool, user: UserId) -> Result<Self, sqlx::Error> {
         let tx = pool
             .begin_with(begin_statement(USER_ROLE, Some(user)))
+            .await?;
+        Ok(UserTx { tx, user })
+    }
+
+    pub(super) async fn begin_checked(
+        pool: &PgPool,
+        user: UserId,
+        session: uuid::Uuid,
+    ) -> Result<Self, sqlx::Error> {
+        let tx = pool
+            .begin_with(begin_checked_statement(user, session))
             .await?;
         Ok(UserTx { tx, user })
     }
@@ -89,10 +122,11 @@ mod tests {
         let user = UserId(uuid::Uuid::nil());
         assert_eq!(
             begin_statement(USER_ROLE, Some(user)),
-            "begin; select set_config('role', 'aide_user', true), set_config('app.user_id', '00000000-0000-0000-0000-000000000000', true)"
+            "select set_config('role', 'aide_user', true), set_config('app.user_id', '00000000-0000-0000-0000-000000000000', true); begin"
         );
         assert!(
-            begin_statement(SYSTEM_ROLE, None).ends_with("set_config('app.user_id', '', true)")
+            begin_statement(SYSTEM_ROLE, None)
+                .ends_with("set_config('app.user_id', '', true); begin")
         );
     }
 }

@@ -624,3 +624,59 @@ async fn the_api_is_rate_limited_per_user() {
         "another user has their own budget"
     );
 }
+
+#[tokio::test]
+async fn a_revoked_session_is_refused_by_every_api_route() {
+    let app = TestApp::new().await;
+    let token = app.sign_in("rev@example.com").await;
+    let id = create(&app, &token, "Before logout").await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let out = app.send(Req::post("/auth/logout").bearer(&token)).await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    for req in [
+        Req::get("/api/aides"),
+        Req::post("/api/aides").json(json!({})),
+        Req::get(&format!("/api/aides/{id}")),
+        Req::get(&format!("/api/aides/{id}/conversation")),
+        Req::post(&format!("/api/aides/{id}/conversation/messages"))
+            .json(json!({"role": "user", "content": "x"})),
+        Req::get("/api/audit"),
+        Req::get("/auth/me"),
+    ] {
+        let answer = app.send(req.bearer(&token)).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.body);
+    }
+}
+
+/// With a limit large enough for leases of several tokens, two servers together still allow no
+/// more than the limit in a burst.
+#[tokio::test]
+async fn leased_rate_limit_tokens_never_exceed_the_limit_across_servers() {
+    let app = TestApp::with(&[("API_REQUESTS_PER_USER_PER_MINUTE", "60")]).await;
+    let token = app.sign_in("lease@example.com").await;
+    let other = aide::build_app(aide::AppState::new(
+        app.state.config.clone(),
+        aide::db::Db::connect(app.t.app_options(), 2)
+            .await
+            .expect("pool"),
+        app.state.session_key.clone(),
+    ));
+    let mut allowed = 0;
+    for i in 0..100 {
+        let req = Req::get("/api/aides").bearer(&token);
+        let answer = if i % 2 == 0 {
+            app.send(req).await
+        } else {
+            TestApp::send_via(&other, req).await
+        };
+        match answer.status {
+            StatusCode::OK => allowed += 1,
+            StatusCode::TOO_MANY_REQUESTS => assert!(answer.header("retry-after").is_some()),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // Leases of 3 tokens: at most 60 pass; each server may hold back what it leased and not used.
+    assert!((54..=60).contains(&allowed), "{allowed} allowed");
+}

@@ -145,3 +145,29 @@ async fn no_context_leaks_between_transactions_on_one_connection() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_dead_session_fails_the_checked_begin_with_28000_and_leaves_the_pool_clean() {
+    let t = TestDb::with_pool_size(1).await;
+    let a = seed_user(&t, "a@example.com").await;
+    let err = match t.db.user_with_session(a.user, Uuid::new_v4()).await {
+        Ok(_) => panic!("a session that does not exist must be refused"),
+        Err(e) => e,
+    };
+    match &err {
+        sqlx::Error::Database(e) => {
+            assert_eq!(e.code().as_deref(), Some(aide::db::SESSION_NOT_LIVE), "{e}")
+        }
+        other => panic!("unexpected error: {other:?}"),
+    }
+    // The one connection is usable again, outside any transaction and scope.
+    let mut tx =
+        t.db.user(a.user)
+            .await
+            .expect("user scope after a refused begin");
+    let count: i64 = sqlx::query_scalar("select count(*) from aides")
+        .fetch_one(tx.conn())
+        .await
+        .expect("query");
+    assert_eq!(count, 1);
+}

@@ -8,7 +8,7 @@ use chrono::Utc;
 
 use super::UserResponse;
 use crate::audit::{self, Entry};
-use crate::auth::{CurrentUser, repo, session};
+use crate::auth::{CurrentUser, SessionUser, repo, session};
 use crate::error::AppError;
 use crate::http::AppState;
 use crate::http::client_ip::ClientIp;
@@ -24,9 +24,9 @@ use crate::http::client_ip::ClientIp;
 )]
 pub async fn me(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: SessionUser,
 ) -> Result<Json<UserResponse>, AppError> {
-    let mut tx = state.db.user(user.user_id).await?;
+    let mut tx = user.begin(&state.db).await?;
     let me = repo::me(&mut tx)
         .await?
         .ok_or_else(AppError::unauthorized)?;
