@@ -86,22 +86,6 @@ impl SqlLiteral for UserId {
     }
 }
 
-impl SqlLiteral for i64 {
-    fn sql(&self) -> String {
-        format!("{self}::int8")
-    }
-}
-
-impl SqlLiteral for chrono::DateTime<chrono::Utc> {
-    fn sql(&self) -> String {
-        // RFC 3339 text holds only digits, letters T and Z, and the signs `-:.+`.
-        format!(
-            "'{}'::timestamptz",
-            self.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-        )
-    }
-}
-
 impl SqlLiteral for f64 {
     fn sql(&self) -> String {
         // Debug prints finite floats as plain decimals; anything else becomes a safe zero.
@@ -195,44 +179,6 @@ impl Db {
         );
         let rows = sqlx::raw_sql(&sql).fetch_all(&self.pool).await?;
         Ok(rows.into_iter().last())
-    }
-
-    /// Runs one read-only `query` confined to `user`'s rows, after checking that `session` is a
-    /// live session of theirs, all in one implicit transaction and one round trip: what the
-    /// busiest read endpoints use instead of a [`UserTx`] (which costs three). A dead session
-    /// fails with SQLSTATE [`SESSION_NOT_LIVE`]. Returns the query's rows.
-    ///
-    /// Same contract as [`Db::system_oneshot`]: build `query` only from constants and
-    /// [`SqlLiteral`] values. Values come back in text format, which sqlx decodes as usual.
-    pub(crate) async fn user_read_oneshot(
-        &self,
-        user: UserId,
-        session: Uuid,
-        query: &str,
-    ) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
-        use futures_util::TryStreamExt;
-        let sql = format!(
-            "select set_config('role', '{SYSTEM_ROLE}', true); \
-             select assert_session_live({}, {}); \
-             select set_config('role', '{USER_ROLE}', true), set_config('app.user_id', '{}', true); \
-             {query}",
-            session.sql(),
-            user.sql(),
-            user.0.hyphenated()
-        );
-        // The stream yields each statement's rows followed by its result; the query's rows are
-        // the ones after the first three results.
-        let mut results = 0;
-        let mut rows = Vec::new();
-        let mut stream = sqlx::raw_sql(&sql).fetch_many(&self.pool);
-        while let Some(item) = stream.try_next().await? {
-            match item {
-                sqlx::Either::Left(_) => results += 1,
-                sqlx::Either::Right(row) if results >= 3 => rows.push(row),
-                sqlx::Either::Right(_) => {}
-            }
-        }
-        Ok(rows)
     }
 
     /// Whether the database answers. Touches no table.

@@ -119,13 +119,6 @@ impl Status {
     }
 }
 
-impl crate::db::SqlLiteral for Status {
-    fn sql(&self) -> String {
-        // One of three fixed words.
-        format!("'{self}'")
-    }
-}
-
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::model::{AideRow, Status};
-use crate::db::{SqlLiteral, UserId, UserTx};
+use crate::db::UserTx;
 use crate::http::params::TimeCursor;
 
 const COLUMNS: &str = "id, user_id, title, slug, status, r2_prefix, created_at, updated_at";
@@ -21,30 +21,29 @@ pub async fn find(tx: &mut UserTx, id: Uuid) -> Result<Option<AideRow>, sqlx::Er
 }
 
 /// The caller's aides with `status` (None: all but archived), most recently updated first,
-/// after `cursor`; as text for a one-round-trip read ([`crate::auth::SessionUser::read`]), with
-/// typed literals in place of parameters.
-pub fn list_statement(
-    user: UserId,
+/// after `cursor`.
+pub async fn list(
+    tx: &mut UserTx,
     status: Option<Status>,
     cursor: Option<TimeCursor>,
     limit: i64,
-) -> String {
-    let status = match status {
-        None => "status <> 'archived'".to_string(),
-        Some(status) => format!("status = {}", status.sql()),
-    };
-    let after = match cursor {
-        None => String::new(),
-        Some(c) => format!("and (updated_at, id) < ({}, {})", c.at.sql(), c.id.sql()),
-    };
-    format!(
+) -> Result<Vec<AideRow>, sqlx::Error> {
+    let user = tx.user_id();
+    sqlx::query_as(&format!(
         "select {COLUMNS} from aides
-         where user_id = {} and {status} {after}
+         where user_id = $1
+           and case when $2::text is null then status <> 'archived' else status = $2 end
+           and ($3::timestamptz is null or (updated_at, id) < ($3, $4))
          order by updated_at desc, id desc
-         limit {}",
-        user.sql(),
-        limit.sql()
-    )
+         limit $5"
+    ))
+    .bind(user.0)
+    .bind(status.map(|s| s.to_string()))
+    .bind(cursor.map(|c| c.at))
+    .bind(cursor.map(|c| c.id))
+    .bind(limit)
+    .fetch_all(tx.conn())
+    .await
 }
 
 /// Locks the caller's account row for the rest of the transaction and returns its tier, so that

@@ -7,9 +7,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use sqlx::FromRow;
-
-use super::model::{Aide, AidePage, AideRow, CreateAide, Slug, Status, Title, UpdateAide};
+use super::model::{Aide, AidePage, CreateAide, Slug, Status, Title, UpdateAide};
 use super::repo;
 use crate::audit::{self, Entry};
 use crate::auth::ApiUser;
@@ -62,15 +60,10 @@ pub async fn list(
         .map(TimeCursor::decode)
         .transpose()?;
     let limit = page_size(params.limit)?;
-    // The busiest read: one round trip for the session check and the query. One more row than
-    // asked tells whether there is a next page.
-    let statement = repo::list_statement(api.0.user_id(), status, cursor, limit + 1);
-    let mut rows = api
-        .read(&state.db, &statement)
-        .await?
-        .iter()
-        .map(AideRow::from_row)
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut tx = api.begin(&state.db).await?;
+    // One more than asked tells whether there is a next page.
+    let mut rows = repo::list(&mut tx, status, cursor, limit + 1).await?;
+    tx.commit().await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|r| {

@@ -235,15 +235,6 @@ pub struct Me {
     pub created_at: DateTime<Utc>,
 }
 
-/// [`me`] as text for a one-round-trip read ([`crate::auth::SessionUser::read`]).
-pub fn me_statement(user: UserId) -> String {
-    format!(
-        "select id, email, name, tier, turn_count, turn_week_start, created_at
-         from users where id = {}",
-        user.sql()
-    )
-}
-
 pub async fn me(tx: &mut UserTx) -> Result<Option<Me>, sqlx::Error> {
     let user = tx.user_id();
     sqlx::query_as(

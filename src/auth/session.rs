@@ -112,33 +112,13 @@ pub struct SessionUser {
 impl SessionUser {
     /// Opens the caller's user-scoped transaction, after checking their session is live.
     pub async fn begin(&self, db: &Db) -> Result<UserTx, AppError> {
-        db.user_with_session(self.user, self.session)
-            .await
-            .map_err(|e| self.refused(e))
-    }
-}
-
-impl SessionUser {
-    /// Runs one read-only query as the caller, with the session check, in one round trip (see
-    /// [`Db::user_read_oneshot`]).
-    pub async fn read(&self, db: &Db, query: &str) -> Result<Vec<sqlx::postgres::PgRow>, AppError> {
-        db.user_read_oneshot(self.user, self.session, query)
-            .await
-            .map_err(|e| self.refused(e))
-    }
-
-    /// The caller's id, for building a [`SessionUser::read`] query.
-    pub fn user_id(&self) -> UserId {
-        self.user
-    }
-
-    fn refused(&self, e: sqlx::Error) -> AppError {
-        match e {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some(SESSION_NOT_LIVE) => {
+        match db.user_with_session(self.user, self.session).await {
+            Ok(tx) => Ok(tx),
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(SESSION_NOT_LIVE) => {
                 tracing::info!(user_id = %self.user, "session revoked or expired");
-                AppError::unauthorized()
+                Err(AppError::unauthorized())
             }
-            other => other.into(),
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -164,11 +144,6 @@ impl ApiUser {
     /// See [`SessionUser::begin`].
     pub async fn begin(&self, db: &Db) -> Result<UserTx, AppError> {
         self.0.begin(db).await
-    }
-
-    /// See [`SessionUser::read`].
-    pub async fn read(&self, db: &Db, query: &str) -> Result<Vec<sqlx::postgres::PgRow>, AppError> {
-        self.0.read(db, query).await
     }
 }
 

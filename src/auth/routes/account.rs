@@ -5,7 +5,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
-use sqlx::FromRow;
 
 use super::UserResponse;
 use crate::audit::{self, Entry};
@@ -27,11 +26,11 @@ pub async fn me(
     State(state): State<AppState>,
     user: SessionUser,
 ) -> Result<Json<UserResponse>, AppError> {
-    let rows = user
-        .read(&state.db, &repo::me_statement(user.user_id()))
-        .await?;
-    let row = rows.first().ok_or_else(AppError::unauthorized)?;
-    let me = repo::Me::from_row(row)?;
+    let mut tx = user.begin(&state.db).await?;
+    let me = repo::me(&mut tx)
+        .await?
+        .ok_or_else(AppError::unauthorized)?;
+    tx.commit().await?;
     Ok(Json(UserResponse::new(me, &state.config, Utc::now())))
 }
 
