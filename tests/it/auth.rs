@@ -833,6 +833,13 @@ async fn the_openapi_document_and_docs_page_are_served() {
         "/auth/logout-all",
         "/health",
         "/ready",
+        "/api/aides",
+        "/api/aides/{id}",
+        "/api/aides/{id}/archive",
+        "/api/aides/{id}/restore",
+        "/api/aides/{id}/conversation",
+        "/api/aides/{id}/conversation/messages",
+        "/api/audit",
     ] {
         assert!(
             doc["paths"][path].is_object(),
