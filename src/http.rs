@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::error::AppError;
 use crate::limits::ApiLimiter;
+use crate::storage::Storage;
 
 /// Largest request body accepted by default (routes that take files set their own).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -40,11 +41,14 @@ pub struct AppState {
     pub outbox_wake: Arc<Notify>,
     /// This process's share of the per-user API rate limit.
     pub api_limiter: Arc<ApiLimiter>,
+    /// Page files.
+    pub storage: Storage,
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, db: Db, session_key: SessionKey) -> Self {
+    pub fn new(config: Arc<Config>, db: Db, session_key: SessionKey, storage: Storage) -> Self {
         AppState {
+            storage,
             config,
             db,
             session_key,
@@ -64,6 +68,7 @@ pub fn build_app(state: AppState) -> Router {
         .merge(crate::aides::router())
         .merge(crate::conversations::router())
         .merge(crate::audit::router())
+        .merge(crate::files::router())
         .merge(openapi::router())
         // Layers run bottom-up on the way in: the request id is set first, so every later
         // layer and every error body can use it.

@@ -10,6 +10,7 @@ pub mod conversations;
 pub mod db;
 pub mod email;
 pub mod error;
+pub mod files;
 mod home;
 pub mod html;
 pub mod http;
@@ -17,6 +18,7 @@ pub mod jobs;
 pub mod limits;
 pub mod secrets;
 pub mod server;
+pub mod storage;
 pub mod telemetry;
 
 pub use http::{AppState, build_app};

@@ -17,6 +17,7 @@ use crate::db::managed::{self, ClusterOptions, ManagedPostgres};
 use crate::db::{Db, migrate};
 use crate::email::{self, Mailer};
 use crate::http::{AppState, build_app};
+use crate::storage::Storage;
 use crate::{jobs, secrets};
 
 /// Where the database is, once resolved: connection options for the server's login role and for
@@ -116,7 +117,8 @@ async fn serve_on(
         environment = config.environment.as_str(),
         "listening"
     );
-    let state = AppState::new(Arc::new(config.clone()), db.clone(), session_key);
+    let storage = Storage::from_config(config)?;
+    let state = AppState::new(Arc::new(config.clone()), db.clone(), session_key, storage);
 
     let (stop_workers, workers_stop) = watch::channel(false);
     let outbox = tokio::spawn(

@@ -25,6 +25,14 @@ pub struct Limits {
     pub api_requests_per_user_per_minute: u32,
     /// WS_CONNECTIONS_PER_USER: simultaneous websocket connections per user (default 5).
     pub ws_connections_per_user: u32,
+    /// FREE_MAX_FILE_BYTES: largest workspace file on the free tier (default 5 MiB).
+    pub free_max_file_bytes: u32,
+    /// FREE_MAX_AIDE_BYTES: all of one aide's workspace files on the free tier (default 25 MiB).
+    pub free_max_aide_bytes: u32,
+    /// PRO_MAX_FILE_BYTES: largest workspace file on Pro (default 25 MiB).
+    pub pro_max_file_bytes: u32,
+    /// PRO_MAX_AIDE_BYTES: all of one aide's workspace files on Pro (default 250 MiB).
+    pub pro_max_aide_bytes: u32,
 }
 
 impl Default for Limits {
@@ -39,6 +47,10 @@ impl Default for Limits {
             free_max_aides: 5,
             api_requests_per_user_per_minute: 100,
             ws_connections_per_user: 5,
+            free_max_file_bytes: 5 * MIB,
+            free_max_aide_bytes: 25 * MIB,
+            pro_max_file_bytes: 25 * MIB,
+            pro_max_aide_bytes: 250 * MIB,
         }
     }
 }
@@ -72,7 +84,21 @@ const FIELDS: &[Field] = &[
     ("WS_CONNECTIONS_PER_USER", 1, 1000, |l| {
         &mut l.ws_connections_per_user
     }),
+    ("FREE_MAX_FILE_BYTES", 1, 1024 * MIB, |l| {
+        &mut l.free_max_file_bytes
+    }),
+    ("FREE_MAX_AIDE_BYTES", 1, 4095 * MIB, |l| {
+        &mut l.free_max_aide_bytes
+    }),
+    ("PRO_MAX_FILE_BYTES", 1, 1024 * MIB, |l| {
+        &mut l.pro_max_file_bytes
+    }),
+    ("PRO_MAX_AIDE_BYTES", 1, 4095 * MIB, |l| {
+        &mut l.pro_max_aide_bytes
+    }),
 ];
+
+const MIB: u32 = 1024 * 1024;
 
 impl Limits {
     pub(super) fn from_source(src: &mut Source<'_>) -> Self {

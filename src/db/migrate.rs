@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "session_check",
         sql: include_str!("../../migrations/0005_session_check.sql"),
     },
+    Migration {
+        version: 6,
+        name: "workspace_files",
+        sql: include_str!("../../migrations/0006_workspace_files.sql"),
+    },
 ];
 
 /// Arbitrary, fixed key for the migration advisory lock.

@@ -35,6 +35,10 @@ use super::AppState;
         crate::conversations::read,
         crate::conversations::append,
         crate::audit::list,
+        crate::files::list_files,
+        crate::files::put_file,
+        crate::files::get_file,
+        crate::files::delete_file,
     ),
     modifiers(&Security),
     tags(
@@ -42,6 +46,7 @@ use super::AppState;
         (name = "aides", description = "A person's living pages"),
         (name = "conversations", description = "Each aide's chat history; user messages use turns"),
         (name = "audit", description = "The caller's own audit trail"),
+        (name = "files", description = "An aide's workspace files (the draft page)"),
         (name = "operations", description = "Liveness and readiness"),
     )
 )]

@@ -662,6 +662,7 @@ async fn leased_rate_limit_tokens_never_exceed_the_limit_across_servers() {
             .await
             .expect("pool"),
         app.state.session_key.clone(),
+        app.state.storage.clone(),
     ));
     let mut allowed = 0;
     for i in 0..100 {

@@ -138,7 +138,8 @@ impl TestApp {
         let key = SessionKey::new(SecretString::from(
             config.jwt_secret.clone().expect("JWT_SECRET is set"),
         ));
-        let state = AppState::new(Arc::new(config), t.db.clone(), key);
+        let storage = aide::storage::Storage::from_config(&config).expect("local storage");
+        let state = AppState::new(Arc::new(config), t.db.clone(), key, storage);
         let router = build_app(state.clone());
         TestApp {
             t,

@@ -601,6 +601,7 @@ async fn limits_hold_across_server_instances() {
             .await
             .expect("second pool"),
         app.state.session_key.clone(),
+        app.state.storage.clone(),
     ));
     for i in 0..5 {
         let req = Req::post("/auth/send")

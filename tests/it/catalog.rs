@@ -221,12 +221,14 @@ async fn privilege_and_policy_snapshot() {
         "aide_system rate_limits: DELETE, INSERT, SELECT, UPDATE",
         "aide_system sessions: DELETE, INSERT, SELECT, UPDATE",
         "aide_system users: DELETE, INSERT, SELECT, UPDATE",
+        "aide_system workspace_files: SELECT",
         "aide_user aides: DELETE, INSERT, SELECT",
         "aide_user audit_log: INSERT, SELECT",
         "aide_user conversation_messages: INSERT, SELECT",
         "aide_user conversations: DELETE, INSERT, SELECT",
         "aide_user published_versions: INSERT, SELECT",
         "aide_user users: SELECT",
+        "aide_user workspace_files: DELETE, INSERT, SELECT",
     ];
     let expected_column_grants = [
         "aide_user aides.slug: UPDATE",
@@ -234,6 +236,9 @@ async fn privilege_and_policy_snapshot() {
         "aide_user aides.title: UPDATE",
         "aide_user conversations.updated_at: UPDATE",
         "aide_user users.name: UPDATE",
+        "aide_user workspace_files.content_type: UPDATE",
+        "aide_user workspace_files.sha256: UPDATE",
+        "aide_user workspace_files.size_bytes: UPDATE",
     ];
     let expected_policies = [
         "aides aides_owner_all: ALL to aide_owner",
@@ -262,6 +267,9 @@ async fn privilege_and_policy_snapshot() {
         "users users_self_select: SELECT to aide_user",
         "users users_self_update: UPDATE to aide_user",
         "users users_system_all: ALL to aide_system",
+        "workspace_files workspace_files_owner_all: ALL to aide_owner",
+        "workspace_files workspace_files_system_select: SELECT to aide_system",
+        "workspace_files workspace_files_user_rows: ALL to aide_user",
     ];
     assert_eq!(table_grants, expected_table_grants);
     assert_eq!(column_grants, expected_column_grants);

@@ -5,13 +5,14 @@ use sqlx::{Connection, PgConnection};
 
 use crate::support::{INSUFFICIENT_PRIVILEGE, Owned, TestDb, seed_user, sqlstate};
 
-const USER_TABLES: [&str; 6] = [
+const USER_TABLES: [&str; 7] = [
     "users",
     "aides",
     "conversations",
     "conversation_messages",
     "published_versions",
     "audit_log",
+    "workspace_files",
 ];
 
 /// Runs, inside an open transaction already switched to aide_user, every read and write a user

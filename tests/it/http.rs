@@ -17,6 +17,16 @@ fn config() -> Arc<Config> {
     Arc::new(Config::from_vars(Vec::<(String, String)>::new()).expect("default configuration"))
 }
 
+fn storage() -> aide::storage::Storage {
+    let dir = std::env::temp_dir().join(format!("aide-http-test-{}", std::process::id()));
+    let config = Config::from_vars([(
+        "AIDE_DATA_DIR".to_string(),
+        dir.to_string_lossy().into_owned(),
+    )])
+    .expect("configuration");
+    aide::storage::Storage::from_config(&config).expect("local storage")
+}
+
 fn key() -> aide::auth::SessionKey {
     aide::auth::SessionKey::new(secrecy::SecretString::from(
         "0123456789abcdef0123456789abcdef",
@@ -42,7 +52,7 @@ async fn get(state: AppState, path: &str) -> (StatusCode, serde_json::Value) {
 #[tokio::test]
 async fn health_and_ready_answer_when_the_database_does() {
     let t = TestDb::new().await;
-    let state = AppState::new(config(), t.db.clone(), key());
+    let state = AppState::new(config(), t.db.clone(), key(), storage());
     let (status, body) = get(state.clone(), "/health").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, serde_json::json!({"status": "ok"}));
@@ -59,7 +69,7 @@ async fn ready_is_503_when_the_database_is_unreachable_while_health_stays_200() 
         .socket(dir.path())
         .username("aide_app")
         .database("aide");
-    let state = AppState::new(config(), Db::connect_lazy(options, 1), key());
+    let state = AppState::new(config(), Db::connect_lazy(options, 1), key(), storage());
     let (status, body) = get(state.clone(), "/ready").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["code"], "UNAVAILABLE");

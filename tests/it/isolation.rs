@@ -46,7 +46,8 @@ async fn snapshot(t: &TestDb, a: &Owned) -> serde_json::Value {
             'conversations', (select jsonb_agg(to_jsonb(x) order by id) from conversations x),
             'messages', (select jsonb_agg(to_jsonb(x) order by id) from conversation_messages x),
             'versions', (select jsonb_agg(to_jsonb(x) order by id) from published_versions x),
-            'audit', (select jsonb_agg(to_jsonb(x) order by id) from audit_log x))",
+            'audit', (select jsonb_agg(to_jsonb(x) order by id) from audit_log x),
+            'files', (select jsonb_agg(to_jsonb(x) order by path) from workspace_files x))",
     )
     .fetch_one(tx.conn())
     .await
@@ -143,6 +144,41 @@ async fn another_user_can_neither_see_nor_change_nor_create_rows() {
             "{sql}"
         );
     }
+
+    // Workspace files: none of A's visible, changeable or removable.
+    let files: i64 = sqlx::query_scalar("select count(*) from workspace_files where aide_id = $1")
+        .bind(a.aide)
+        .fetch_one(tx.conn())
+        .await
+        .expect("count");
+    assert_eq!(files, 0);
+    for sql in [
+        "update workspace_files set size_bytes = 0 where aide_id = $1",
+        "delete from workspace_files where aide_id = $1",
+    ] {
+        let done = sqlx::query(sql)
+            .bind(a.aide)
+            .execute(tx.conn())
+            .await
+            .expect(sql);
+        assert_eq!(done.rows_affected(), 0, "{sql}");
+    }
+    let plant =
+        "insert into workspace_files (aide_id, user_id, path, size_bytes, content_type, sha256)
+                 values ($1, $2, 'index.html', 1, 'text/html', sha256('x'::bytea))";
+    assert_eq!(
+        attempt(&mut tx, plant, &[a.aide, a.user.0])
+            .await
+            .as_deref(),
+        Some(INSUFFICIENT_PRIVILEGE)
+    );
+    assert_eq!(
+        attempt(&mut tx, plant, &[a.aide, b.user.0])
+            .await
+            .as_deref(),
+        Some(FOREIGN_KEY_VIOLATION),
+        "no unique-key oracle: the key includes the owner"
+    );
 
     // INSERT of rows belonging to A is refused by the policy's check.
     for sql in [

@@ -9,6 +9,7 @@ mod aides;
 mod auth;
 mod conversations;
 mod email;
+mod files;
 
 mod catalog;
 mod cli;

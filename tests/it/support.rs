@@ -240,6 +240,15 @@ pub async fn seed_user(t: &TestDb, email: &str) -> Owned {
     .fetch_one(tx.conn())
     .await
     .expect("insert version");
+    sqlx::query(
+        "insert into workspace_files (aide_id, user_id, path, size_bytes, content_type, sha256)
+         values ($1, $2, 'index.html', 10, 'text/html', sha256('page'::bytea))",
+    )
+    .bind(aide)
+    .bind(user.0)
+    .execute(tx.conn())
+    .await
+    .expect("insert workspace file");
     let audit: i64 = sqlx::query_scalar(
         "insert into audit_log (user_id, action, resource_type, resource_id)
          values ($1, 'aide.create', 'aide', $2) returning id",

@@ -1,0 +1,214 @@
+//! Workspace files through the real router, on local storage.
+
+use axum::http::{Method, StatusCode};
+use serde_json::json;
+
+use crate::app::{Req, TestApp};
+
+async fn aide(app: &TestApp, token: &str) -> String {
+    let answer = app
+        .send(
+            Req::post("/api/aides")
+                .bearer(token)
+                .json(json!({"title": "Page"})),
+        )
+        .await;
+    answer.json()["id"].as_str().expect("id").to_string()
+}
+
+fn put(id: &str, path: &str, token: &str, body: &str, content_type: Option<&str>) -> Req {
+    let mut req = Req::new(Method::PUT, &format!("/api/aides/{id}/files/{path}")).bearer(token);
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    req.raw_body(body)
+}
+
+#[tokio::test]
+async fn files_are_stored_listed_read_replaced_and_deleted() {
+    let app = TestApp::new().await;
+    let token = app.sign_in("fi@example.com").await;
+    let id = aide(&app, &token).await;
+
+    let stored = app
+        .send(put(&id, "index.html", &token, "<h1>Hi</h1>", None))
+        .await;
+    assert_eq!(stored.status, StatusCode::OK, "{}", stored.body);
+    let info = stored.json();
+    assert_eq!(info["path"], "index.html");
+    assert_eq!(info["size_bytes"], 11);
+    assert_eq!(info["content_type"], "text/html; charset=utf-8");
+    assert_eq!(info["sha256"].as_str().expect("sha").len(), 64);
+    app.send(put(
+        &id,
+        "css/site.css",
+        &token,
+        "h1{color:red}",
+        Some("text/css"),
+    ))
+    .await;
+
+    let listed = app
+        .send(Req::get(&format!("/api/aides/{id}/files")).bearer(&token))
+        .await
+        .json();
+    let paths: Vec<&str> = listed["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| f["path"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(paths, ["css/site.css", "index.html"]);
+    assert_eq!(listed["total_bytes"], 24);
+
+    let page = app
+        .send(Req::get(&format!("/api/aides/{id}/files/index.html")).bearer(&token))
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.body, "<h1>Hi</h1>");
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(page.header("content-security-policy"), Some("sandbox"));
+    assert!(page.header("etag").is_some());
+
+    let replaced = app
+        .send(put(&id, "index.html", &token, "<h1>Bye</h1>", None))
+        .await;
+    assert_eq!(replaced.json()["size_bytes"], 12);
+    let page = app
+        .send(Req::get(&format!("/api/aides/{id}/files/index.html")).bearer(&token))
+        .await;
+    assert_eq!(page.body, "<h1>Bye</h1>");
+
+    let deleted = app
+        .send(
+            Req::new(
+                Method::DELETE,
+                &format!("/api/aides/{id}/files/css/site.css"),
+            )
+            .bearer(&token),
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let gone = app
+        .send(Req::get(&format!("/api/aides/{id}/files/css/site.css")).bearer(&token))
+        .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+
+    let actions: Vec<(String, serde_json::Value)> = app
+        .audit_actions()
+        .await
+        .into_iter()
+        .filter(|(a, _, _)| a.starts_with("file."))
+        .map(|(a, _, d)| (a, d))
+        .collect();
+    assert_eq!(actions.len(), 4);
+    assert_eq!(
+        actions[0].1,
+        json!({"path": "index.html", "size_bytes": 11})
+    );
+    assert!(
+        !actions.iter().any(|(_, d)| d.to_string().contains("<h1>")),
+        "no contents in audit rows"
+    );
+}
+
+#[tokio::test]
+async fn traversal_and_malformed_paths_are_refused() {
+    let app = TestApp::new().await;
+    let token = app.sign_in("tr@example.com").await;
+    let id = aide(&app, &token).await;
+    for path in [
+        "..%2Fsecret",
+        "a/../b",
+        "a/./b",
+        "a%5Cb",
+        "a%00b",
+        "%2Fetc%2Fpasswd",
+        "a//b",
+    ] {
+        let answer = app.send(put(&id, path, &token, "x", None)).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{path}: {}",
+            answer.body
+        );
+        assert_eq!(answer.json()["fields"][0]["field"], "path", "{path}");
+    }
+    let listed = app
+        .send(Req::get(&format!("/api/aides/{id}/files")).bearer(&token))
+        .await
+        .json();
+    assert_eq!(listed["files"], json!([]));
+}
+
+#[tokio::test]
+async fn size_limits_depend_on_the_tier() {
+    let app = TestApp::with(&[
+        ("FREE_MAX_FILE_BYTES", "100"),
+        ("FREE_MAX_AIDE_BYTES", "250"),
+        ("PRO_MAX_FILE_BYTES", "1000"),
+        ("PRO_MAX_AIDE_BYTES", "5000"),
+    ])
+    .await;
+    let token = app.sign_in("sz@example.com").await;
+    let id = aide(&app, &token).await;
+    let big = "x".repeat(101);
+    let answer = app.send(put(&id, "big.txt", &token, &big, None)).await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer.json()["code"], "FILE_TOO_LARGE");
+    for name in ["a.txt", "b.txt"] {
+        let ok = app
+            .send(put(&id, name, &token, &"x".repeat(100), None))
+            .await;
+        assert_eq!(ok.status, StatusCode::OK);
+    }
+    let full = app
+        .send(put(&id, "c.txt", &token, &"x".repeat(100), None))
+        .await;
+    assert_eq!(full.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(full.json()["code"], "AIDE_STORAGE_FULL");
+    // Replacing a file counts its new size, not both.
+    let replace = app
+        .send(put(&id, "a.txt", &token, &"y".repeat(100), None))
+        .await;
+    assert_eq!(replace.status, StatusCode::OK);
+
+    let mut tx = app.t.db.system().await.expect("system");
+    sqlx::query("update users set tier = 'pro' where email = 'sz@example.com'")
+        .execute(tx.conn())
+        .await
+        .expect("pro");
+    tx.commit().await.expect("commit");
+    let pro = app
+        .send(put(&id, "big.txt", &token, &"x".repeat(900), None))
+        .await;
+    assert_eq!(pro.status, StatusCode::OK, "{}", pro.body);
+}
+
+#[tokio::test]
+async fn another_user_cannot_touch_the_files() {
+    let app = TestApp::new().await;
+    let a = app.sign_in("fa@example.com").await;
+    let b = app.sign_in("fb@example.com").await;
+    let id = aide(&app, &a).await;
+    app.send(put(&id, "index.html", &a, "<p>A</p>", None)).await;
+    for req in [
+        Req::get(&format!("/api/aides/{id}/files")),
+        Req::get(&format!("/api/aides/{id}/files/index.html")),
+        Req::new(Method::DELETE, &format!("/api/aides/{id}/files/index.html")),
+        Req::new(Method::PUT, &format!("/api/aides/{id}/files/index.html")).raw_body("<p>B</p>"),
+    ] {
+        let answer = app.send(req.bearer(&b)).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{}", answer.body);
+    }
+    let page = app
+        .send(Req::get(&format!("/api/aides/{id}/files/index.html")).bearer(&a))
+        .await;
+    assert_eq!(page.body, "<p>A</p>");
+    let none = app.send(Req::get(&format!("/api/aides/{id}/files"))).await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+}
