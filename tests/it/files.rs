@@ -212,3 +212,45 @@ async fn another_user_cannot_touch_the_files() {
     let none = app.send(Req::get(&format!("/api/aides/{id}/files"))).await;
     assert_eq!(none.status, StatusCode::UNAUTHORIZED);
 }
+
+/// The same files on a real S3-protocol server: the blob lands in the workspace bucket under the
+/// aide's prefix, and reads come back from it.
+#[tokio::test]
+async fn files_are_stored_in_an_s3_bucket() {
+    let workspace = crate::s3::new_bucket("ws").await;
+    let published = crate::s3::new_bucket("pub").await;
+    let app = TestApp::with(&[
+        ("R2_ENDPOINT", crate::s3::endpoint()),
+        ("R2_ACCESS_KEY", "test-access-key"),
+        ("R2_SECRET_KEY", "test-secret-key"),
+        ("R2_WORKSPACE_BUCKET", &workspace),
+        ("R2_PUBLISHED_BUCKET", &published),
+    ])
+    .await;
+    let token = app.sign_in("s3@example.com").await;
+    let id = aide(&app, &token).await;
+    let stored = app
+        .send(put(&id, "index.html", &token, "<h1>On S3</h1>", None))
+        .await;
+    assert_eq!(stored.status, StatusCode::OK, "{}", stored.body);
+    let sha = stored.json()["sha256"].as_str().expect("sha").to_string();
+
+    let page = app
+        .send(Req::get(&format!("/api/aides/{id}/files/index.html")).bearer(&token))
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.body, "<h1>On S3</h1>");
+
+    use futures_util::TryStreamExt;
+    let prefix = object_store::path::Path::from(format!("aides/{id}"));
+    let objects: Vec<String> = app
+        .state
+        .storage
+        .workspace
+        .list(Some(&prefix))
+        .map_ok(|meta| meta.location.to_string())
+        .try_collect()
+        .await
+        .expect("list the bucket");
+    assert_eq!(objects, [format!("aides/{id}/blobs/{sha}")]);
+}

@@ -3,6 +3,7 @@
 
 mod app;
 mod resend_stub;
+mod s3;
 mod support;
 
 mod aides;
