@@ -10,3 +10,12 @@ pub(crate) use routes::{
     __path_archive, __path_create, __path_delete, __path_list, __path_read, __path_restore,
     __path_update,
 };
+
+/// The slug of the caller's aide `id` (None inside when it has none yet); None when the aide is
+/// not theirs.
+pub(crate) async fn find_slug(
+    tx: &mut crate::db::UserTx,
+    id: uuid::Uuid,
+) -> Result<Option<Option<String>>, sqlx::Error> {
+    Ok(repo::find(tx, id).await?.map(|row| row.slug))
+}

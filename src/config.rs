@@ -344,6 +344,15 @@ impl Config {
         url
     }
 
+    /// `path` under PUBLIC_URL.
+    pub fn public_url_for(&self, path: &str) -> Url {
+        let mut url = self.public_url.clone();
+        let base = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{base}/{}", path.trim_start_matches('/')));
+        url.set_query(None);
+        url
+    }
+
     /// The address the HTTP listener binds.
     pub fn listen_addr(&self) -> std::net::SocketAddr {
         std::net::SocketAddr::new(self.host, self.port)

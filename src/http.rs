@@ -69,6 +69,7 @@ pub fn build_app(state: AppState) -> Router {
         .merge(crate::conversations::router())
         .merge(crate::audit::router())
         .merge(crate::files::router())
+        .merge(crate::publishing::router())
         .merge(openapi::router())
         // Layers run bottom-up on the way in: the request id is set first, so every later
         // layer and every error body can use it.

@@ -72,6 +72,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "workspace_files",
         sql: include_str!("../../migrations/0006_workspace_files.sql"),
     },
+    Migration {
+        version: 7,
+        name: "published_files",
+        sql: include_str!("../../migrations/0007_published_files.sql"),
+    },
 ];
 
 /// Arbitrary, fixed key for the migration advisory lock.

@@ -89,7 +89,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Where a blob lives in the workspace bucket: content-addressed per aide.
-fn blob_key(aide: Uuid, sha256: &[u8]) -> object_store::path::Path {
+pub(crate) fn blob_key(aide: Uuid, sha256: &[u8]) -> object_store::path::Path {
     object_store::path::Path::from(format!("aides/{aide}/blobs/{}", hex(sha256)))
 }
 

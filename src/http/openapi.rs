@@ -39,6 +39,10 @@ use super::AppState;
         crate::files::put_file,
         crate::files::get_file,
         crate::files::delete_file,
+        crate::publishing::publish,
+        crate::publishing::unpublish,
+        crate::publishing::list_versions,
+        crate::publishing::restore_version,
     ),
     modifiers(&Security),
     tags(
@@ -47,6 +51,7 @@ use super::AppState;
         (name = "conversations", description = "Each aide's chat history; user messages use turns"),
         (name = "audit", description = "The caller's own audit trail"),
         (name = "files", description = "An aide's workspace files (the draft page)"),
+        (name = "publishing", description = "Immutable published versions"),
         (name = "operations", description = "Liveness and readiness"),
     )
 )]

@@ -19,4 +19,5 @@ mod http;
 mod isolation;
 mod managed;
 mod migrations;
+mod publishing;
 mod scopes;

@@ -1,0 +1,315 @@
+//! Publishing through the real router: versions, restore, unpublish, limits of what may be
+//! published, concurrency, and a storage failure part-way.
+
+use axum::http::{Method, StatusCode};
+use bytes_helper::read;
+use serde_json::json;
+
+use crate::app::{Req, TestApp, join_all};
+
+mod bytes_helper {
+    use aide::storage::Storage;
+
+    /// The content of `key` in the published bucket.
+    pub async fn read(storage: &Storage, key: &str) -> String {
+        let bytes = storage
+            .published
+            .get(&object_store::path::Path::from(key))
+            .await
+            .unwrap_or_else(|e| panic!("{key}: {e}"))
+            .bytes()
+            .await
+            .expect("bytes");
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+async fn aide_with_page(app: &TestApp, token: &str, html: &str) -> String {
+    let id = app
+        .send(
+            Req::post("/api/aides")
+                .bearer(token)
+                .json(json!({"title": "Page"})),
+        )
+        .await
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    write(app, token, &id, "index.html", html).await;
+    id
+}
+
+async fn write(app: &TestApp, token: &str, id: &str, path: &str, body: &str) {
+    let answer = app
+        .send(
+            Req::new(Method::PUT, &format!("/api/aides/{id}/files/{path}"))
+                .bearer(token)
+                .raw_body(body),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+}
+
+#[tokio::test]
+async fn publish_versions_and_restore() {
+    let app = TestApp::with(&[("PUBLIC_URL", "https://pages.example.com")]).await;
+    let token = app.sign_in("pub@example.com").await;
+    let id = aide_with_page(&app, &token, "<h1>One</h1>").await;
+    write(&app, &token, &id, "css/site.css", "h1{}").await;
+
+    let first = app
+        .send(
+            Req::post(&format!("/api/aides/{id}/publish"))
+                .bearer(&token)
+                .json(json!({"notes": "first"})),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let first = first.json();
+    assert_eq!(first["version"]["version"], 1);
+    assert_eq!(first["version"]["notes"], "first");
+    assert_eq!(first["version"]["size_bytes"], 16);
+    assert_eq!(first["aide"]["status"], "published");
+    let slug = first["aide"]["slug"]
+        .as_str()
+        .expect("a slug was assigned")
+        .to_string();
+    assert_eq!(slug.len(), 10);
+    assert_eq!(first["url"], format!("https://pages.example.com/s/{slug}/"));
+    assert_eq!(
+        first["version"]["url"],
+        format!("https://pages.example.com/s/{slug}/v/1/")
+    );
+    assert_eq!(
+        read(&app.state.storage, &format!("aides/{id}/v1/index.html")).await,
+        "<h1>One</h1>"
+    );
+    assert_eq!(
+        read(&app.state.storage, &format!("aides/{id}/v1/css/site.css")).await,
+        "h1{}"
+    );
+
+    write(&app, &token, &id, "index.html", "<h1>Two</h1>").await;
+    let second = app
+        .send(Req::post(&format!("/api/aides/{id}/publish")).bearer(&token))
+        .await
+        .json();
+    assert_eq!(second["version"]["version"], 2);
+    assert_eq!(second["aide"]["slug"], slug, "the slug stays");
+    assert_eq!(
+        read(&app.state.storage, &format!("aides/{id}/v2/index.html")).await,
+        "<h1>Two</h1>"
+    );
+    assert_eq!(
+        read(&app.state.storage, &format!("aides/{id}/v1/index.html")).await,
+        "<h1>One</h1>",
+        "versions are immutable"
+    );
+
+    let restored = app
+        .send(Req::post(&format!("/api/aides/{id}/versions/1/restore")).bearer(&token))
+        .await;
+    assert_eq!(restored.status, StatusCode::CREATED, "{}", restored.body);
+    assert_eq!(restored.json()["version"]["version"], 3);
+    assert_eq!(
+        read(&app.state.storage, &format!("aides/{id}/v3/index.html")).await,
+        "<h1>One</h1>"
+    );
+
+    let versions = app
+        .send(Req::get(&format!("/api/aides/{id}/versions")).bearer(&token))
+        .await
+        .json();
+    let numbers: Vec<i64> = versions["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|v| v["version"].as_i64().unwrap_or(0))
+        .collect();
+    assert_eq!(numbers, [3, 2, 1]);
+    assert_eq!(versions["versions"][0]["notes"], "Restored from version 1");
+
+    let missing = app
+        .send(Req::post(&format!("/api/aides/{id}/versions/9/restore")).bearer(&token))
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let bad = app
+        .send(Req::post(&format!("/api/aides/{id}/versions/zero/restore")).bearer(&token))
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let down = app
+        .send(Req::post(&format!("/api/aides/{id}/unpublish")).bearer(&token))
+        .await;
+    assert_eq!(down.json()["status"], "draft");
+    let again = app
+        .send(Req::post(&format!("/api/aides/{id}/unpublish")).bearer(&token))
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+
+    let actions: Vec<String> = app
+        .audit_actions()
+        .await
+        .into_iter()
+        .map(|(a, _, _)| a)
+        .filter(|a| a.starts_with("aide.p") || a.starts_with("aide.u") || a.starts_with("aide.v"))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "aide.publish",
+            "aide.publish",
+            "aide.version_restore",
+            "aide.unpublish"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn only_a_page_with_index_html_that_is_not_archived_is_published() {
+    let app = TestApp::new().await;
+    let token = app.sign_in("np@example.com").await;
+    let id = app
+        .send(Req::post("/api/aides").bearer(&token))
+        .await
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    write(&app, &token, &id, "about.html", "<p>about</p>").await;
+    let answer = app
+        .send(Req::post(&format!("/api/aides/{id}/publish")).bearer(&token))
+        .await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        answer.json()["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("index.html")
+    );
+
+    write(&app, &token, &id, "index.html", "<p>home</p>").await;
+    app.send(Req::post(&format!("/api/aides/{id}/archive")).bearer(&token))
+        .await;
+    let archived = app
+        .send(Req::post(&format!("/api/aides/{id}/publish")).bearer(&token))
+        .await;
+    assert_eq!(archived.status, StatusCode::CONFLICT);
+    assert_eq!(archived.json()["code"], "AIDE_ARCHIVED");
+    let versions = app
+        .send(Req::get(&format!("/api/aides/{id}/versions")).bearer(&token))
+        .await
+        .json();
+    assert_eq!(versions["versions"], json!([]));
+}
+
+#[tokio::test]
+async fn simultaneous_publishes_get_distinct_numbers() {
+    let app = TestApp::new().await;
+    let token = app.sign_in("cp@example.com").await;
+    let id = aide_with_page(&app, &token, "<p>x</p>").await;
+    let answers = join_all(
+        (0..5).map(|_| app.send(Req::post(&format!("/api/aides/{id}/publish")).bearer(&token))),
+    )
+    .await;
+    let mut numbers: Vec<i64> = answers
+        .iter()
+        .map(|a| {
+            assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+            a.json()["version"]["version"].as_i64().expect("number")
+        })
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, [1, 2, 3, 4, 5]);
+}
+
+/// The published bucket does not exist: the copy fails part-way and no version is recorded.
+#[tokio::test]
+async fn a_storage_failure_leaves_no_version_behind() {
+    let workspace = crate::s3::new_bucket("ws").await;
+    let app = TestApp::with(&[
+        ("R2_ENDPOINT", crate::s3::endpoint()),
+        ("R2_ACCESS_KEY", "test-access-key"),
+        ("R2_SECRET_KEY", "test-secret-key"),
+        ("R2_WORKSPACE_BUCKET", &workspace),
+        ("R2_PUBLISHED_BUCKET", "no-such-bucket-here"),
+    ])
+    .await;
+    let token = app.sign_in("sf@example.com").await;
+    let id = aide_with_page(&app, &token, "<p>x</p>").await;
+    let failed = app
+        .send(Req::post(&format!("/api/aides/{id}/publish")).bearer(&token))
+        .await;
+    assert_eq!(
+        failed.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        failed.body
+    );
+    let versions = app
+        .send(Req::get(&format!("/api/aides/{id}/versions")).bearer(&token))
+        .await
+        .json();
+    assert_eq!(versions["versions"], json!([]));
+    let aide = app
+        .send(Req::get(&format!("/api/aides/{id}")).bearer(&token))
+        .await
+        .json();
+    assert_eq!(aide["status"], "draft");
+    assert_eq!(aide["slug"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn another_user_cannot_publish_or_see_versions() {
+    let app = TestApp::new().await;
+    let a = app.sign_in("pa@example.com").await;
+    let b = app.sign_in("pb@example.com").await;
+    let id = aide_with_page(&app, &a, "<p>A</p>").await;
+    app.send(Req::post(&format!("/api/aides/{id}/publish")).bearer(&a))
+        .await;
+    for req in [
+        Req::post(&format!("/api/aides/{id}/publish")),
+        Req::post(&format!("/api/aides/{id}/unpublish")),
+        Req::get(&format!("/api/aides/{id}/versions")),
+        Req::post(&format!("/api/aides/{id}/versions/1/restore")),
+    ] {
+        let answer = app.send(req.bearer(&b)).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{}", answer.body);
+    }
+    let versions = app
+        .send(Req::get(&format!("/api/aides/{id}/versions")).bearer(&a))
+        .await
+        .json();
+    assert_eq!(versions["versions"].as_array().expect("versions").len(), 1);
+}
+
+#[tokio::test]
+async fn a_pro_users_chosen_slug_is_kept() {
+    let app = TestApp::new().await;
+    let token = app.sign_in("ps@example.com").await;
+    let mut tx = app.t.db.system().await.expect("system");
+    sqlx::query("update users set tier = 'pro' where email = 'ps@example.com'")
+        .execute(tx.conn())
+        .await
+        .expect("pro");
+    tx.commit().await.expect("commit");
+    let id = aide_with_page(&app, &token, "<p>x</p>").await;
+    app.send(
+        Req::new(Method::PATCH, &format!("/api/aides/{id}"))
+            .bearer(&token)
+            .json(json!({"slug": "poker-night"})),
+    )
+    .await;
+    let published = app
+        .send(Req::post(&format!("/api/aides/{id}/publish")).bearer(&token))
+        .await
+        .json();
+    assert_eq!(published["aide"]["slug"], "poker-night");
+    assert!(
+        published["url"]
+            .as_str()
+            .expect("url")
+            .ends_with("/s/poker-night/")
+    );
+}
