@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::error::AppError;
 use crate::limits::ApiLimiter;
+use crate::public::PageCache;
 use crate::storage::Storage;
 
 /// Largest request body accepted by default (routes that take files set their own).
@@ -43,12 +44,15 @@ pub struct AppState {
     pub api_limiter: Arc<ApiLimiter>,
     /// Page files.
     pub storage: Storage,
+    /// Public pages already read and prepared.
+    pub page_cache: Arc<PageCache>,
 }
 
 impl AppState {
     pub fn new(config: Arc<Config>, db: Db, session_key: SessionKey, storage: Storage) -> Self {
         AppState {
             storage,
+            page_cache: Arc::new(PageCache::default()),
             config,
             db,
             session_key,
@@ -70,6 +74,7 @@ pub fn build_app(state: AppState) -> Router {
         .merge(crate::audit::router())
         .merge(crate::files::router())
         .merge(crate::publishing::router())
+        .merge(crate::public::router())
         .merge(openapi::router())
         // Layers run bottom-up on the way in: the request id is set first, so every later
         // layer and every error body can use it.

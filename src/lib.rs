@@ -16,6 +16,7 @@ pub mod html;
 pub mod http;
 pub mod jobs;
 pub mod limits;
+pub mod public;
 pub mod publishing;
 pub mod secrets;
 pub mod server;

@@ -287,6 +287,7 @@ pub async fn delete(
     if !repo::delete(&mut tx, id).await? {
         return Err(AppError::not_found());
     }
+    state.page_cache.forget(id);
     audit::record_user(
         &mut tx,
         &Entry::new("aide.delete", "aide").resource(id).ip(ip),

@@ -19,5 +19,6 @@ mod http;
 mod isolation;
 mod managed;
 mod migrations;
+mod public;
 mod publishing;
 mod scopes;

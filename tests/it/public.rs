@@ -1,0 +1,216 @@
+//! Public pages through the real router: what is served, with which headers, and when it stops.
+
+use axum::http::{Method, StatusCode};
+use serde_json::json;
+
+use crate::app::{Answer, Req, TestApp};
+
+const PAGE: &str = "<html><head><title>Groceries</title></head><body><h1>Milk</h1></body></html>";
+
+async fn published(app: &TestApp, token: &str, html: &str) -> (String, String) {
+    let id = app
+        .send(
+            Req::post("/api/aides")
+                .bearer(token)
+                .json(json!({"title": "Groceries"})),
+        )
+        .await
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    put(app, token, &id, "index.html", html).await;
+    put(app, token, &id, "css/site.css", "h1{color:green}").await;
+    let answer = app
+        .send(Req::post(&format!("/api/aides/{id}/publish")).bearer(token))
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    let slug = answer.json()["aide"]["slug"]
+        .as_str()
+        .expect("slug")
+        .to_string();
+    (id, slug)
+}
+
+async fn put(app: &TestApp, token: &str, id: &str, path: &str, body: &str) {
+    let answer = app
+        .send(
+            Req::new(Method::PUT, &format!("/api/aides/{id}/files/{path}"))
+                .bearer(token)
+                .raw_body(body),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+}
+
+fn assert_sandboxed(answer: &Answer) {
+    let csp = answer.header("content-security-policy").expect("CSP");
+    assert_eq!(csp, "sandbox allow-scripts allow-forms allow-popups");
+    assert!(!csp.contains("allow-same-origin"));
+    assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
+    assert!(answer.header("referrer-policy").is_some());
+}
+
+#[tokio::test]
+async fn a_published_page_is_served_safely_with_footer_and_open_graph() {
+    let app = TestApp::with(&[("PUBLIC_URL", "http://pages.localhost:8000")]).await;
+    let token = app.sign_in("pp@example.com").await;
+    let (_, slug) = published(&app, &token, PAGE).await;
+
+    for path in [
+        format!("/s/{slug}"),
+        format!("/s/{slug}/"),
+        format!("/s/{slug}/index.html"),
+    ] {
+        let page = app.send(Req::get(&path)).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        assert_eq!(
+            page.header("content-type"),
+            Some("text/html; charset=utf-8")
+        );
+        assert_sandboxed(&page);
+        assert_eq!(page.header("cache-control"), Some("public, max-age=60"));
+        assert!(page.body.contains("<h1>Milk</h1>"));
+        assert!(
+            page.body
+                .contains("Made with <a href=\"http://127.0.0.1:8000/\""),
+            "{}",
+            page.body
+        );
+        assert!(
+            page.body
+                .contains("<meta property=\"og:title\" content=\"Groceries\">")
+        );
+        assert!(page.body.contains(&format!(
+            "<meta property=\"og:url\" content=\"http://pages.localhost:8000/s/{slug}/\">"
+        )));
+        assert!(
+            page.body
+                .contains("<meta property=\"og:type\" content=\"website\">")
+        );
+    }
+
+    let page = app.send(Req::get(&format!("/s/{slug}/"))).await;
+    let etag = page.header("etag").expect("ETag").to_string();
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"'),
+        "strong ETag: {etag}"
+    );
+    let again = app
+        .send(Req::get(&format!("/s/{slug}/")).header("if-none-match", &etag))
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    assert!(again.body.is_empty());
+    assert_eq!(again.header("etag"), Some(etag.as_str()));
+    assert_sandboxed(&again);
+    let other = app
+        .send(Req::get(&format!("/s/{slug}/")).header("if-none-match", "\"other\""))
+        .await;
+    assert_eq!(other.status, StatusCode::OK);
+
+    let css = app.send(Req::get(&format!("/s/{slug}/css/site.css"))).await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert_eq!(css.body, "h1{color:green}", "only index.html is changed");
+    assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
+    assert_sandboxed(&css);
+
+    let missing = app.send(Req::get(&format!("/s/{slug}/nope.html"))).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(
+        missing
+            .header("content-type")
+            .expect("type")
+            .starts_with("text/html")
+    );
+    assert!(missing.body.contains("Page not found"));
+    let unknown = app.send(Req::get("/s/no-such-page/")).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn version_urls_stay_while_the_latest_moves_and_everything_stops_when_unpublished() {
+    let app = TestApp::new().await;
+    let token = app.sign_in("pv@example.com").await;
+    let (id, slug) = published(&app, &token, "<body>one</body>").await;
+    put(&app, &token, &id, "index.html", "<body>two</body>").await;
+    app.send(Req::post(&format!("/api/aides/{id}/publish")).bearer(&token))
+        .await;
+
+    let latest = app.send(Req::get(&format!("/s/{slug}/"))).await;
+    assert!(latest.body.contains("two"), "{}", latest.body);
+    let v1 = app.send(Req::get(&format!("/s/{slug}/v/1/"))).await;
+    assert_eq!(v1.status, StatusCode::OK);
+    assert!(v1.body.contains("one"), "{}", v1.body);
+    assert_eq!(
+        v1.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert_sandboxed(&v1);
+    let v1_css = app
+        .send(Req::get(&format!("/s/{slug}/v/1/css/site.css")))
+        .await;
+    assert_eq!(v1_css.status, StatusCode::OK);
+    let v9 = app.send(Req::get(&format!("/s/{slug}/v/9/"))).await;
+    assert_eq!(v9.status, StatusCode::NOT_FOUND);
+
+    app.send(Req::post(&format!("/api/aides/{id}/unpublish")).bearer(&token))
+        .await;
+    for path in [
+        format!("/s/{slug}/"),
+        format!("/s/{slug}/v/1/"),
+        format!("/s/{slug}/css/site.css"),
+    ] {
+        let gone = app.send(Req::get(&path)).await;
+        assert_eq!(gone.status, StatusCode::NOT_FOUND, "{path} after unpublish");
+    }
+
+    app.send(Req::post(&format!("/api/aides/{id}/publish")).bearer(&token))
+        .await;
+    assert_eq!(
+        app.send(Req::get(&format!("/s/{slug}/"))).await.status,
+        StatusCode::OK
+    );
+    app.send(Req::post(&format!("/api/aides/{id}/archive")).bearer(&token))
+        .await;
+    assert_eq!(
+        app.send(Req::get(&format!("/s/{slug}/"))).await.status,
+        StatusCode::NOT_FOUND,
+        "archived"
+    );
+    app.send(Req::post(&format!("/api/aides/{id}/restore")).bearer(&token))
+        .await;
+    app.send(Req::post(&format!("/api/aides/{id}/publish")).bearer(&token))
+        .await;
+    assert_eq!(
+        app.send(Req::get(&format!("/s/{slug}/"))).await.status,
+        StatusCode::OK
+    );
+    app.send(Req::new(Method::DELETE, &format!("/api/aides/{id}")).bearer(&token))
+        .await;
+    assert_eq!(
+        app.send(Req::get(&format!("/s/{slug}/"))).await.status,
+        StatusCode::NOT_FOUND,
+        "deleted"
+    );
+}
+
+#[tokio::test]
+async fn pro_pages_have_no_footer_and_own_open_graph_tags_are_kept() {
+    let app = TestApp::new().await;
+    let token = app.sign_in("pr@example.com").await;
+    let mut tx = app.t.db.system().await.expect("system");
+    sqlx::query("update users set tier = 'pro' where email = 'pr@example.com'")
+        .execute(tx.conn())
+        .await
+        .expect("pro");
+    tx.commit().await.expect("commit");
+    let html =
+        "<html><head><meta property=\"og:title\" content=\"Mine\"></head><body>x</body></html>";
+    let (_, slug) = published(&app, &token, html).await;
+    let page = app.send(Req::get(&format!("/s/{slug}/"))).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.body.contains("Made with"), "{}", page.body);
+    assert_eq!(page.body.matches("og:title").count(), 1);
+    assert!(page.body.contains("content=\"Mine\""));
+    assert!(page.body.contains("og:type"));
+}
