@@ -46,6 +46,8 @@ pub struct AppState {
     pub storage: Storage,
     /// Public pages already read and prepared.
     pub page_cache: Arc<PageCache>,
+    /// Wakes the storage clean-up worker after an aide is deleted.
+    pub storage_cleanup_wake: Arc<Notify>,
 }
 
 impl AppState {
@@ -53,6 +55,7 @@ impl AppState {
         AppState {
             storage,
             page_cache: Arc::new(PageCache::default()),
+            storage_cleanup_wake: Arc::new(Notify::new()),
             config,
             db,
             session_key,

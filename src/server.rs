@@ -124,6 +124,12 @@ async fn serve_on(
     let outbox = tokio::spawn(
         email::Worker::new(db.clone(), mailer, state.outbox_wake.clone()).run(workers_stop.clone()),
     );
+    let storage_cleanup = tokio::spawn(crate::storage::run_cleanup(
+        db.clone(),
+        state.storage.clone(),
+        state.storage_cleanup_wake.clone(),
+        workers_stop.clone(),
+    ));
     let cleanup = tokio::spawn(jobs::run_cleanup(db.clone(), workers_stop));
 
     let served = axum::serve(
@@ -140,6 +146,7 @@ async fn serve_on(
     let finish = async {
         let _ = outbox.await;
         let _ = cleanup.await;
+        let _ = storage_cleanup.await;
     };
     if tokio::time::timeout(Duration::from_secs(20), finish)
         .await

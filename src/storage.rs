@@ -3,6 +3,8 @@
 //! service (Cloudflare R2, AWS S3, MinIO) when R2_ENDPOINT, R2_ACCESS_KEY and R2_SECRET_KEY are
 //! set. The S3 client retries transient errors with backoff.
 
+mod cleanup;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +14,8 @@ use object_store::{ObjectStore, RetryConfig};
 use secrecy::ExposeSecret;
 
 use crate::config::Config;
+
+pub use cleanup::{cleanup_due, run_cleanup};
 
 /// The two buckets.
 #[derive(Clone)]

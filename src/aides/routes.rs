@@ -287,13 +287,16 @@ pub async fn delete(
     if !repo::delete(&mut tx, id).await? {
         return Err(AppError::not_found());
     }
-    state.page_cache.forget(id);
+
     audit::record_user(
         &mut tx,
         &Entry::new("aide.delete", "aide").resource(id).ip(ip),
     )
     .await?;
+    // The deletion queued the aide's objects for removal (a trigger); remove them now.
     tx.commit().await?;
+    state.page_cache.forget(id);
+    state.storage_cleanup_wake.notify_one();
     Ok(StatusCode::NO_CONTENT)
 }
 

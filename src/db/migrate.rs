@@ -77,6 +77,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "published_files",
         sql: include_str!("../../migrations/0007_published_files.sql"),
     },
+    Migration {
+        version: 8,
+        name: "storage_cleanup",
+        sql: include_str!("../../migrations/0008_storage_cleanup.sql"),
+    },
 ];
 
 /// Arbitrary, fixed key for the migration advisory lock.

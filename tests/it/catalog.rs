@@ -221,6 +221,7 @@ async fn privilege_and_policy_snapshot() {
         "aide_system published_versions: SELECT",
         "aide_system rate_limits: DELETE, INSERT, SELECT, UPDATE",
         "aide_system sessions: DELETE, INSERT, SELECT, UPDATE",
+        "aide_system storage_cleanup: DELETE, SELECT, UPDATE",
         "aide_system users: DELETE, INSERT, SELECT, UPDATE",
         "aide_system workspace_files: SELECT",
         "aide_user aides: DELETE, INSERT, SELECT",
@@ -268,6 +269,8 @@ async fn privilege_and_policy_snapshot() {
         "rate_limits rate_limits_system_all: ALL to aide_system",
         "sessions sessions_owner_all: ALL to aide_owner",
         "sessions sessions_system_all: ALL to aide_system",
+        "storage_cleanup storage_cleanup_owner_all: ALL to aide_owner",
+        "storage_cleanup storage_cleanup_system_all: ALL to aide_system",
         "users users_owner_all: ALL to aide_owner",
         "users users_self_select: SELECT to aide_user",
         "users users_self_update: UPDATE to aide_user",
@@ -326,12 +329,20 @@ async fn security_definer_functions_are_pinned_and_narrow() {
     .expect("functions");
     assert_eq!(
         functions,
-        vec![(
-            "consume_turn".to_string(),
-            "aide_owner".to_string(),
-            true,
-            vec!["aide_owner".to_string(), "aide_user".to_string()],
-        )]
+        vec![
+            (
+                "aides_queue_storage_cleanup".to_string(),
+                "aide_owner".to_string(),
+                true,
+                vec!["aide_owner".to_string()],
+            ),
+            (
+                "consume_turn".to_string(),
+                "aide_owner".to_string(),
+                true,
+                vec!["aide_owner".to_string(), "aide_user".to_string()],
+            ),
+        ]
     );
     let public: bool = sqlx::query_scalar(
         "select exists (select 1 from pg_proc p, aclexplode(p.proacl) a

@@ -313,3 +313,72 @@ async fn a_pro_users_chosen_slug_is_kept() {
             .ends_with("/s/poker-night/")
     );
 }
+
+/// Deleting an aide queues its objects; the clean-up removes them from both buckets, on the local
+/// folder and on a real S3-protocol server.
+#[tokio::test]
+async fn deleting_an_aide_removes_its_objects_from_both_buckets() {
+    let workspace = crate::s3::new_bucket("ws").await;
+    let published = crate::s3::new_bucket("pub").await;
+    let local = TestApp::new().await;
+    let s3 = TestApp::with(&[
+        ("R2_ENDPOINT", crate::s3::endpoint()),
+        ("R2_ACCESS_KEY", "test-access-key"),
+        ("R2_SECRET_KEY", "test-secret-key"),
+        ("R2_WORKSPACE_BUCKET", &workspace),
+        ("R2_PUBLISHED_BUCKET", &published),
+    ])
+    .await;
+    for app in [&local, &s3] {
+        let token = app.sign_in("del@example.com").await;
+        let keep = aide_with_page(app, &token, "<p>keep</p>").await;
+        let id = aide_with_page(app, &token, "<p>bye</p>").await;
+        for aide in [&keep, &id] {
+            let answer = app
+                .send(Req::post(&format!("/api/aides/{aide}/publish")).bearer(&token))
+                .await;
+            assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+        }
+        let count = |prefix: String| async move {
+            use futures_util::TryStreamExt;
+            let prefix = object_store::path::Path::from(prefix);
+            let mut n = 0;
+            for store in [&app.state.storage.workspace, &app.state.storage.published] {
+                let found: Vec<_> = store.list(Some(&prefix)).try_collect().await.expect("list");
+                n += found.len();
+            }
+            n
+        };
+        assert_eq!(
+            count(format!("aides/{id}/")).await,
+            2,
+            "one blob, one published file"
+        );
+
+        let deleted = app
+            .send(Req::new(Method::DELETE, &format!("/api/aides/{id}")).bearer(&token))
+            .await;
+        assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+        let done = aide::storage::cleanup_due(&app.t.db, &app.state.storage)
+            .await
+            .expect("cleanup");
+        assert_eq!(done, 1);
+        assert_eq!(
+            count(format!("aides/{id}/")).await,
+            0,
+            "the deleted aide's objects are gone"
+        );
+        assert_eq!(
+            count(format!("aides/{keep}/")).await,
+            2,
+            "another aide's objects stay"
+        );
+        assert_eq!(
+            aide::storage::cleanup_due(&app.t.db, &app.state.storage)
+                .await
+                .expect("cleanup"),
+            0,
+            "nothing left queued"
+        );
+    }
+}
