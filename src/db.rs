@@ -181,6 +181,11 @@ impl Db {
         Ok(rows.into_iter().last())
     }
 
+    /// A connection that listens for notifications (it needs no table privileges).
+    pub async fn listener(&self) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+        sqlx::postgres::PgListener::connect_with(&self.pool).await
+    }
+
     /// Whether the database answers. Touches no table.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("select 1")

@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::error::AppError;
 use crate::limits::ApiLimiter;
-use crate::public::PageCache;
+use crate::public::{LiveCache, PageCache};
 use crate::storage::Storage;
 
 /// Largest request body accepted by default (routes that take files set their own).
@@ -46,6 +46,8 @@ pub struct AppState {
     pub storage: Storage,
     /// Public pages already read and prepared.
     pub page_cache: Arc<PageCache>,
+    /// Which public pages are live (kept true by database notifications).
+    pub live_pages: Arc<LiveCache>,
     /// Wakes the storage clean-up worker after an aide is deleted.
     pub storage_cleanup_wake: Arc<Notify>,
 }
@@ -56,11 +58,23 @@ impl AppState {
             storage,
             page_cache: Arc::new(PageCache::default()),
             storage_cleanup_wake: Arc::new(Notify::new()),
+            live_pages: Arc::new(LiveCache::default()),
             config,
             db,
             session_key,
             outbox_wake: Arc::new(Notify::new()),
             api_limiter: Arc::new(ApiLimiter::default()),
+        }
+    }
+}
+
+impl AppState {
+    /// After a change to an aide's public page commits: forget what this process knew about it
+    /// at once (other processes hear of it through the database's notification).
+    pub fn page_changed(&self, aide: uuid::Uuid, slugs: &[Option<&str>]) {
+        self.live_pages.evict_aide(aide);
+        for slug in slugs.iter().flatten() {
+            self.live_pages.evict(slug);
         }
     }
 }

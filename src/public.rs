@@ -9,8 +9,10 @@
 
 mod cache;
 mod inject;
+mod live;
 mod repo;
 mod routes;
 
 pub use cache::PageCache;
+pub use live::LiveCache;
 pub use routes::router;

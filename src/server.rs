@@ -130,6 +130,12 @@ async fn serve_on(
         state.storage_cleanup_wake.clone(),
         workers_stop.clone(),
     ));
+    let page_listener = tokio::spawn(
+        state
+            .live_pages
+            .clone()
+            .listen(db.clone(), workers_stop.clone()),
+    );
     let cleanup = tokio::spawn(jobs::run_cleanup(db.clone(), workers_stop));
 
     let served = axum::serve(
@@ -147,6 +153,7 @@ async fn serve_on(
         let _ = outbox.await;
         let _ = cleanup.await;
         let _ = storage_cleanup.await;
+        let _ = page_listener.await;
     };
     if tokio::time::timeout(Duration::from_secs(20), finish)
         .await

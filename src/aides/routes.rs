@@ -204,6 +204,7 @@ pub async fn update(
     )
     .await?;
     tx.commit().await?;
+    state.page_changed(id, &[before.slug.as_deref(), row.slug.as_deref()]);
     Ok(Json(row.into()))
 }
 
@@ -231,6 +232,7 @@ pub async fn archive(
     )
     .await?;
     tx.commit().await?;
+    state.page_changed(id, &[row.slug.as_deref()]);
     Ok(Json(row.into()))
 }
 
@@ -266,6 +268,7 @@ pub async fn restore(
     )
     .await?;
     tx.commit().await?;
+    state.page_changed(id, &[row.slug.as_deref()]);
     Ok(Json(row.into()))
 }
 
@@ -295,6 +298,7 @@ pub async fn delete(
     .await?;
     // The deletion queued the aide's objects for removal (a trigger); remove them now.
     tx.commit().await?;
+    state.page_changed(id, &[]);
     state.page_cache.forget(id);
     state.storage_cleanup_wake.notify_one();
     Ok(StatusCode::NO_CONTENT)

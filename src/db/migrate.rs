@@ -82,6 +82,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "storage_cleanup",
         sql: include_str!("../../migrations/0008_storage_cleanup.sql"),
     },
+    Migration {
+        version: 9,
+        name: "page_notify",
+        sql: include_str!("../../migrations/0009_page_notify.sql"),
+    },
 ];
 
 /// Arbitrary, fixed key for the migration advisory lock.

@@ -5,7 +5,7 @@ use uuid::Uuid;
 use crate::db::SystemTx;
 
 /// A file of a live page.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LiveFile {
     pub aide_id: Uuid,
     pub title: String,

@@ -71,9 +71,21 @@ async fn serve(
     if crate::aides::model::Slug::parse(slug).is_err() {
         return Ok(not_found());
     }
-    let mut tx = state.db.system().await?;
-    let live = repo::live_file(&mut tx, slug, version, path.as_str()).await?;
-    tx.commit().await?;
+    let live = match state.live_pages.lookup(slug, version, path.as_str()) {
+        Some(answer) => answer,
+        None => {
+            let generation = state.live_pages.generation();
+            let mut tx = state.db.system().await?;
+            let answer = repo::live_file(&mut tx, slug, version, path.as_str())
+                .await?
+                .map(Arc::new);
+            tx.commit().await?;
+            state
+                .live_pages
+                .store(generation, slug, version, path.as_str(), answer.clone());
+            answer
+        }
+    };
     let Some(live) = live else {
         return Ok(not_found());
     };

@@ -145,6 +145,7 @@ async fn finish_publish(
     let aide_row = repo::mark_published(&mut tx, aide, &random_slug()).await?;
     audit::record_user(&mut tx, &audit_entry.resource(aide)).await?;
     tx.commit().await?;
+    state.page_changed(aide, &[aide_row.slug.as_deref()]);
     let slug = aide_row.slug.clone().unwrap_or_default();
     Ok(Published {
         url: state
@@ -260,6 +261,7 @@ pub async fn unpublish(
     )
     .await?;
     tx.commit().await?;
+    state.page_changed(aide, &[row.slug.as_deref()]);
     Ok(Json(row.into()))
 }
 

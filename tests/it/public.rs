@@ -214,3 +214,105 @@ async fn pro_pages_have_no_footer_and_own_open_graph_tags_are_kept() {
     assert!(page.body.contains("content=\"Mine\""));
     assert!(page.body.contains("og:type"));
 }
+
+async fn start_listening(state: &aide::AppState) -> tokio::sync::watch::Sender<bool> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(state.live_pages.clone().listen(state.db.clone(), stopped));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !state.live_pages.is_listening() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop
+}
+
+/// With the in-memory answers in use, a change made by this process is seen at once.
+#[tokio::test]
+async fn cached_answers_never_outlive_a_change_in_the_same_process() {
+    let app = TestApp::new().await;
+    let _stop = start_listening(&app.state).await;
+    let token = app.sign_in("lc@example.com").await;
+    let (id, slug) = published(&app, &token, PAGE).await;
+
+    // The publish's own notification arrives a moment later and evicts once; then the answer
+    // stays in memory.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        assert_eq!(
+            app.send(Req::get(&format!("/s/{slug}/"))).await.status,
+            StatusCode::OK
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if matches!(
+            app.state.live_pages.lookup(&slug, None, "index.html"),
+            Some(Some(_))
+        ) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the answer is never kept in memory"
+        );
+    }
+    app.send(Req::post(&format!("/api/aides/{id}/unpublish")).bearer(&token))
+        .await;
+    assert_eq!(
+        app.send(Req::get(&format!("/s/{slug}/"))).await.status,
+        StatusCode::NOT_FOUND
+    );
+    app.send(Req::post(&format!("/api/aides/{id}/publish")).bearer(&token))
+        .await;
+    assert_eq!(
+        app.send(Req::get(&format!("/s/{slug}/"))).await.status,
+        StatusCode::OK
+    );
+    app.send(Req::post(&format!("/api/aides/{id}/archive")).bearer(&token))
+        .await;
+    assert_eq!(
+        app.send(Req::get(&format!("/s/{slug}/"))).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// Another server process hears of the change through PostgreSQL's notification.
+#[tokio::test]
+async fn other_processes_forget_a_page_when_it_is_unpublished() {
+    let app = TestApp::new().await;
+    let token = app.sign_in("lp@example.com").await;
+    let (id, slug) = published(&app, &token, PAGE).await;
+
+    let other_state = aide::AppState::new(
+        app.state.config.clone(),
+        aide::db::Db::connect(app.t.app_options(), 2)
+            .await
+            .expect("pool"),
+        app.state.session_key.clone(),
+        app.state.storage.clone(),
+    );
+    let _stop = start_listening(&other_state).await;
+    let other = aide::build_app(other_state.clone());
+    let page = TestApp::send_via(&other, Req::get(&format!("/s/{slug}/"))).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(matches!(
+        other_state.live_pages.lookup(&slug, None, "index.html"),
+        Some(Some(_))
+    ));
+
+    app.send(Req::post(&format!("/api/aides/{id}/unpublish")).bearer(&token))
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let answer = TestApp::send_via(&other, Req::get(&format!("/s/{slug}/"))).await;
+        if answer.status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other process still serves the page"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
