@@ -316,3 +316,34 @@ async fn other_processes_forget_a_page_when_it_is_unpublished() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Publish, serve, version URL, unpublish and 404 with both buckets on a real S3-protocol server.
+#[tokio::test]
+async fn publish_and_serve_from_s3() {
+    let workspace = crate::s3::new_bucket("ws").await;
+    let published_bucket = crate::s3::new_bucket("pub").await;
+    let app = TestApp::with(&[
+        ("R2_ENDPOINT", crate::s3::endpoint()),
+        ("R2_ACCESS_KEY", "test-access-key"),
+        ("R2_SECRET_KEY", "test-secret-key"),
+        ("R2_WORKSPACE_BUCKET", &workspace),
+        ("R2_PUBLISHED_BUCKET", &published_bucket),
+    ])
+    .await;
+    let token = app.sign_in("s3pub@example.com").await;
+    let (id, slug) = published(&app, &token, PAGE).await;
+    let page = app.send(Req::get(&format!("/s/{slug}/"))).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("<h1>Milk</h1>"));
+    assert_sandboxed(&page);
+    let css = app
+        .send(Req::get(&format!("/s/{slug}/v/1/css/site.css")))
+        .await;
+    assert_eq!(css.body, "h1{color:green}");
+    app.send(Req::post(&format!("/api/aides/{id}/unpublish")).bearer(&token))
+        .await;
+    assert_eq!(
+        app.send(Req::get(&format!("/s/{slug}/"))).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
