@@ -149,6 +149,24 @@ impl TestApp {
         }
     }
 
+    /// An app whose buckets live on the test S3 server: fresh ones, or `published` for the
+    /// published bucket when given (a name that does not exist makes storage fail).
+    pub async fn on_s3(published: Option<&str>) -> Self {
+        let workspace = crate::s3::new_bucket("ws").await;
+        let published = match published {
+            Some(name) => name.to_string(),
+            None => crate::s3::new_bucket("pub").await,
+        };
+        Self::with(&[
+            ("R2_ENDPOINT", crate::s3::endpoint()),
+            ("R2_ACCESS_KEY", "test-access-key"),
+            ("R2_SECRET_KEY", "test-secret-key"),
+            ("R2_WORKSPACE_BUCKET", &workspace),
+            ("R2_PUBLISHED_BUCKET", &published),
+        ])
+        .await
+    }
+
     pub async fn send(&self, req: Req) -> Answer {
         Self::send_via(&self.router, req).await
     }

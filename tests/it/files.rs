@@ -217,16 +217,7 @@ async fn another_user_cannot_touch_the_files() {
 /// aide's prefix, and reads come back from it.
 #[tokio::test]
 async fn files_are_stored_in_an_s3_bucket() {
-    let workspace = crate::s3::new_bucket("ws").await;
-    let published = crate::s3::new_bucket("pub").await;
-    let app = TestApp::with(&[
-        ("R2_ENDPOINT", crate::s3::endpoint()),
-        ("R2_ACCESS_KEY", "test-access-key"),
-        ("R2_SECRET_KEY", "test-secret-key"),
-        ("R2_WORKSPACE_BUCKET", &workspace),
-        ("R2_PUBLISHED_BUCKET", &published),
-    ])
-    .await;
+    let app = TestApp::on_s3(None).await;
     let token = app.sign_in("s3@example.com").await;
     let id = aide(&app, &token).await;
     let stored = app

@@ -320,16 +320,7 @@ async fn other_processes_forget_a_page_when_it_is_unpublished() {
 /// Publish, serve, version URL, unpublish and 404 with both buckets on a real S3-protocol server.
 #[tokio::test]
 async fn publish_and_serve_from_s3() {
-    let workspace = crate::s3::new_bucket("ws").await;
-    let published_bucket = crate::s3::new_bucket("pub").await;
-    let app = TestApp::with(&[
-        ("R2_ENDPOINT", crate::s3::endpoint()),
-        ("R2_ACCESS_KEY", "test-access-key"),
-        ("R2_SECRET_KEY", "test-secret-key"),
-        ("R2_WORKSPACE_BUCKET", &workspace),
-        ("R2_PUBLISHED_BUCKET", &published_bucket),
-    ])
-    .await;
+    let app = TestApp::on_s3(None).await;
     let token = app.sign_in("s3pub@example.com").await;
     let (id, slug) = published(&app, &token, PAGE).await;
     let page = app.send(Req::get(&format!("/s/{slug}/"))).await;

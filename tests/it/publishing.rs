@@ -227,15 +227,7 @@ async fn simultaneous_publishes_get_distinct_numbers() {
 /// The published bucket does not exist: the copy fails part-way and no version is recorded.
 #[tokio::test]
 async fn a_storage_failure_leaves_no_version_behind() {
-    let workspace = crate::s3::new_bucket("ws").await;
-    let app = TestApp::with(&[
-        ("R2_ENDPOINT", crate::s3::endpoint()),
-        ("R2_ACCESS_KEY", "test-access-key"),
-        ("R2_SECRET_KEY", "test-secret-key"),
-        ("R2_WORKSPACE_BUCKET", &workspace),
-        ("R2_PUBLISHED_BUCKET", "no-such-bucket-here"),
-    ])
-    .await;
+    let app = TestApp::on_s3(Some("no-such-bucket-here")).await;
     let token = app.sign_in("sf@example.com").await;
     let id = aide_with_page(&app, &token, "<p>x</p>").await;
     let failed = app
@@ -318,17 +310,8 @@ async fn a_pro_users_chosen_slug_is_kept() {
 /// folder and on a real S3-protocol server.
 #[tokio::test]
 async fn deleting_an_aide_removes_its_objects_from_both_buckets() {
-    let workspace = crate::s3::new_bucket("ws").await;
-    let published = crate::s3::new_bucket("pub").await;
     let local = TestApp::new().await;
-    let s3 = TestApp::with(&[
-        ("R2_ENDPOINT", crate::s3::endpoint()),
-        ("R2_ACCESS_KEY", "test-access-key"),
-        ("R2_SECRET_KEY", "test-secret-key"),
-        ("R2_WORKSPACE_BUCKET", &workspace),
-        ("R2_PUBLISHED_BUCKET", &published),
-    ])
-    .await;
+    let s3 = TestApp::on_s3(None).await;
     for app in [&local, &s3] {
         let token = app.sign_in("del@example.com").await;
         let keep = aide_with_page(app, &token, "<p>keep</p>").await;
