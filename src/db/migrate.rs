@@ -40,53 +40,28 @@ impl Migration {
     }
 }
 
+/// One entry of [`MIGRATIONS`]: the version, then the file's name without number and extension.
+macro_rules! migration {
+    ($version:literal, $file:literal, $name:literal) => {
+        Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!("../../migrations/", $file, "_", $name, ".sql")),
+        }
+    };
+}
+
 /// Every migration, in order. A test checks this list against the folder.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "roles",
-        sql: include_str!("../../migrations/0001_roles.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "schema",
-        sql: include_str!("../../migrations/0002_schema.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "sign_in",
-        sql: include_str!("../../migrations/0003_sign_in.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "aides_api",
-        sql: include_str!("../../migrations/0004_aides_api.sql"),
-    },
-    Migration {
-        version: 5,
-        name: "session_check",
-        sql: include_str!("../../migrations/0005_session_check.sql"),
-    },
-    Migration {
-        version: 6,
-        name: "workspace_files",
-        sql: include_str!("../../migrations/0006_workspace_files.sql"),
-    },
-    Migration {
-        version: 7,
-        name: "published_files",
-        sql: include_str!("../../migrations/0007_published_files.sql"),
-    },
-    Migration {
-        version: 8,
-        name: "storage_cleanup",
-        sql: include_str!("../../migrations/0008_storage_cleanup.sql"),
-    },
-    Migration {
-        version: 9,
-        name: "page_notify",
-        sql: include_str!("../../migrations/0009_page_notify.sql"),
-    },
+    migration!(1, "0001", "roles"),
+    migration!(2, "0002", "schema"),
+    migration!(3, "0003", "sign_in"),
+    migration!(4, "0004", "aides_api"),
+    migration!(5, "0005", "session_check"),
+    migration!(6, "0006", "workspace_files"),
+    migration!(7, "0007", "published_files"),
+    migration!(8, "0008", "storage_cleanup"),
+    migration!(9, "0009", "page_notify"),
 ];
 
 /// Arbitrary, fixed key for the migration advisory lock.

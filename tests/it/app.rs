@@ -233,6 +233,18 @@ impl TestApp {
             .to_string()
     }
 
+    /// Stores a workspace file through the API, expecting success.
+    pub async fn put_file(&self, token: &str, aide: &str, path: &str, body: &str) {
+        let answer = self
+            .send(
+                Req::new(Method::PUT, &format!("/api/aides/{aide}/files/{path}"))
+                    .bearer(token)
+                    .raw_body(body),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    }
+
     /// Audit actions recorded so far, oldest first (read as the owner role).
     pub async fn audit_actions(&self) -> Vec<(String, Option<uuid::Uuid>, serde_json::Value)> {
         let mut owner = self.t.owner_conn().await;

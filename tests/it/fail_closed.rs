@@ -5,7 +5,7 @@ use sqlx::{Connection, PgConnection};
 
 use crate::support::{INSUFFICIENT_PRIVILEGE, Owned, TestDb, seed_user, sqlstate};
 
-const USER_TABLES: [&str; 7] = [
+const USER_TABLES: [&str; 8] = [
     "users",
     "aides",
     "conversations",
@@ -13,6 +13,7 @@ const USER_TABLES: [&str; 7] = [
     "published_versions",
     "audit_log",
     "workspace_files",
+    "published_files",
 ];
 
 /// Runs, inside an open transaction already switched to aide_user, every read and write a user

@@ -47,7 +47,8 @@ async fn snapshot(t: &TestDb, a: &Owned) -> serde_json::Value {
             'messages', (select jsonb_agg(to_jsonb(x) order by id) from conversation_messages x),
             'versions', (select jsonb_agg(to_jsonb(x) order by id) from published_versions x),
             'audit', (select jsonb_agg(to_jsonb(x) order by id) from audit_log x),
-            'files', (select jsonb_agg(to_jsonb(x) order by path) from workspace_files x))",
+            'files', (select jsonb_agg(to_jsonb(x) order by path) from workspace_files x),
+            'published', (select jsonb_agg(to_jsonb(x) order by version, path) from published_files x))",
     )
     .fetch_one(tx.conn())
     .await
@@ -180,6 +181,42 @@ async fn another_user_can_neither_see_nor_change_nor_create_rows() {
         "no unique-key oracle: the key includes the owner"
     );
 
+    // Published files: invisible, and immutable for everyone in user scope.
+    let published: i64 =
+        sqlx::query_scalar("select count(*) from published_files where aide_id = $1")
+            .bind(a.aide)
+            .fetch_one(tx.conn())
+            .await
+            .expect("count");
+    assert_eq!(published, 0);
+    for sql in [
+        format!(
+            "update published_files set size_bytes = 0 where aide_id = '{}'",
+            a.aide
+        ),
+        format!("delete from published_files where aide_id = '{}'", a.aide),
+    ] {
+        assert_eq!(
+            attempt(&mut tx, &sql, &[]).await.as_deref(),
+            Some(INSUFFICIENT_PRIVILEGE),
+            "{sql}"
+        );
+    }
+    let plant_version = "insert into published_files (aide_id, user_id, version, path, size_bytes, content_type, sha256)
+                         values ($1, $2, 1, 'evil.html', 1, 'text/html', sha256('x'::bytea))";
+    assert_eq!(
+        attempt(&mut tx, plant_version, &[a.aide, a.user.0])
+            .await
+            .as_deref(),
+        Some(INSUFFICIENT_PRIVILEGE)
+    );
+    assert_eq!(
+        attempt(&mut tx, plant_version, &[a.aide, b.user.0])
+            .await
+            .as_deref(),
+        Some(FOREIGN_KEY_VIOLATION)
+    );
+
     // INSERT of rows belonging to A is refused by the policy's check.
     for sql in [
         "insert into aides (user_id, title) values ($1, 'planted')",
@@ -285,6 +322,8 @@ async fn sign_in_tables_are_system_scope_only() {
         "delete from email_outbox",
         "select count(*) from rate_limits",
         "delete from rate_limits",
+        "select count(*) from storage_cleanup",
+        "delete from storage_cleanup",
     ] {
         assert_eq!(
             attempt(&mut tx, sql, &[]).await.as_deref(),

@@ -19,8 +19,9 @@ async fn published(app: &TestApp, token: &str, html: &str) -> (String, String) {
         .as_str()
         .expect("id")
         .to_string();
-    put(app, token, &id, "index.html", html).await;
-    put(app, token, &id, "css/site.css", "h1{color:green}").await;
+    app.put_file(token, &id, "index.html", html).await;
+    app.put_file(token, &id, "css/site.css", "h1{color:green}")
+        .await;
     let answer = app
         .send(Req::post(&format!("/api/aides/{id}/publish")).bearer(token))
         .await;
@@ -30,17 +31,6 @@ async fn published(app: &TestApp, token: &str, html: &str) -> (String, String) {
         .expect("slug")
         .to_string();
     (id, slug)
-}
-
-async fn put(app: &TestApp, token: &str, id: &str, path: &str, body: &str) {
-    let answer = app
-        .send(
-            Req::new(Method::PUT, &format!("/api/aides/{id}/files/{path}"))
-                .bearer(token)
-                .raw_body(body),
-        )
-        .await;
-    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 }
 
 fn assert_sandboxed(answer: &Answer) {
@@ -132,7 +122,8 @@ async fn version_urls_stay_while_the_latest_moves_and_everything_stops_when_unpu
     let app = TestApp::new().await;
     let token = app.sign_in("pv@example.com").await;
     let (id, slug) = published(&app, &token, "<body>one</body>").await;
-    put(&app, &token, &id, "index.html", "<body>two</body>").await;
+    app.put_file(&token, &id, "index.html", "<body>two</body>")
+        .await;
     app.send(Req::post(&format!("/api/aides/{id}/publish")).bearer(&token))
         .await;
 

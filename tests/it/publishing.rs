@@ -36,19 +36,8 @@ async fn aide_with_page(app: &TestApp, token: &str, html: &str) -> String {
         .as_str()
         .expect("id")
         .to_string();
-    write(app, token, &id, "index.html", html).await;
+    app.put_file(token, &id, "index.html", html).await;
     id
-}
-
-async fn write(app: &TestApp, token: &str, id: &str, path: &str, body: &str) {
-    let answer = app
-        .send(
-            Req::new(Method::PUT, &format!("/api/aides/{id}/files/{path}"))
-                .bearer(token)
-                .raw_body(body),
-        )
-        .await;
-    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 }
 
 #[tokio::test]
@@ -56,7 +45,7 @@ async fn publish_versions_and_restore() {
     let app = TestApp::with(&[("PUBLIC_URL", "https://pages.example.com")]).await;
     let token = app.sign_in("pub@example.com").await;
     let id = aide_with_page(&app, &token, "<h1>One</h1>").await;
-    write(&app, &token, &id, "css/site.css", "h1{}").await;
+    app.put_file(&token, &id, "css/site.css", "h1{}").await;
 
     let first = app
         .send(
@@ -90,7 +79,8 @@ async fn publish_versions_and_restore() {
         "h1{}"
     );
 
-    write(&app, &token, &id, "index.html", "<h1>Two</h1>").await;
+    app.put_file(&token, &id, "index.html", "<h1>Two</h1>")
+        .await;
     let second = app
         .send(Req::post(&format!("/api/aides/{id}/publish")).bearer(&token))
         .await
@@ -177,7 +167,8 @@ async fn only_a_page_with_index_html_that_is_not_archived_is_published() {
         .as_str()
         .expect("id")
         .to_string();
-    write(&app, &token, &id, "about.html", "<p>about</p>").await;
+    app.put_file(&token, &id, "about.html", "<p>about</p>")
+        .await;
     let answer = app
         .send(Req::post(&format!("/api/aides/{id}/publish")).bearer(&token))
         .await;
@@ -189,7 +180,7 @@ async fn only_a_page_with_index_html_that_is_not_archived_is_published() {
             .contains("index.html")
     );
 
-    write(&app, &token, &id, "index.html", "<p>home</p>").await;
+    app.put_file(&token, &id, "index.html", "<p>home</p>").await;
     app.send(Req::post(&format!("/api/aides/{id}/archive")).bearer(&token))
         .await;
     let archived = app

@@ -241,6 +241,15 @@ pub async fn seed_user(t: &TestDb, email: &str) -> Owned {
     .await
     .expect("insert version");
     sqlx::query(
+        "insert into published_files (aide_id, user_id, version, path, size_bytes, content_type, sha256)
+         values ($1, $2, 1, 'index.html', 10, 'text/html', sha256('page'::bytea))",
+    )
+    .bind(aide)
+    .bind(user.0)
+    .execute(tx.conn())
+    .await
+    .expect("insert published file");
+    sqlx::query(
         "insert into workspace_files (aide_id, user_id, path, size_bytes, content_type, sha256)
          values ($1, $2, 'index.html', 10, 'text/html', sha256('page'::bytea))",
     )
