@@ -14,6 +14,7 @@
 
 pub mod managed;
 pub mod migrate;
+mod one_trip;
 mod scope;
 
 use std::fmt;
@@ -25,7 +26,9 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
-pub use scope::{SESSION_NOT_LIVE, SystemTx, UserTx};
+pub use one_trip::{Args, Prepared};
+use scope::Access;
+pub use scope::{ReadTx, SESSION_NOT_LIVE, SystemTx, UserTx};
 
 /// The role user-scoped transactions run as.
 pub const USER_ROLE: &str = "aide_user";
@@ -68,6 +71,14 @@ impl FromStr for UserId {
     }
 }
 
+/// A signed-in caller whose session still has to be checked: [`Db::user_read`] checks it in the
+/// same round trip as the read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub user: UserId,
+    pub session: Uuid,
+}
+
 /// A value whose SQL text cannot carry anything but itself, for statements sent without
 /// parameters (see [`Db::system_oneshot`]).
 pub trait SqlLiteral {
@@ -86,6 +97,31 @@ impl SqlLiteral for UserId {
     }
 }
 
+impl SqlLiteral for i64 {
+    fn sql(&self) -> String {
+        format!("{self}::int8")
+    }
+}
+
+impl SqlLiteral for chrono::DateTime<chrono::Utc> {
+    fn sql(&self) -> String {
+        // Digits, dashes, colons, a dot, `T` and `Z` only.
+        format!(
+            "'{}'::timestamptz",
+            self.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        )
+    }
+}
+
+impl<T: SqlLiteral> SqlLiteral for Option<T> {
+    fn sql(&self) -> String {
+        match self {
+            Some(value) => value.sql(),
+            None => "null".to_string(),
+        }
+    }
+}
+
 impl SqlLiteral for f64 {
     fn sql(&self) -> String {
         // Debug prints finite floats as plain decimals; anything else becomes a safe zero.
@@ -97,11 +133,23 @@ impl SqlLiteral for f64 {
     }
 }
 
+/// Splits DATABASE_MAX_CONNECTIONS between the pool (transactions, and the notification
+/// listener, which keeps one) and the connections of one-round-trip reads: half each, with at
+/// least two for the pool and one for reads.
+fn split(max_connections: u32) -> (u32, u32) {
+    let reads = (max_connections / 2).max(1);
+    (max_connections.saturating_sub(reads).max(2), reads)
+}
+
+/// How long a pooled connection may sit idle before it is pinged when next taken out.
+const IDLE_PING_AFTER: Duration = Duration::from_secs(10);
+
 /// The connection pool. Cheap to clone; the only way to reach the database is through
 /// [`Db::user`] and [`Db::system`].
 #[derive(Clone)]
 pub struct Db {
     pool: PgPool,
+    reads: std::sync::Arc<one_trip::ReadConnections>,
 }
 
 impl fmt::Debug for Db {
@@ -119,24 +167,43 @@ impl Db {
         options: PgConnectOptions,
         max_connections: u32,
     ) -> Result<Self, sqlx::Error> {
-        let pool = Self::pool_options(max_connections)
-            .connect_with(options)
+        let (pool_size, read_size) = split(max_connections);
+        let pool = Self::pool_options(pool_size)
+            .connect_with(options.clone())
             .await?;
-        Ok(Db { pool })
+        Ok(Db {
+            pool,
+            reads: std::sync::Arc::new(one_trip::ReadConnections::new(options, read_size)),
+        })
     }
 
     /// A pool that connects on first use: the server starts (and answers `/ready` with 503) even
     /// while the database is down.
     pub fn connect_lazy(options: PgConnectOptions, max_connections: u32) -> Self {
+        let (pool_size, read_size) = split(max_connections);
         Db {
-            pool: Self::pool_options(max_connections).connect_lazy_with(options),
+            pool: Self::pool_options(pool_size).connect_lazy_with(options.clone()),
+            reads: std::sync::Arc::new(one_trip::ReadConnections::new(options, read_size)),
         }
     }
 
+    /// sqlx pings every connection when it is returned to the pool (which also sends any queued
+    /// `ROLLBACK`) and, by default, again when it is taken out: two round trips per request on
+    /// top of its own. The second is kept only for connections idle long enough to have been
+    /// dropped by a server or a proxy in between.
     fn pool_options(max_connections: u32) -> PgPoolOptions {
         PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_PING_AFTER {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
     }
 
     /// Begins a transaction confined to `user`'s rows.
@@ -152,7 +219,30 @@ impl Db {
         user: UserId,
         session: Uuid,
     ) -> Result<UserTx, sqlx::Error> {
-        UserTx::begin_checked(&self.pool, user, session).await
+        UserTx::begin_checked(&self.pool, user, session, Access::ReadWrite).await
+    }
+
+    /// Like [`Db::user_with_session`], for a transaction that only reads (see [`ReadTx`]).
+    pub async fn user_read_with_session(
+        &self,
+        user: UserId,
+        session: Uuid,
+    ) -> Result<ReadTx, sqlx::Error> {
+        UserTx::begin_checked(&self.pool, user, session, Access::ReadOnly)
+            .await
+            .map(ReadTx::new)
+    }
+
+    /// Runs one [`Prepared`] read confined to the caller's rows, after checking that their session
+    /// is live, all in one round trip (see [`Prepared`]'s module). Returns the
+    /// statement's rows. A dead session fails with SQLSTATE [`SESSION_NOT_LIVE`].
+    pub async fn user_read(
+        &self,
+        caller: Caller,
+        statement: &Prepared,
+        args: &Args,
+    ) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
+        self.reads.user_read(caller, statement, args).await
     }
 
     /// Begins a system-scoped transaction.
@@ -194,8 +284,20 @@ impl Db {
             .map(|_| ())
     }
 
-    /// Closes every connection, waiting for those in use to be returned.
+    /// Closes every connection, waiting for those of the pool in use to be returned.
     pub async fn close(&self) {
+        self.reads.close().await;
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn connections_are_split_between_the_pool_and_reads() {
+        assert_eq!(super::split(10), (5, 5));
+        assert_eq!(super::split(7), (4, 3));
+        assert_eq!(super::split(2), (2, 1));
+        assert_eq!(super::split(1), (2, 1));
     }
 }

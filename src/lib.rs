@@ -22,5 +22,6 @@ pub mod secrets;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod time;
 
 pub use http::{AppState, build_app};

@@ -81,9 +81,10 @@ pub async fn hit(
 ///
 /// Leased tokens count as spent in the shared row the moment they are leased, so the limit holds
 /// across any number of processes; a process only ever refuses early (tokens it leased and did not
-/// use), never late. A lease is kept for the time its tokens stand for (size × interval), so
-/// unused tokens cannot pile up into a burst later. With small limits the lease is one token and
-/// every request is counted in PostgreSQL.
+/// use), never late. A lease is kept for the time its tokens stand for (size × interval) but at
+/// least [`MIN_LEASE`], so unused tokens cannot pile up into a burst later: a process can run
+/// ahead of the shared row by at most one lease (a twentieth of the limit). With small limits the
+/// lease is one token and every request is counted in PostgreSQL.
 #[derive(Debug, Default)]
 pub struct ApiLimiter {
     local: std::sync::Mutex<std::collections::HashMap<UserId, Lease>>,
@@ -94,6 +95,11 @@ struct Lease {
     tokens: u32,
     until: std::time::Instant,
 }
+
+/// The shortest time a lease is kept. Without it, a high limit (say 1,000,000 a minute: 60 µs an
+/// interval) would make a lease of 50 tokens expire after 3 ms, mostly unused, and a busy user
+/// would cost a database round trip every few requests.
+const MIN_LEASE: Duration = Duration::from_secs(1);
 
 /// Leases above this many entries trigger a sweep of expired ones.
 const SWEEP_AT: usize = 10_000;
@@ -120,7 +126,9 @@ impl ApiLimiter {
         if verdict.is_ok() && granted > 1 {
             let lease = Lease {
                 tokens: granted - 1,
-                until: now + Duration::from_secs_f64(rate.interval_secs() * f64::from(granted)),
+                until: now
+                    + Duration::from_secs_f64(rate.interval_secs() * f64::from(granted))
+                        .max(MIN_LEASE),
             };
             if let Ok(mut local) = self.local.lock() {
                 if local.len() >= SWEEP_AT {

@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use crate::time::PgTimestamp;
+
 /// An aide's title: 1 to 200 characters once trimmed, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Title(String);
@@ -119,6 +124,12 @@ impl Status {
     }
 }
 
+impl crate::db::SqlLiteral for Status {
+    fn sql(&self) -> String {
+        format!("'{self}'")
+    }
+}
+
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -130,7 +141,7 @@ impl fmt::Display for Status {
 }
 
 /// An aide as stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct AideRow {
     pub id: Uuid,
     pub user_id: Uuid,
@@ -142,6 +153,22 @@ pub struct AideRow {
     pub updated_at: DateTime<Utc>,
 }
 
+// By hand rather than derived, for the timestamps' fast text decoding (see [`PgTimestamp`]).
+impl<'r> sqlx::FromRow<'r, PgRow> for AideRow {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        Ok(AideRow {
+            id: row.try_get("id")?,
+            user_id: row.try_get("user_id")?,
+            title: row.try_get("title")?,
+            slug: row.try_get("slug")?,
+            status: row.try_get("status")?,
+            r2_prefix: row.try_get("r2_prefix")?,
+            created_at: row.try_get::<PgTimestamp, _>("created_at")?.0,
+            updated_at: row.try_get::<PgTimestamp, _>("updated_at")?.0,
+        })
+    }
+}
+
 /// An aide as clients see it: no storage prefix, no owner id.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Aide {
@@ -150,7 +177,9 @@ pub struct Aide {
     /// The public page's name, once chosen (Pro) or assigned on first publish.
     pub slug: Option<String>,
     pub status: Status,
+    #[serde(serialize_with = "crate::time::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::time::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 

@@ -3,8 +3,10 @@
 
 use uuid::Uuid;
 
+use sqlx::FromRow;
+
 use super::model::{AideRow, Status};
-use crate::db::UserTx;
+use crate::db::{Args, Caller, Db, Prepared, UserTx};
 use crate::http::params::TimeCursor;
 
 const COLUMNS: &str = "id, user_id, title, slug, status, r2_prefix, created_at, updated_at";
@@ -21,29 +23,32 @@ pub async fn find(tx: &mut UserTx, id: Uuid) -> Result<Option<AideRow>, sqlx::Er
 }
 
 /// The caller's aides with `status` (None: all but archived), most recently updated first,
-/// after `cursor`.
+/// after `cursor`. Read in one round trip with the session check (see [`Db::user_read`]).
 pub async fn list(
-    tx: &mut UserTx,
+    db: &Db,
+    caller: Caller,
     status: Option<Status>,
     cursor: Option<TimeCursor>,
     limit: i64,
 ) -> Result<Vec<AideRow>, sqlx::Error> {
-    let user = tx.user_id();
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from aides
+    const LIST: Prepared = Prepared::new(
+        "aides_list",
+        "uuid, text, timestamptz, uuid, int8",
+        "select id, user_id, title, slug, status, r2_prefix, created_at, updated_at from aides
          where user_id = $1
-           and case when $2::text is null then status <> 'archived' else status = $2 end
-           and ($3::timestamptz is null or (updated_at, id) < ($3, $4))
+           and case when $2 is null then status <> 'archived' else status = $2 end
+           and ($3 is null or (updated_at, id) < ($3, $4))
          order by updated_at desc, id desc
-         limit $5"
-    ))
-    .bind(user.0)
-    .bind(status.map(|s| s.to_string()))
-    .bind(cursor.map(|c| c.at))
-    .bind(cursor.map(|c| c.id))
-    .bind(limit)
-    .fetch_all(tx.conn())
-    .await
+         limit $5",
+    );
+    let args = Args::new()
+        .arg(caller.user)
+        .arg(status)
+        .arg(cursor.map(|c| c.at))
+        .arg(cursor.map(|c| c.id))
+        .arg(limit);
+    let rows = db.user_read(caller, &LIST, &args).await?;
+    rows.iter().map(AideRow::from_row).collect()
 }
 
 /// Locks the caller's account row for the rest of the transaction and returns its tier, so that

@@ -60,10 +60,9 @@ pub async fn list(
         .map(TimeCursor::decode)
         .transpose()?;
     let limit = page_size(params.limit)?;
-    let mut tx = api.begin(&state.db).await?;
     // One more than asked tells whether there is a next page.
-    let mut rows = repo::list(&mut tx, status, cursor, limit + 1).await?;
-    tx.commit().await?;
+    let mut rows =
+        api.checked(repo::list(&state.db, api.caller(), status, cursor, limit + 1).await)?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|r| {
@@ -126,11 +125,11 @@ pub async fn read(
     api: ApiUser,
     IdPath(id): IdPath,
 ) -> Result<Json<Aide>, AppError> {
-    let mut tx = api.begin(&state.db).await?;
+    let mut tx = api.begin_read(&state.db).await?;
     let row = repo::find(&mut tx, id)
         .await?
         .ok_or_else(AppError::not_found)?;
-    tx.commit().await?;
+    tx.finish();
     Ok(Json(row.into()))
 }
 

@@ -34,6 +34,7 @@ pub struct AuditEntry {
     pub resource_id: Option<Uuid>,
     pub details: serde_json::Value,
     pub ip_address: Option<String>,
+    #[serde(serialize_with = "crate::time::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -56,9 +57,9 @@ pub async fn list(
 ) -> Result<Json<AuditPage>, AppError> {
     let before = params.cursor.as_deref().map(decode_id_cursor).transpose()?;
     let limit = page_size(params.limit)?;
-    let mut tx = api.begin(&state.db).await?;
+    let mut tx = api.begin_read(&state.db).await?;
     let mut items = super::list(&mut tx, before, limit + 1).await?;
-    tx.commit().await?;
+    tx.finish();
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
         items.last().map(|e| encode_id_cursor(e.id))

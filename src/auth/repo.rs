@@ -6,9 +6,10 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::email_address::EmailAddress;
-use sqlx::Row;
+use sqlx::{FromRow, Row};
 
-use crate::db::{Db, SqlLiteral, SystemTx, UserId, UserTx};
+use crate::db::{Args, Caller, Db, Prepared, SqlLiteral, SystemTx, UserId, UserTx};
+use crate::time::PgTimestamp;
 
 /// Wrong code attempts after which a code is dead.
 pub const MAX_CODE_ATTEMPTS: i32 = 5;
@@ -224,7 +225,7 @@ pub async fn revoke_all_sessions(tx: &mut SystemTx, user: UserId) -> Result<u64,
 }
 
 /// The signed-in user's own row (user scope).
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct Me {
     pub id: Uuid,
     pub email: String,
@@ -233,6 +234,35 @@ pub struct Me {
     pub turn_count: i32,
     pub turn_week_start: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+}
+
+// By hand rather than derived, for the timestamps' fast text decoding (see [`PgTimestamp`]).
+impl<'r> FromRow<'r, sqlx::postgres::PgRow> for Me {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Me {
+            id: row.try_get("id")?,
+            email: row.try_get("email")?,
+            name: row.try_get("name")?,
+            tier: row.try_get("tier")?,
+            turn_count: row.try_get("turn_count")?,
+            turn_week_start: row.try_get::<PgTimestamp, _>("turn_week_start")?.0,
+            created_at: row.try_get::<PgTimestamp, _>("created_at")?.0,
+        })
+    }
+}
+
+/// The caller's account, read in one round trip with their session check (see [`Db::user_read`]).
+pub async fn me_read(db: &Db, caller: Caller) -> Result<Option<Me>, sqlx::Error> {
+    const ME: Prepared = Prepared::new(
+        "users_me",
+        "uuid",
+        "select id, email, name, tier, turn_count, turn_week_start, created_at
+         from users where id = $1",
+    );
+    let rows = db
+        .user_read(caller, &ME, &Args::new().arg(caller.user))
+        .await?;
+    rows.first().map(Me::from_row).transpose()
 }
 
 pub async fn me(tx: &mut UserTx) -> Result<Option<Me>, sqlx::Error> {

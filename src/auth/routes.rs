@@ -53,6 +53,7 @@ pub struct TurnUsage {
     /// Turns allowed per week; null when unlimited (Pro).
     pub limit: Option<u32>,
     /// When the current week ends and the count starts again; null before the first turn of a week.
+    #[serde(serialize_with = "crate::time::rfc3339_opt")]
     pub resets_at: Option<DateTime<Utc>>,
 }
 
@@ -65,6 +66,7 @@ pub struct UserResponse {
     /// `free` or `pro`.
     pub tier: String,
     pub turns: TurnUsage,
+    #[serde(serialize_with = "crate::time::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -94,5 +96,6 @@ pub struct SignedIn {
     pub user: UserResponse,
     /// The session token, for `Authorization: Bearer` (also set as the `session` cookie).
     pub token: String,
+    #[serde(serialize_with = "crate::time::rfc3339")]
     pub expires_at: DateTime<Utc>,
 }

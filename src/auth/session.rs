@@ -12,7 +12,7 @@ use url::Url;
 use uuid::Uuid;
 
 use super::{jwt, repo};
-use crate::db::{Db, SESSION_NOT_LIVE, SystemTx, UserId, UserTx};
+use crate::db::{Caller, Db, ReadTx, SESSION_NOT_LIVE, SystemTx, UserId, UserTx};
 use crate::error::AppError;
 use crate::http::AppState;
 use crate::limits::Rate;
@@ -112,7 +112,28 @@ pub struct SessionUser {
 impl SessionUser {
     /// Opens the caller's user-scoped transaction, after checking their session is live.
     pub async fn begin(&self, db: &Db) -> Result<UserTx, AppError> {
-        match db.user_with_session(self.user, self.session).await {
+        let begun = db.user_with_session(self.user, self.session).await;
+        self.checked(begun)
+    }
+
+    /// Like [`SessionUser::begin`], for a handler that only reads (see [`ReadTx`]).
+    pub async fn begin_read(&self, db: &Db) -> Result<ReadTx, AppError> {
+        let begun = db.user_read_with_session(self.user, self.session).await;
+        self.checked(begun)
+    }
+
+    /// The caller, for [`Db::user_read`], which checks the session in the read's own round trip.
+    /// Pass what it returns through [`SessionUser::checked`].
+    pub fn caller(&self) -> Caller {
+        Caller {
+            user: self.user,
+            session: self.session,
+        }
+    }
+
+    /// A database result of this caller's, with a dead session turned into 401.
+    pub fn checked<T>(&self, begun: Result<T, sqlx::Error>) -> Result<T, AppError> {
+        match begun {
             Ok(tx) => Ok(tx),
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(SESSION_NOT_LIVE) => {
                 tracing::info!(user_id = %self.user, "session revoked or expired");
@@ -144,6 +165,21 @@ impl ApiUser {
     /// See [`SessionUser::begin`].
     pub async fn begin(&self, db: &Db) -> Result<UserTx, AppError> {
         self.0.begin(db).await
+    }
+
+    /// See [`SessionUser::begin_read`].
+    pub async fn begin_read(&self, db: &Db) -> Result<ReadTx, AppError> {
+        self.0.begin_read(db).await
+    }
+
+    /// See [`SessionUser::caller`].
+    pub fn caller(&self) -> Caller {
+        self.0.caller()
+    }
+
+    /// See [`SessionUser::checked`].
+    pub fn checked<T>(&self, result: Result<T, sqlx::Error>) -> Result<T, AppError> {
+        self.0.checked(result)
     }
 }
 

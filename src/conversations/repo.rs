@@ -16,6 +16,7 @@ pub struct Message {
     pub role: String,
     pub content: String,
     pub metadata: serde_json::Value,
+    #[serde(serialize_with = "crate::time::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 

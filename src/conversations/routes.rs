@@ -76,6 +76,7 @@ pub struct Turns {
     pub used: i32,
     /// Null when unlimited (Pro).
     pub limit: Option<u32>,
+    #[serde(serialize_with = "crate::time::rfc3339")]
     pub resets_at: DateTime<Utc>,
 }
 
@@ -102,12 +103,12 @@ pub async fn read(
 ) -> Result<Json<ConversationPage>, AppError> {
     let after = params.cursor.as_deref().map(decode_id_cursor).transpose()?;
     let limit = page_size(params.limit)?;
-    let mut tx = api.begin(&state.db).await?;
+    let mut tx = api.begin_read(&state.db).await?;
     let conversation = repo::conversation_of(&mut tx, aide_id)
         .await?
         .ok_or_else(AppError::not_found)?;
     let mut messages = repo::list_messages(&mut tx, conversation, after, limit + 1).await?;
-    tx.commit().await?;
+    tx.finish();
     let next_cursor = if messages.len() as i64 > limit {
         messages.truncate(limit as usize);
         messages.last().map(|m| encode_id_cursor(m.id))

@@ -25,16 +25,37 @@ fn begin_statement(role: &'static str, user: Option<UserId>) -> String {
     )
 }
 
+/// Read-only (`begin read only`) or read-write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Access {
+    ReadWrite,
+    ReadOnly,
+}
+
+impl Access {
+    fn begin(self) -> &'static str {
+        match self {
+            Access::ReadWrite => "begin",
+            Access::ReadOnly => "begin read only",
+        }
+    }
+}
+
 /// Like [`begin_statement`] for a user, after checking as `aide_system` that `session` is a live
 /// session of that user (`assert_session_live` raises SQLSTATE 28000 otherwise): one round trip
 /// for the check and the scope.
-fn begin_checked_statement(user: UserId, session: uuid::Uuid) -> String {
+fn begin_checked_statement(user: UserId, session: uuid::Uuid, access: Access) -> String {
+    format!("{}; {}", checked_scope(user, session), access.begin())
+}
+
+/// The statements that check `session` as `aide_system` and then enter `user`'s scope, all
+/// transaction-local. Values are formatted in as for [`begin_statement`].
+pub(super) fn checked_scope(user: UserId, session: uuid::Uuid) -> String {
     let uid = user.0.hyphenated();
     format!(
         "select set_config('role', '{SYSTEM_ROLE}', true); \
          select assert_session_live('{}'::uuid, '{uid}'::uuid); \
-         select set_config('role', '{USER_ROLE}', true), set_config('app.user_id', '{uid}', true); \
-         begin",
+         select set_config('role', '{USER_ROLE}', true), set_config('app.user_id', '{uid}', true)",
         session.hyphenated()
     )
 }
@@ -61,9 +82,10 @@ impl UserTx {
         pool: &PgPool,
         user: UserId,
         session: uuid::Uuid,
+        access: Access,
     ) -> Result<Self, sqlx::Error> {
         let tx = pool
-            .begin_with(begin_checked_statement(user, session))
+            .begin_with(begin_checked_statement(user, session, access))
             .await?;
         Ok(UserTx { tx, user })
     }
@@ -84,6 +106,40 @@ impl UserTx {
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         self.tx.rollback().await
+    }
+}
+
+/// A read-only [`UserTx`] (`begin read only`: PostgreSQL refuses any write in it). Repository
+/// functions take it as a `&mut UserTx`.
+///
+/// [`ReadTx::finish`] ends it without waiting for the database: the `ROLLBACK` is queued on the
+/// connection and goes out with the pool's check when the connection is returned, so a read
+/// costs one round trip less than a committed transaction. Rolling back and committing are the
+/// same thing for a transaction that cannot write.
+pub struct ReadTx(UserTx);
+
+impl ReadTx {
+    pub(super) fn new(tx: UserTx) -> Self {
+        ReadTx(tx)
+    }
+
+    /// Ends the transaction (see the type's documentation).
+    pub fn finish(self) {
+        drop(self);
+    }
+}
+
+impl std::ops::Deref for ReadTx {
+    type Target = UserTx;
+
+    fn deref(&self) -> &UserTx {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ReadTx {
+    fn deref_mut(&mut self) -> &mut UserTx {
+        &mut self.0
     }
 }
 
@@ -116,6 +172,17 @@ impl SystemTx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_checked_begin_statement_ends_with_the_chosen_begin() {
+        let user = UserId(uuid::Uuid::nil());
+        let session = uuid::Uuid::from_u128(1);
+        let read = begin_checked_statement(user, session, Access::ReadOnly);
+        assert!(read.ends_with("; begin read only"), "{read}");
+        assert!(read.contains("assert_session_live('00000000-0000-0000-0000-000000000001'::uuid"));
+        let write = begin_checked_statement(user, session, Access::ReadWrite);
+        assert!(write.ends_with("; begin"), "{write}");
+    }
 
     #[test]
     fn the_begin_statement_holds_only_constants_and_a_uuid() {

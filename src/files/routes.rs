@@ -63,6 +63,7 @@ pub struct FileInfo {
     pub content_type: String,
     /// SHA-256 of the content, hex.
     pub sha256: String,
+    #[serde(serialize_with = "crate::time::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -193,11 +194,11 @@ pub async fn get_file(
     IdPath(aide): IdPath,
     FilePathParam(path): FilePathParam,
 ) -> Result<Response, AppError> {
-    let mut tx = api.begin(&state.db).await?;
+    let mut tx = api.begin_read(&state.db).await?;
     let row = repo::find(&mut tx, aide, &path)
         .await?
         .ok_or_else(AppError::not_found)?;
-    tx.commit().await?;
+    tx.finish();
     let bytes = state
         .storage
         .workspace
@@ -272,12 +273,12 @@ pub async fn list_files(
     api: ApiUser,
     IdPath(aide): IdPath,
 ) -> Result<Json<FileList>, AppError> {
-    let mut tx = api.begin(&state.db).await?;
+    let mut tx = api.begin_read(&state.db).await?;
     if !repo::aide_exists(&mut tx, aide).await? {
         return Err(AppError::not_found());
     }
     let rows = repo::list(&mut tx, aide).await?;
-    tx.commit().await?;
+    tx.finish();
     let total_bytes = rows.iter().map(|r| r.size_bytes).sum();
     Ok(Json(FileList {
         files: rows.into_iter().map(FileInfo::from).collect(),

@@ -47,6 +47,7 @@ pub struct Version {
     pub version: i32,
     pub notes: Option<String>,
     pub size_bytes: i64,
+    #[serde(serialize_with = "crate::time::rfc3339")]
     pub published_at: DateTime<Utc>,
     /// The permanent address of this version.
     pub url: String,
@@ -277,12 +278,12 @@ pub async fn list_versions(
     api: ApiUser,
     IdPath(aide): IdPath,
 ) -> Result<Json<VersionList>, AppError> {
-    let mut tx = api.begin(&state.db).await?;
+    let mut tx = api.begin_read(&state.db).await?;
     let slug = crate::aides::find_slug(&mut tx, aide)
         .await?
         .ok_or_else(AppError::not_found)?;
     let rows = repo::list_versions(&mut tx, aide).await?;
-    tx.commit().await?;
+    tx.finish();
     let slug = slug.unwrap_or_default();
     Ok(Json(VersionList {
         versions: rows

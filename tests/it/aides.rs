@@ -150,6 +150,43 @@ async fn an_aide_from_creation_to_deletion() {
     );
 }
 
+/// The list is read in one round trip, its rows arriving as text; a single aide is read in a
+/// transaction, its rows arriving in binary. Both must describe an aide identically, timestamps
+/// to the microsecond, fixed-width RFC 3339 in UTC.
+#[tokio::test]
+async fn the_list_and_the_single_read_agree_to_the_microsecond() {
+    let app = TestApp::new().await;
+    let token = app.sign_in("same@example.com").await;
+    let created = create(&app, &token, "Groceries \"weekly\" — ünïcode").await;
+    let id = created["id"].as_str().expect("id");
+    // Timestamps with fewer significant fractional digits (set by the superuser, past the trigger
+    // that stamps updated_at).
+    let mut admin = app.t.admin_conn().await;
+    sqlx::raw_sql("set session_replication_role = replica")
+        .execute(&mut admin)
+        .await
+        .expect("skip triggers");
+    sqlx::query(
+        "update aides set created_at = '2026-01-02 03:04:05.1+00', updated_at = '2026-01-02 03:04:06+00'
+         where id = $1::uuid",
+    )
+    .bind(id)
+    .execute(&mut admin)
+    .await
+    .expect("set timestamps");
+    let single = app
+        .send(Req::get(&format!("/api/aides/{id}")).bearer(&token))
+        .await;
+    assert_eq!(single.status, StatusCode::OK);
+    let list = app.send(Req::get("/api/aides").bearer(&token)).await;
+    assert_eq!(list.status, StatusCode::OK);
+    let listed = &list.json()["items"][0];
+    assert_eq!(listed, &single.json());
+    assert_eq!(listed["created_at"], "2026-01-02T03:04:05.100000Z");
+    assert_eq!(listed["updated_at"], "2026-01-02T03:04:06.000000Z");
+    assert_eq!(listed["title"], "Groceries \"weekly\" — ünïcode");
+}
+
 #[tokio::test]
 async fn bad_input_gets_422_with_the_field_named() {
     let app = TestApp::new().await;

@@ -171,3 +171,176 @@ async fn a_dead_session_fails_the_checked_begin_with_28000_and_leaves_the_pool_c
         .expect("query");
     assert_eq!(count, 1);
 }
+
+/// A live session of `user`, created through system scope as sign-in does.
+async fn live_session(t: &TestDb, user: UserId) -> Uuid {
+    let mut tx = t.db.system().await.expect("system scope");
+    let id: Uuid = sqlx::query_scalar(
+        "insert into sessions (user_id, expires_at) values ($1, now() + interval '1 hour')
+         returning id",
+    )
+    .bind(user.0)
+    .fetch_one(tx.conn())
+    .await
+    .expect("insert session");
+    tx.commit().await.expect("commit");
+    id
+}
+
+#[tokio::test]
+async fn a_read_only_scope_sees_the_users_rows_and_refuses_writes() {
+    let t = TestDb::with_pool_size(1).await;
+    let a = seed_user(&t, "a@example.com").await;
+    seed_user(&t, "b@example.com").await;
+    let session = live_session(&t, a.user).await;
+
+    let mut tx =
+        t.db.user_read_with_session(a.user, session)
+            .await
+            .expect("read scope");
+    let (role, owners): (String, Vec<Uuid>) =
+        sqlx::query_as("select current_user::text, array(select user_id from aides)")
+            .fetch_one(tx.conn())
+            .await
+            .expect("query");
+    assert_eq!(role, "aide_user");
+    assert_eq!(owners, vec![a.user.0]);
+    let write = sqlx::query("update aides set title = 'changed'")
+        .execute(tx.conn())
+        .await;
+    assert_eq!(sqlstate(write), "25006", "read-only transaction");
+    tx.finish();
+
+    // The ROLLBACK that finish queued went out; the one connection is clean and writable.
+    let mut tx = t.db.user(a.user).await.expect("user scope");
+    let title: String = sqlx::query_scalar("select title from aides")
+        .fetch_one(tx.conn())
+        .await
+        .expect("query");
+    assert_ne!(title, "changed");
+    let updated = sqlx::query("update aides set title = 'changed'")
+        .execute(tx.conn())
+        .await
+        .expect("a read-write scope may write");
+    assert_eq!(updated.rows_affected(), 1);
+    tx.commit().await.expect("commit");
+
+    // And a dead session is refused here too.
+    assert_eq!(
+        sqlstate(
+            t.db.user_read_with_session(a.user, Uuid::new_v4())
+                .await
+                .map(|_| ())
+        ),
+        aide::db::SESSION_NOT_LIVE
+    );
+}
+
+/// What the one-round-trip read of [`WHO`] returns: the role, the user id setting, and the owners
+/// of the aides row-level security lets it see.
+const WHO: aide::db::Prepared = aide::db::Prepared::new(
+    "test_who",
+    "int8",
+    "select current_user::text as role, current_setting('app.user_id') as setting,
+            array(select user_id from aides) as owners, $1 as echo",
+);
+const COUNT: aide::db::Prepared =
+    aide::db::Prepared::new("test_count", "", "select count(*) as n from aides");
+
+async fn who(
+    t: &TestDb,
+    caller: aide::db::Caller,
+) -> Result<(String, String, Vec<Uuid>, i64), sqlx::Error> {
+    use sqlx::Row;
+    let rows =
+        t.db.user_read(caller, &WHO, &aide::db::Args::new().arg(7_i64))
+            .await?;
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    Ok((
+        row.try_get("role")?,
+        row.try_get("setting")?,
+        row.try_get("owners")?,
+        row.try_get("echo")?,
+    ))
+}
+
+#[tokio::test]
+async fn one_round_trip_reads_check_the_session_and_stay_in_the_users_scope() {
+    // One read connection, so every read below shares it.
+    let t = TestDb::with_pool_size(1).await;
+    let a = seed_user(&t, "a@example.com").await;
+    seed_user(&t, "b@example.com").await;
+    let session = live_session(&t, a.user).await;
+    let caller = aide::db::Caller {
+        user: a.user,
+        session,
+    };
+
+    let (role, setting, owners, echo) = who(&t, caller).await.expect("read");
+    assert_eq!(role, "aide_user");
+    assert_eq!(setting, a.user.to_string());
+    assert_eq!(owners, vec![a.user.0]);
+    assert_eq!(echo, 7);
+
+    // A session that does not exist, or is another user's, is refused with 28000.
+    for dead in [
+        aide::db::Caller {
+            user: a.user,
+            session: Uuid::new_v4(),
+        },
+        aide::db::Caller {
+            user: UserId(Uuid::new_v4()),
+            session,
+        },
+    ] {
+        assert_eq!(sqlstate(who(&t, dead).await), aide::db::SESSION_NOT_LIVE);
+    }
+
+    // The connection is fine afterwards, and a second statement gets prepared on it too.
+    let rows =
+        t.db.user_read(caller, &COUNT, &aide::db::Args::new())
+            .await
+            .expect("second statement");
+    let n: i64 = sqlx::Row::try_get(&rows[0], "n").expect("n");
+    assert_eq!(n, 1);
+    assert_eq!(who(&t, caller).await.expect("read again").2, vec![a.user.0]);
+
+    // Revoking the session takes effect at once.
+    let revoked = {
+        let mut tx = t.db.system().await.expect("system scope");
+        sqlx::query("update sessions set revoked_at = now() where id = $1")
+            .bind(session)
+            .execute(tx.conn())
+            .await
+            .expect("revoke");
+        tx.commit().await.expect("commit");
+        who(&t, caller).await
+    };
+    assert_eq!(
+        sqlstate(revoked),
+        aide::db::SESSION_NOT_LIVE,
+        "revoked at once"
+    );
+}
+
+#[tokio::test]
+async fn a_read_whose_connection_was_closed_by_the_server_is_run_again_on_a_new_one() {
+    let t = TestDb::with_pool_size(1).await;
+    let a = seed_user(&t, "a@example.com").await;
+    let caller = aide::db::Caller {
+        user: a.user,
+        session: live_session(&t, a.user).await,
+    };
+    let before = who(&t, caller).await.expect("read");
+    let mut admin = t.admin_conn().await;
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "select pg_terminate_backend(pid) from pg_stat_activity
+         where usename = 'aide_app' and datname = current_database()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .expect("terminate the server's connections");
+    assert!(!killed.is_empty() && killed.iter().all(|k| *k));
+    assert_eq!(who(&t, caller).await.expect("read after the kill"), before);
+}

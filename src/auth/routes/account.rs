@@ -26,11 +26,9 @@ pub async fn me(
     State(state): State<AppState>,
     user: SessionUser,
 ) -> Result<Json<UserResponse>, AppError> {
-    let mut tx = user.begin(&state.db).await?;
-    let me = repo::me(&mut tx)
-        .await?
+    let me = user
+        .checked(repo::me_read(&state.db, user.caller()).await)?
         .ok_or_else(AppError::unauthorized)?;
-    tx.commit().await?;
     Ok(Json(UserResponse::new(me, &state.config, Utc::now())))
 }
 

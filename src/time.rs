@@ -1,0 +1,189 @@
+//! Timestamps on the hot paths, without chrono's general-purpose format machinery: writing them
+//! into JSON responses, and reading PostgreSQL's text form (rows of one-round-trip reads arrive
+//! as text). Both were among the largest costs of listing aides in a profile of the server.
+//!
+//! Responses always carry RFC 3339 in UTC with exactly six fractional digits
+//! (`2026-11-25T04:49:24.081682Z`, PostgreSQL's precision), so every timestamp the API returns has
+//! the same width and sorts as text.
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
+use serde::Serializer;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgTypeInfo, PgValueFormat, PgValueRef};
+use sqlx::{Decode, Postgres, Type};
+
+/// `serialize_with` for a timestamp in a response.
+pub fn rfc3339<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    let mut buf = [0u8; 27];
+    match write_rfc3339(at, &mut buf) {
+        Some(text) => serializer.serialize_str(text),
+        // Years outside 0..=9999: never stored here, but still printed correctly.
+        None => serializer.serialize_str(&at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+    }
+}
+
+/// `serialize_with` for an optional timestamp in a response.
+pub fn rfc3339_opt<S: Serializer>(
+    at: &Option<DateTime<Utc>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => rfc3339(at, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` into `buf`; None for years outside 0..=9999.
+fn write_rfc3339<'b>(at: &DateTime<Utc>, buf: &'b mut [u8; 27]) -> Option<&'b str> {
+    let year = u32::try_from(at.year()).ok().filter(|y| *y <= 9999)?;
+    // chrono keeps a leap second as nanoseconds of 1,000,000,000 and more; fold it into :59.
+    let micros = (at.nanosecond() / 1_000).min(999_999);
+    let fields: [(usize, u32, usize); 7] = [
+        (0, year, 4),
+        (5, at.month(), 2),
+        (8, at.day(), 2),
+        (11, at.hour(), 2),
+        (14, at.minute(), 2),
+        (17, at.second(), 2),
+        (20, micros, 6),
+    ];
+    buf.copy_from_slice(b"0000-00-00T00:00:00.000000Z");
+    for (start, mut value, width) in fields {
+        for i in (start..start + width).rev() {
+            buf[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    std::str::from_utf8(buf).ok()
+}
+
+/// A `timestamptz` column, decoded quickly from PostgreSQL's text form when a row arrives as text
+/// (and as usual otherwise): `row.try_get::<PgTimestamp, _>("created_at")?.0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgTimestamp(pub DateTime<Utc>);
+
+impl Type<Postgres> for PgTimestamp {
+    fn type_info() -> PgTypeInfo {
+        <DateTime<Utc> as Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <DateTime<Utc> as Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for PgTimestamp {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        if value.format() == PgValueFormat::Text {
+            if let Some(at) = parse_pg_text(value.as_str()?) {
+                return Ok(PgTimestamp(at));
+            }
+        }
+        <DateTime<Utc> as Decode<'r, Postgres>>::decode(value).map(PgTimestamp)
+    }
+}
+
+/// PostgreSQL's ISO output of a `timestamptz` in UTC, as sqlx's connections ask for it:
+/// `YYYY-MM-DD HH:MM:SS[.f…]+00`. None for anything else (other zones, BC, infinity), which then
+/// goes to chrono.
+fn parse_pg_text(text: &str) -> Option<DateTime<Utc>> {
+    let b = text.as_bytes();
+    let body = b.strip_suffix(b"+00")?;
+    if body.len() < 19 || body[4] != b'-' || body[7] != b'-' || body[10] != b' ' {
+        return None;
+    }
+    if body[13] != b':' || body[16] != b':' {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<u32> {
+        body[range].iter().try_fold(0u32, |acc, c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    let micros = match &body[19..] {
+        [] => 0,
+        [b'.', digits @ ..] if (1..=6).contains(&digits.len()) => {
+            let value = num(20..body.len())?;
+            value * 10u32.pow(6 - digits.len() as u32)
+        }
+        _ => return None,
+    };
+    let date = NaiveDate::from_ymd_opt(i32::try_from(num(0..4)?).ok()?, num(5..7)?, num(8..10)?)?;
+    let time = NaiveTime::from_hms_micro_opt(num(11..13)?, num(14..16)?, num(17..19)?, micros)?;
+    Some(NaiveDateTime::new(date, time).and_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn json(at: DateTime<Utc>) -> String {
+        let mut out = Vec::new();
+        rfc3339(&at, &mut serde_json::Serializer::new(&mut out)).expect("serialize");
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn writes_fixed_width_rfc3339() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 25, 4, 9, 7).unwrap();
+        assert_eq!(json(at), "\"2026-11-25T04:09:07.000000Z\"");
+        let at = at + chrono::Duration::microseconds(81_682);
+        assert_eq!(json(at), "\"2026-11-25T04:09:07.081682Z\"");
+        // Sub-microsecond digits are cut, as PostgreSQL stores none.
+        let at = at + chrono::Duration::nanoseconds(999);
+        assert_eq!(json(at), "\"2026-11-25T04:09:07.081682Z\"");
+        let early = Utc.with_ymd_and_hms(7, 1, 2, 3, 4, 5).unwrap();
+        assert_eq!(json(early), "\"0007-01-02T03:04:05.000000Z\"");
+        let far = Utc.with_ymd_and_hms(12345, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(
+            json(far),
+            format!(
+                "\"{}\"",
+                far.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            )
+        );
+    }
+
+    #[test]
+    fn agrees_with_chrono_on_every_kind_of_instant() {
+        let mut at = Utc.with_ymd_and_hms(1999, 12, 31, 23, 59, 58).unwrap();
+        for step in 0..2_000 {
+            let expected = format!(
+                "\"{}\"",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            );
+            assert_eq!(json(at), expected);
+            at += chrono::Duration::microseconds(123_456_789 + step * 7);
+        }
+    }
+
+    #[test]
+    fn reads_postgres_text() {
+        let at = |s| parse_pg_text(s);
+        let base = Utc.with_ymd_and_hms(2026, 11, 25, 4, 49, 24).unwrap();
+        assert_eq!(at("2026-11-25 04:49:24+00"), Some(base));
+        assert_eq!(
+            at("2026-11-25 04:49:24.081682+00"),
+            Some(base + chrono::Duration::microseconds(81_682))
+        );
+        assert_eq!(
+            at("2026-11-25 04:49:24.5+00"),
+            Some(base + chrono::Duration::microseconds(500_000))
+        );
+        // Not this fast path's: another zone, BC, infinity, junk, impossible dates.
+        for other in [
+            "2026-11-25 04:49:24+02",
+            "2026-11-25 04:49:24.081682+05:30",
+            "0044-03-15 12:00:00+00 BC",
+            "infinity",
+            "2026-11-25T04:49:24+00",
+            "2026-02-30 04:49:24+00",
+            "2026-11-25 04:49:24.1234567+00",
+            "2026-11-25 04:49:2x+00",
+            "",
+        ] {
+            assert_eq!(at(other), None, "{other}");
+        }
+    }
+}
