@@ -140,6 +140,18 @@ impl fmt::Display for Status {
     }
 }
 
+/// The columns of an [`AideRow`], in the order it reads them: every query that returns aide rows
+/// selects exactly these (`concat!` needs a macro rather than a constant).
+#[macro_export]
+macro_rules! aide_columns {
+    () => {
+        "id, user_id, title, slug, status, r2_prefix, created_at, updated_at"
+    };
+}
+
+/// [`aide_columns!`] as a constant.
+pub const AIDE_COLUMNS: &str = aide_columns!();
+
 /// An aide as stored.
 #[derive(Debug, Clone)]
 pub struct AideRow {
@@ -153,18 +165,19 @@ pub struct AideRow {
     pub updated_at: DateTime<Utc>,
 }
 
-// By hand rather than derived, for the timestamps' fast text decoding (see [`PgTimestamp`]).
+// By hand rather than derived: the timestamps use the fast text decoding (see [`PgTimestamp`]),
+// and columns are read by position, in the order of [`AIDE_COLUMNS`].
 impl<'r> sqlx::FromRow<'r, PgRow> for AideRow {
     fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
         Ok(AideRow {
-            id: row.try_get("id")?,
-            user_id: row.try_get("user_id")?,
-            title: row.try_get("title")?,
-            slug: row.try_get("slug")?,
-            status: row.try_get("status")?,
-            r2_prefix: row.try_get("r2_prefix")?,
-            created_at: row.try_get::<PgTimestamp, _>("created_at")?.0,
-            updated_at: row.try_get::<PgTimestamp, _>("updated_at")?.0,
+            id: row.try_get(0)?,
+            user_id: row.try_get(1)?,
+            title: row.try_get(2)?,
+            slug: row.try_get(3)?,
+            status: row.try_get(4)?,
+            r2_prefix: row.try_get(5)?,
+            created_at: row.try_get::<PgTimestamp, _>(6)?.0,
+            updated_at: row.try_get::<PgTimestamp, _>(7)?.0,
         })
     }
 }

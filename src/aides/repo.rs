@@ -9,7 +9,7 @@ use super::model::{AideRow, Status};
 use crate::db::{Args, Caller, Db, Prepared, UserTx};
 use crate::http::params::TimeCursor;
 
-const COLUMNS: &str = "id, user_id, title, slug, status, r2_prefix, created_at, updated_at";
+use super::model::AIDE_COLUMNS as COLUMNS;
 
 pub async fn find(tx: &mut UserTx, id: Uuid) -> Result<Option<AideRow>, sqlx::Error> {
     let user = tx.user_id();
@@ -34,12 +34,16 @@ pub async fn list(
     const LIST: Prepared = Prepared::new(
         "aides_list",
         "uuid, text, timestamptz, uuid, int8",
-        "select id, user_id, title, slug, status, r2_prefix, created_at, updated_at from aides
+        concat!(
+            "select ",
+            crate::aide_columns!(),
+            " from aides
          where user_id = $1
            and case when $2 is null then status <> 'archived' else status = $2 end
            and ($3 is null or (updated_at, id) < ($3, $4))
          order by updated_at desc, id desc
-         limit $5",
+         limit $5"
+        ),
     );
     let args = Args::new()
         .arg(caller.user)

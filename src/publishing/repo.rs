@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::aides::model::AideRow;
+use crate::aides::model::{AIDE_COLUMNS, AideRow};
 use crate::db::UserTx;
 
 /// The aide, locked for the rest of the transaction.
@@ -134,8 +134,6 @@ pub async fn list_versions(tx: &mut UserTx, aide: Uuid) -> Result<Vec<VersionRow
     .fetch_all(tx.conn())
     .await
 }
-
-const AIDE_COLUMNS: &str = "id, user_id, title, slug, status, r2_prefix, created_at, updated_at";
 
 /// Marks the aide published, giving it `slug` when it has none.
 pub async fn mark_published(
