@@ -109,6 +109,27 @@ pub fn build_app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A JSON response serialized into a buffer of about its size, for large responses on hot paths
+/// (axum's `Json` starts with 128 bytes and grows, copying each time).
+pub struct SizedJson<T>(pub T, pub usize);
+
+impl<T: Serialize> axum::response::IntoResponse for SizedJson<T> {
+    fn into_response(self) -> axum::response::Response {
+        let mut body = Vec::with_capacity(self.1);
+        match serde_json::to_writer(&mut body, &self.0) {
+            Ok(()) => (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    axum::http::HeaderValue::from_static("application/json"),
+                )],
+                body,
+            )
+                .into_response(),
+            Err(e) => AppError::Internal(e.into()).into_response(),
+        }
+    }
+}
+
 /// Liveness or readiness.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Status {

@@ -47,7 +47,7 @@ pub async fn list(
     State(state): State<AppState>,
     api: ApiUser,
     Query(params): Query<ListParams>,
-) -> Result<Json<AidePage>, AppError> {
+) -> Result<crate::http::SizedJson<AidePage>, AppError> {
     let status = params
         .status
         .as_deref()
@@ -75,10 +75,14 @@ pub async fn list(
     } else {
         None
     };
-    Ok(Json(AidePage {
-        items: rows.into_iter().map(Aide::from).collect(),
-        next_cursor,
-    }))
+    let size_hint = 64 + 256 * rows.len();
+    Ok(crate::http::SizedJson(
+        AidePage {
+            items: rows.into_iter().map(Aide::from).collect(),
+            next_cursor,
+        },
+        size_hint,
+    ))
 }
 
 /// Creates an aide. Free accounts may hold 5 that are not archived.
