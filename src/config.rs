@@ -199,7 +199,7 @@ impl Config {
         let database = DatabaseConfig {
             url: src.postgres_url("DATABASE_URL"),
             admin_url: src.postgres_url("DATABASE_ADMIN_URL"),
-            max_connections: src.number("DATABASE_MAX_CONNECTIONS", 10, 1, 1000),
+            max_connections: src.number("DATABASE_MAX_CONNECTIONS", 10, 3, 1000),
             pg_bindir: src.text("PG_BINDIR").map(PathBuf::from),
         };
 

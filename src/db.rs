@@ -71,7 +71,7 @@ impl FromStr for UserId {
     }
 }
 
-/// A signed-in caller whose session still has to be checked: [`Db::user_read`] checks it in the
+/// A signed-in caller whose session still has to be checked: [`UserRead::rows`] checks it in the
 /// same round trip as the read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller {
@@ -80,7 +80,8 @@ pub struct Caller {
 }
 
 /// A value whose SQL text cannot carry anything but itself, for statements sent without
-/// parameters (see [`Db::system_oneshot`]).
+/// parameters (see [`Db::system_oneshot`] and [`UserRead::rows`]). Implement it only for types
+/// whose every value prints as a fixed set of safe characters; never for free text.
 pub trait SqlLiteral {
     fn sql(&self) -> String;
 }
@@ -99,13 +100,16 @@ impl SqlLiteral for UserId {
 
 impl SqlLiteral for i64 {
     fn sql(&self) -> String {
-        format!("{self}::int8")
+        // Quoted: a bare `-9223372036854775808::int8` would parse as the negation of an
+        // out-of-range number.
+        format!("'{self}'::int8")
     }
 }
 
 impl SqlLiteral for chrono::DateTime<chrono::Utc> {
     fn sql(&self) -> String {
-        // Digits, dashes, colons, a dot, `T` and `Z` only.
+        // Digits, dashes, colons, a dot, `T`, `Z` and, for years past 9999, a `+`: never a quote.
+        // (Cursors, the one source of these from a request, only hold years 1 to 9999.)
         format!(
             "'{}'::timestamptz",
             self.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
@@ -133,19 +137,46 @@ impl SqlLiteral for f64 {
     }
 }
 
-/// Splits DATABASE_MAX_CONNECTIONS between the pool (transactions, and the notification
-/// listener, which keeps one) and the connections of one-round-trip reads: half each, with at
-/// least two for the pool and one for reads.
+/// Splits DATABASE_MAX_CONNECTIONS (at least 3) between the pool (transactions, and the
+/// notification listener, which keeps one) and the connections of one-round-trip reads: half each,
+/// with at least two for the pool and one for reads.
 fn split(max_connections: u32) -> (u32, u32) {
     let reads = (max_connections / 2).max(1);
     (max_connections.saturating_sub(reads).max(2), reads)
 }
 
+/// The scope of one-round-trip reads: [`Prepared`] statements run confined to the caller's rows
+/// after their session is checked, all in one round trip (see [`one_trip`]). Repository
+/// functions for the hottest reads take it as they take a [`UserTx`].
+#[derive(Clone, Copy)]
+pub struct UserRead<'a> {
+    db: &'a Db,
+    caller: Caller,
+}
+
+impl UserRead<'_> {
+    /// The user the reads are confined to.
+    pub fn user_id(&self) -> UserId {
+        self.caller.user
+    }
+
+    /// Runs `statement` with `args` and returns its rows. A dead session fails with SQLSTATE
+    /// [`SESSION_NOT_LIVE`]. The statement runs read-only: a write fails with SQLSTATE 25006.
+    pub async fn rows(
+        &self,
+        statement: &Prepared,
+        args: &Args,
+    ) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
+        self.db.reads.user_read(self.caller, statement, args).await
+    }
+}
+
 /// How long a pooled connection may sit idle before it is pinged when next taken out.
 const IDLE_PING_AFTER: Duration = Duration::from_secs(10);
 
-/// The connection pool. Cheap to clone; the only way to reach the database is through
-/// [`Db::user`] and [`Db::system`].
+/// The connection pool, and the connections of one-round-trip reads. Cheap to clone; the only ways
+/// to reach the database are the scopes: [`Db::user`], [`Db::user_with_session`],
+/// [`Db::user_read_with_session`], [`Db::reader`] and [`Db::system`].
 #[derive(Clone)]
 pub struct Db {
     pool: PgPool,
@@ -162,12 +193,22 @@ impl fmt::Debug for Db {
 }
 
 impl Db {
-    /// Opens a pool and checks that one connection works.
+    /// Opens a pool and checks that one connection works; `max_connections` in all, split as
+    /// [`split`] says.
     pub async fn connect(
         options: PgConnectOptions,
         max_connections: u32,
     ) -> Result<Self, sqlx::Error> {
         let (pool_size, read_size) = split(max_connections);
+        Self::connect_sized(options, pool_size, read_size).await
+    }
+
+    /// [`Db::connect`] with the pool's size and the number of read connections given apart.
+    pub async fn connect_sized(
+        options: PgConnectOptions,
+        pool_size: u32,
+        read_size: u32,
+    ) -> Result<Self, sqlx::Error> {
         let pool = Self::pool_options(pool_size)
             .connect_with(options.clone())
             .await?;
@@ -233,16 +274,9 @@ impl Db {
             .map(ReadTx::new)
     }
 
-    /// Runs one [`Prepared`] read confined to the caller's rows, after checking that their session
-    /// is live, all in one round trip (see [`Prepared`]'s module). Returns the
-    /// statement's rows. A dead session fails with SQLSTATE [`SESSION_NOT_LIVE`].
-    pub async fn user_read(
-        &self,
-        caller: Caller,
-        statement: &Prepared,
-        args: &Args,
-    ) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
-        self.reads.user_read(caller, statement, args).await
+    /// The caller's one-round-trip reads (see [`UserRead`]).
+    pub fn reader(&self, caller: Caller) -> UserRead<'_> {
+        UserRead { db: self, caller }
     }
 
     /// Begins a system-scoped transaction.
@@ -297,7 +331,11 @@ mod tests {
     fn connections_are_split_between_the_pool_and_reads() {
         assert_eq!(super::split(10), (5, 5));
         assert_eq!(super::split(7), (4, 3));
-        assert_eq!(super::split(2), (2, 1));
-        assert_eq!(super::split(1), (2, 1));
+        assert_eq!(super::split(3), (2, 1));
+        for max in 3..200 {
+            let (pool, reads) = super::split(max);
+            assert_eq!(pool + reads, max);
+            assert!(pool >= 2 && reads >= 1);
+        }
     }
 }

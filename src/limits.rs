@@ -83,7 +83,7 @@ pub async fn hit(
 /// across any number of processes; a process only ever refuses early (tokens it leased and did not
 /// use), never late. A lease is kept for the time its tokens stand for (size × interval) but at
 /// least [`MIN_LEASE`], so unused tokens cannot pile up into a burst later: a process can run
-/// ahead of the shared row by at most one lease (a twentieth of the limit). With small limits the
+/// ahead of the shared row by at most one lease (a twentieth of the limit, at most 1,000 tokens). With small limits the
 /// lease is one token and every request is counted in PostgreSQL.
 #[derive(Debug, Default)]
 pub struct ApiLimiter {
@@ -97,7 +97,7 @@ struct Lease {
 }
 
 /// The shortest time a lease is kept. Without it, a high limit (say 1,000,000 a minute: 60 µs an
-/// interval) would make a lease of 50 tokens expire after 3 ms, mostly unused, and a busy user
+/// interval) would make a lease of 1,000 tokens expire after 60 ms, mostly unused, and a busy user
 /// would cost a database round trip every few requests.
 const MIN_LEASE: Duration = Duration::from_secs(1);
 

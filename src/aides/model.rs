@@ -142,12 +142,12 @@ impl fmt::Display for Status {
 
 /// The columns of an [`AideRow`], in the order it reads them: every query that returns aide rows
 /// selects exactly these (`concat!` needs a macro rather than a constant).
-#[macro_export]
 macro_rules! aide_columns {
     () => {
         "id, user_id, title, slug, status, r2_prefix, created_at, updated_at"
     };
 }
+pub(crate) use aide_columns;
 
 /// [`aide_columns!`] as a constant.
 pub const AIDE_COLUMNS: &str = aide_columns!();

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use sqlx::FromRow;
 
 use super::model::{AideRow, Status};
-use crate::db::{Args, Caller, Db, Prepared, UserTx};
+use crate::db::{Args, Prepared, UserRead, UserTx};
 use crate::http::params::TimeCursor;
 
 use super::model::AIDE_COLUMNS as COLUMNS;
@@ -23,10 +23,9 @@ pub async fn find(tx: &mut UserTx, id: Uuid) -> Result<Option<AideRow>, sqlx::Er
 }
 
 /// The caller's aides with `status` (None: all but archived), most recently updated first,
-/// after `cursor`. Read in one round trip with the session check (see [`Db::user_read`]).
+/// after `cursor`. Read in one round trip with the session check (see [`UserRead`]).
 pub async fn list(
-    db: &Db,
-    caller: Caller,
+    read: &UserRead<'_>,
     status: Option<Status>,
     cursor: Option<TimeCursor>,
     limit: i64,
@@ -36,7 +35,7 @@ pub async fn list(
         "uuid, text, timestamptz, uuid, int8",
         concat!(
             "select ",
-            crate::aide_columns!(),
+            super::model::aide_columns!(),
             " from aides
          where user_id = $1
            and case when $2 is null then status <> 'archived' else status = $2 end
@@ -46,12 +45,12 @@ pub async fn list(
         ),
     );
     let args = Args::new()
-        .arg(caller.user)
+        .arg(read.user_id())
         .arg(status)
         .arg(cursor.map(|c| c.at))
         .arg(cursor.map(|c| c.id))
         .arg(limit);
-    let rows = db.user_read(caller, &LIST, &args).await?;
+    let rows = read.rows(&LIST, &args).await?;
     rows.iter().map(AideRow::from_row).collect()
 }
 

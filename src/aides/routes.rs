@@ -13,10 +13,10 @@ use crate::audit::{self, Entry};
 use crate::auth::ApiUser;
 use crate::db::UserTx;
 use crate::error::AppError;
-use crate::http::AppState;
 use crate::http::client_ip::ClientIp;
 use crate::http::input::JsonBody;
 use crate::http::params::{IdPath, TimeCursor, page_size};
+use crate::http::{AppState, SizedJson};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -47,7 +47,7 @@ pub async fn list(
     State(state): State<AppState>,
     api: ApiUser,
     Query(params): Query<ListParams>,
-) -> Result<crate::http::SizedJson<AidePage>, AppError> {
+) -> Result<SizedJson<AidePage>, AppError> {
     let status = params
         .status
         .as_deref()
@@ -62,7 +62,7 @@ pub async fn list(
     let limit = page_size(params.limit)?;
     // One more than asked tells whether there is a next page.
     let mut rows =
-        api.checked(repo::list(&state.db, api.caller(), status, cursor, limit + 1).await)?;
+        api.checked(repo::list(&api.reader(&state.db), status, cursor, limit + 1).await)?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|r| {
@@ -76,7 +76,7 @@ pub async fn list(
         None
     };
     let size_hint = 64 + 256 * rows.len();
-    Ok(crate::http::SizedJson(
+    Ok(SizedJson(
         AidePage {
             items: rows.into_iter().map(Aide::from).collect(),
             next_cursor,

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::email_address::EmailAddress;
 use sqlx::{FromRow, Row};
 
-use crate::db::{Args, Caller, Db, Prepared, SqlLiteral, SystemTx, UserId, UserTx};
+use crate::db::{Args, Db, Prepared, SqlLiteral, SystemTx, UserId, UserRead, UserTx};
 use crate::time::PgTimestamp;
 
 /// Wrong code attempts after which a code is dead.
@@ -251,17 +251,15 @@ impl<'r> FromRow<'r, sqlx::postgres::PgRow> for Me {
     }
 }
 
-/// The caller's account, read in one round trip with their session check (see [`Db::user_read`]).
-pub async fn me_read(db: &Db, caller: Caller) -> Result<Option<Me>, sqlx::Error> {
+/// The caller's account, read in one round trip with their session check (see [`UserRead`]).
+pub async fn me_read(read: &UserRead<'_>) -> Result<Option<Me>, sqlx::Error> {
     const ME: Prepared = Prepared::new(
         "users_me",
         "uuid",
         "select id, email, name, tier, turn_count, turn_week_start, created_at
          from users where id = $1",
     );
-    let rows = db
-        .user_read(caller, &ME, &Args::new().arg(caller.user))
-        .await?;
+    let rows = read.rows(&ME, &Args::new().arg(read.user_id())).await?;
     rows.first().map(Me::from_row).transpose()
 }
 

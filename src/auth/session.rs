@@ -12,7 +12,7 @@ use url::Url;
 use uuid::Uuid;
 
 use super::{jwt, repo};
-use crate::db::{Caller, Db, ReadTx, SESSION_NOT_LIVE, SystemTx, UserId, UserTx};
+use crate::db::{Caller, Db, ReadTx, SESSION_NOT_LIVE, SystemTx, UserId, UserRead, UserTx};
 use crate::error::AppError;
 use crate::http::AppState;
 use crate::limits::Rate;
@@ -122,20 +122,20 @@ impl SessionUser {
         self.checked(begun)
     }
 
-    /// The caller, for [`Db::user_read`], which checks the session in the read's own round trip.
-    /// Pass what it returns through [`SessionUser::checked`].
-    pub fn caller(&self) -> Caller {
-        Caller {
+    /// The caller's one-round-trip reads ([`UserRead`]), which check the session in the read's own
+    /// round trip. Pass what they return through [`SessionUser::checked`].
+    pub fn reader<'d>(&self, db: &'d Db) -> UserRead<'d> {
+        db.reader(Caller {
             user: self.user,
             session: self.session,
-        }
+        })
     }
 
     /// A database result of this caller's, with a dead session turned into 401.
     pub fn checked<T>(&self, begun: Result<T, sqlx::Error>) -> Result<T, AppError> {
         match begun {
             Ok(tx) => Ok(tx),
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(SESSION_NOT_LIVE) => {
+            Err(sqlx::Error::Database(e)) if session_not_live(e.as_ref()) => {
                 tracing::info!(user_id = %self.user, "session revoked or expired");
                 Err(AppError::unauthorized())
             }
@@ -172,9 +172,9 @@ impl ApiUser {
         self.0.begin_read(db).await
     }
 
-    /// See [`SessionUser::caller`].
-    pub fn caller(&self) -> Caller {
-        self.0.caller()
+    /// See [`SessionUser::reader`].
+    pub fn reader<'d>(&self, db: &'d Db) -> UserRead<'d> {
+        self.0.reader(db)
     }
 
     /// See [`SessionUser::checked`].
@@ -201,6 +201,15 @@ impl FromRequestParts<AppState> for ApiUser {
         }
         Ok(ApiUser(session))
     }
+}
+
+/// Whether `error` is `assert_session_live`'s refusal. The same SQLSTATE at FATAL severity comes
+/// from the server refusing a connection (no pg_hba.conf entry, say): a fault of ours, not 401.
+fn session_not_live(error: &dyn sqlx::error::DatabaseError) -> bool {
+    error.code().as_deref() == Some(SESSION_NOT_LIVE)
+        && error
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some_and(|e| e.severity() == sqlx::postgres::PgSeverity::Error)
 }
 
 /// The claims of a correctly signed, unexpired token from the Authorization header or the session

@@ -9,15 +9,19 @@
 //! ```sql
 //! execute enter_system_scope;                       -- role aide_system
 //! execute enter_checked_user_scope('<session>', '<user>');
-//!                                                   -- assert_session_live, then role aide_user
-//!                                                   -- and app.user_id, all transaction-local
+//!                                                   -- assert_session_live, then role aide_user,
+//!                                                   -- app.user_id and read-only, all
+//!                                                   -- transaction-local
 //! execute aides_list('<user>'::uuid, null, ...)     -- the read itself
 //! ```
 //!
 //! All three are statements prepared with SQL `PREPARE` on the connection the first time they are
 //! needed there (an `EXECUTE` of a missing one fails with SQLSTATE 26000, which is answered by
-//! preparing what is missing and running the read again), so PostgreSQL plans them once per
-//! connection rather than on every request, as it would for queries sent as text. Row-level
+//! preparing what is missing and running the read again), so PostgreSQL parses and analyses them
+//! once per connection rather than on every request, and settles on a cached generic plan once it
+//! finds it as good as planning each time (for the aide list, after its first five executions).
+//! Prepared statements belong to the server session, so this does not work behind a proxy that
+//! hands out server connections per transaction (such as PgBouncer in transaction mode). Row-level
 //! security applies as to any other user-scoped statement: the plan depends on the role, which is
 //! `aide_user` on every execution, and the policies read `app.user_id` when they run.
 //!
@@ -28,7 +32,7 @@
 //! These reads run on connections of their own ([`ReadConnections`]), not the pool's.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgRow, PgSeverity};
@@ -47,12 +51,25 @@ use super::{Caller, SqlLiteral};
 /// repeat.
 pub(super) struct ReadConnections {
     options: PgConnectOptions,
-    idle: Mutex<Vec<PgConnection>>,
+    idle: Mutex<Vec<Idle>>,
     permits: Semaphore,
 }
 
-/// How long a read waits for a free connection, as the pool's acquire timeout.
+/// A connection waiting for its next read.
+struct Idle {
+    conn: PgConnection,
+    opened: Instant,
+    since: Instant,
+}
+
+/// How long a read waits for a free connection and for a new one to open, as the pool's acquire
+/// timeout.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read connections are closed after this long, and when idle for [`IDLE_TIMEOUT`], as the pool's
+/// are: so that after a failover reads move to the new server, and an idle server process does not
+/// hold connections.
+const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 impl ReadConnections {
     /// At most `size` connections, opened when first needed.
@@ -70,34 +87,57 @@ impl ReadConnections {
         statement: &Prepared,
         args: &Args,
     ) -> Result<Vec<PgRow>, sqlx::Error> {
-        let _permit = tokio::time::timeout(ACQUIRE_TIMEOUT, self.permits.acquire())
+        let deadline = tokio::time::Instant::now() + ACQUIRE_TIMEOUT;
+        let _permit = tokio::time::timeout_at(deadline, self.permits.acquire())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
             .map_err(|_| sqlx::Error::PoolClosed)?;
-        let reused = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-        let was_reused = reused.is_some();
-        let mut conn = match reused {
-            Some(conn) => conn,
-            None => PgConnection::connect_with(&self.options).await?,
+        let (mut conn, mut opened, was_reused) = match self.take_idle().await {
+            Some(idle) => (idle.conn, idle.opened, true),
+            None => (self.open(deadline).await?, Instant::now(), false),
         };
         let mut result = user_read(&mut conn, caller, statement, args).await;
         if was_reused && result.as_ref().is_err_and(is_broken) {
             tracing::info!("a read connection broke while idle; reading on a new one");
-            conn = PgConnection::connect_with(&self.options).await?;
+            let deadline = tokio::time::Instant::now() + ACQUIRE_TIMEOUT;
+            conn = self.open(deadline).await?;
+            opened = Instant::now();
             result = user_read(&mut conn, caller, statement, args).await;
         }
-        match &result {
-            Err(e) if is_broken(e) => {} // dropped: closes it
-            _ => {
-                if let Ok(mut idle) = self.idle.lock() {
-                    idle.push(conn);
-                }
+        if keeps_connection(&result) && !self.permits.is_closed() {
+            if let Ok(mut idle) = self.idle.lock() {
+                idle.push(Idle {
+                    conn,
+                    opened,
+                    since: Instant::now(),
+                });
+                return result;
             }
         }
+        // Anything else (and a read that ends after close): the connection is closed.
+        let _ = conn.close().await;
         result
     }
 
-    /// Refuses new reads and closes the idle connections.
+    /// The most recently used idle connection that is still fresh; stale ones are closed.
+    async fn take_idle(&self) -> Option<Idle> {
+        loop {
+            let idle = self.idle.lock().ok()?.pop()?;
+            if idle.opened.elapsed() < MAX_LIFETIME && idle.since.elapsed() < IDLE_TIMEOUT {
+                return Some(idle);
+            }
+            let _ = idle.conn.close().await;
+        }
+    }
+
+    async fn open(&self, deadline: tokio::time::Instant) -> Result<PgConnection, sqlx::Error> {
+        tokio::time::timeout_at(deadline, PgConnection::connect_with(&self.options))
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+    }
+
+    /// Refuses new reads and closes the idle connections; reads in flight close theirs when they
+    /// end.
     pub(super) async fn close(&self) {
         self.permits.close();
         let idle = self
@@ -105,9 +145,20 @@ impl ReadConnections {
             .lock()
             .map(|mut idle| std::mem::take(&mut *idle))
             .unwrap_or_default();
-        for conn in idle {
-            let _ = conn.close().await;
+        for idle in idle {
+            let _ = idle.conn.close().await;
         }
+    }
+}
+
+/// Whether a connection may serve the next read after this result: after success, and after the
+/// errors a read expects (a dead session). Any other error is rare, and some stick to a connection
+/// (a cached plan whose result type changed under it, say), so the connection is replaced.
+fn keeps_connection(result: &Result<Vec<PgRow>, sqlx::Error>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(sqlx::Error::Database(e)) => e.code().as_deref() == Some(super::SESSION_NOT_LIVE),
+        Err(_) => false,
     }
 }
 
@@ -175,7 +226,7 @@ impl Args {
     }
 }
 
-/// [`scope::checked_scope`] as two prepared statements: the switch to `aide_system`, then the
+/// [`super::scope`]'s checked begin as two prepared statements: the switch to `aide_system`, then the
 /// session check and the switch to the user's scope. (Two, because PostgreSQL checks the right to
 /// call `assert_session_live` when a statement starts, and only `aide_system` has it.) Within the
 /// second, the target list runs in order; were it ever not to, the check would run as
@@ -189,7 +240,8 @@ const CHECKED_USER_SCOPE: Prepared = Prepared::new(
     "enter_checked_user_scope",
     "uuid, uuid",
     "select assert_session_live($1, $2),
-            set_config('role', 'aide_user', true), set_config('app.user_id', $2::text, true)",
+            set_config('role', 'aide_user', true), set_config('app.user_id', $2::text, true),
+            set_config('transaction_read_only', 'on', true)",
 );
 
 /// The text of one user-scoped read: the session check, the scope, and the `EXECUTE`.
@@ -279,7 +331,7 @@ mod tests {
             "execute enter_system_scope; \
              execute enter_checked_user_scope('00000000-0000-0000-0000-000000000001'::uuid, \
              '00000000-0000-0000-0000-000000000002'::uuid); \
-             execute things_list('00000000-0000-0000-0000-000000000002'::uuid, null, 21::int8)"
+             execute things_list('00000000-0000-0000-0000-000000000002'::uuid, null, '21'::int8)"
         );
         let none = read_text(Caller { user, session }, &STATEMENT, &Args::new());
         assert!(none.ends_with("; execute things_list"), "{none}");

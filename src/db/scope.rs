@@ -50,7 +50,7 @@ fn begin_checked_statement(user: UserId, session: uuid::Uuid, access: Access) ->
 
 /// The statements that check `session` as `aide_system` and then enter `user`'s scope, all
 /// transaction-local. Values are formatted in as for [`begin_statement`].
-pub(super) fn checked_scope(user: UserId, session: uuid::Uuid) -> String {
+fn checked_scope(user: UserId, session: uuid::Uuid) -> String {
     let uid = user.0.hyphenated();
     format!(
         "select set_config('role', '{SYSTEM_ROLE}', true); \

@@ -65,6 +65,9 @@ impl TimeCursor {
             .parse::<i64>()
             .ok()
             .and_then(DateTime::from_timestamp_micros)
+            // Every timestamp stored here is in years 1 to 9999; PostgreSQL's text form of others
+            // differs, so a forged one would fail in the database rather than here.
+            .filter(|at| (1..=9999).contains(&chrono::Datelike::year(at)))
             .ok_or_else(bad)?;
         let id = Uuid::parse_str(id).map_err(|_| bad())?;
         Ok(TimeCursor { at, id })
@@ -97,6 +100,14 @@ mod tests {
         assert_eq!(TimeCursor::decode(&c.encode()).expect("decodes"), c);
         assert!(TimeCursor::decode("garbage!").is_err());
         assert!(TimeCursor::decode(&B64.encode("12:not-a-uuid")).is_err());
+        // Years outside 1 to 9999 are no cursor of ours (year 10000, then year 0).
+        let id = Uuid::new_v4();
+        for micros in [253_402_300_800_000_000_i64, -62_135_596_800_000_001] {
+            let forged = B64.encode(format!("{micros}:{id}"));
+            assert!(TimeCursor::decode(&forged).is_err(), "{micros}");
+        }
+        let last = B64.encode(format!("253402300799999999:{id}"));
+        assert!(TimeCursor::decode(&last).is_ok());
         assert_eq!(
             decode_id_cursor(&encode_id_cursor(42)).expect("decodes"),
             42

@@ -253,7 +253,8 @@ async fn who(
 ) -> Result<(String, String, Vec<Uuid>, i64), sqlx::Error> {
     use sqlx::Row;
     let rows =
-        t.db.user_read(caller, &WHO, &aide::db::Args::new().arg(7_i64))
+        t.db.reader(caller)
+            .rows(&WHO, &aide::db::Args::new().arg(7_i64))
             .await?;
     assert_eq!(rows.len(), 1);
     let row = &rows[0];
@@ -299,7 +300,8 @@ async fn one_round_trip_reads_check_the_session_and_stay_in_the_users_scope() {
 
     // The connection is fine afterwards, and a second statement gets prepared on it too.
     let rows =
-        t.db.user_read(caller, &COUNT, &aide::db::Args::new())
+        t.db.reader(caller)
+            .rows(&COUNT, &aide::db::Args::new())
             .await
             .expect("second statement");
     let n: i64 = sqlx::Row::try_get(&rows[0], "n").expect("n");
@@ -343,4 +345,58 @@ async fn a_read_whose_connection_was_closed_by_the_server_is_run_again_on_a_new_
     .expect("terminate the server's connections");
     assert!(!killed.is_empty() && killed.iter().all(|k| *k));
     assert_eq!(who(&t, caller).await.expect("read after the kill"), before);
+}
+
+/// A write through a one-round-trip read is refused: the scope is read-only.
+const WRITE: aide::db::Prepared = aide::db::Prepared::new(
+    "test_write",
+    "",
+    "update aides set title = 'changed' returning id",
+);
+
+#[tokio::test]
+async fn one_round_trip_reads_are_read_only() {
+    let t = TestDb::with_pool_size(1).await;
+    let a = seed_user(&t, "a@example.com").await;
+    let caller = aide::db::Caller {
+        user: a.user,
+        session: live_session(&t, a.user).await,
+    };
+    let write =
+        t.db.reader(caller)
+            .rows(&WRITE, &aide::db::Args::new())
+            .await;
+    assert_eq!(sqlstate(write), "25006");
+    let mut tx = t.db.user(a.user).await.expect("user scope");
+    let title: String = sqlx::query_scalar("select title from aides")
+        .fetch_one(tx.conn())
+        .await
+        .expect("query");
+    assert_ne!(title, "changed");
+}
+
+/// Two users taking turns on the one read connection, well past the executions after which
+/// PostgreSQL caches a generic plan: each read sees its own user's context and rows only.
+#[tokio::test]
+async fn one_round_trip_reads_of_two_users_on_one_connection_never_mix() {
+    let t = TestDb::with_pool_size(1).await;
+    let a = seed_user(&t, "a@example.com").await;
+    let b = seed_user(&t, "b@example.com").await;
+    let callers = [
+        aide::db::Caller {
+            user: a.user,
+            session: live_session(&t, a.user).await,
+        },
+        aide::db::Caller {
+            user: b.user,
+            session: live_session(&t, b.user).await,
+        },
+    ];
+    for i in 0..40 {
+        let caller = callers[i % 2];
+        let (role, setting, owners, _) = who(&t, caller).await.expect("read");
+        assert_eq!(role, "aide_user", "read {i}");
+        assert_eq!(setting, caller.user.to_string(), "read {i}");
+        assert_eq!(owners, vec![caller.user.0], "read {i}");
+    }
 }

@@ -129,6 +129,8 @@ impl TestDb {
         Self::with_pool_size(4).await
     }
 
+    /// A pool of exactly `max_connections` (no listener takes one in these tests), and one
+    /// connection for one-round-trip reads.
     pub async fn with_pool_size(max_connections: u32) -> Self {
         let cluster = cluster();
         let name = format!("aide_test_{}", Uuid::new_v4().simple());
@@ -143,7 +145,7 @@ impl TestDb {
         .await
         .expect("clone the template database");
         admin.close().await.ok();
-        let db = Db::connect(cluster.app.clone().database(&name), max_connections)
+        let db = Db::connect_sized(cluster.app.clone().database(&name), max_connections, 1)
             .await
             .expect("connect as the login role");
         TestDb { db, name }

@@ -27,7 +27,7 @@ pub async fn me(
     user: SessionUser,
 ) -> Result<Json<UserResponse>, AppError> {
     let me = user
-        .checked(repo::me_read(&state.db, user.caller()).await)?
+        .checked(repo::me_read(&user.reader(&state.db)).await)?
         .ok_or_else(AppError::unauthorized)?;
     Ok(Json(UserResponse::new(me, &state.config, Utc::now())))
 }
