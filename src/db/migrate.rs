@@ -62,6 +62,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007", "published_files"),
     migration!(8, "0008", "storage_cleanup"),
     migration!(9, "0009", "page_notify"),
+    migration!(10, "0010", "blob_cleanup"),
 ];
 
 /// Arbitrary, fixed key for the migration advisory lock.

@@ -15,6 +15,16 @@ pub struct FileRow {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Holds the aide's blob lock (see [`super::BLOB_LOCK_CLASS`]) shared until the transaction ends.
+pub async fn share_blobs(tx: &mut UserTx, aide: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("select pg_advisory_xact_lock_shared($1, hashtext($2::text))")
+        .bind(super::BLOB_LOCK_CLASS)
+        .bind(aide)
+        .execute(tx.conn())
+        .await
+        .map(|_| ())
+}
+
 /// Locks the caller's aide for the rest of the transaction (so concurrent writes to it are
 /// counted one after another) and returns the caller's tier; None when the aide is not theirs.
 pub async fn lock_aide(tx: &mut UserTx, aide: Uuid) -> Result<Option<String>, sqlx::Error> {

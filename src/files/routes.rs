@@ -119,6 +119,8 @@ pub async fn put_file(
     let tier = repo::lock_aide(&mut tx, aide)
         .await?
         .ok_or_else(AppError::not_found)?;
+    // Before the blob is written: the storage worker may not delete it until this commits.
+    repo::share_blobs(&mut tx, aide).await?;
     let limits = &state.config.limits;
     let (max_file, max_aide) = if tier == "pro" {
         (limits.pro_max_file_bytes, limits.pro_max_aide_bytes)
@@ -176,6 +178,8 @@ pub async fn put_file(
     )
     .await?;
     tx.commit().await?;
+    // A replaced file may have left its old bytes unreferenced (queued by a trigger).
+    state.storage_cleanup_wake.notify_one();
     Ok(Json(row.into()))
 }
 
@@ -257,6 +261,8 @@ pub async fn delete_file(
     )
     .await?;
     tx.commit().await?;
+    // Its bytes may now be unreferenced (queued by a trigger).
+    state.storage_cleanup_wake.notify_one();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -198,6 +198,8 @@ pub async fn publish(
             "This aide is archived. Restore it before publishing.",
         ));
     }
+    // The blobs read below stay until this commits (see files::BLOB_LOCK_CLASS).
+    crate::files::share_blobs(&mut tx, aide).await?;
     let files = repo::workspace_files(&mut tx, aide).await?;
     if !files.iter().any(|f| f.path == "index.html") {
         return Err(AppError::invalid(

@@ -1,8 +1,12 @@
-//! Removing a deleted aide's objects from both buckets, after the deletion commits.
+//! Removing objects nothing refers to any more, after the change that orphaned them commits: a
+//! deleted aide's objects in both buckets, and workspace blobs that no file of their aide has.
 //!
-//! The `storage_cleanup` queue is filled by a trigger when an aide row is deleted. This worker
-//! claims due entries (`for update skip locked`, with a lease, so several servers share the work),
-//! deletes every object under the prefix, and retries failures with backoff.
+//! The `storage_cleanup` queue is filled by triggers: an aide's prefix (`aides/{id}/`) when its
+//! row is deleted, a blob's key (`aides/{id}/blobs/{sha256}`) when the last file with those bytes
+//! is deleted or replaced. This worker claims due entries (`for update skip locked`, with a lease,
+//! so several servers share the work), deletes the objects, and retries failures with backoff.
+//! A blob is deleted only while holding its aide's blob lock exclusively and after checking again
+//! that no file refers to it: an upload of the same bytes may have come in since.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +38,12 @@ pub async fn cleanup_due(db: &Db, storage: &Storage) -> Result<usize, sqlx::Erro
 
     let mut done = 0;
     for (id, prefix, attempts) in due {
-        let result = remove_prefix(storage, &prefix).await;
+        let result = match blob_entry(&prefix) {
+            Some((aide, sha256)) => remove_blob(db, storage, aide, &sha256).await,
+            None => remove_prefix(storage, &prefix)
+                .await
+                .map_err(CleanupError::Storage),
+        };
         let mut tx = db.system().await?;
         match result {
             Ok(objects) => {
@@ -42,12 +51,12 @@ pub async fn cleanup_due(db: &Db, storage: &Storage) -> Result<usize, sqlx::Erro
                     .bind(id)
                     .execute(tx.conn())
                     .await?;
-                tracing::info!(storage.prefix = %prefix, objects, "deleted aide's objects");
+                tracing::info!(storage.prefix = %prefix, objects, "deleted objects nothing refers to");
                 done += 1;
             }
             Err(e) => {
                 let wait = crate::email::outbox::backoff(attempts);
-                tracing::warn!(storage.prefix = %prefix, attempts, error = %e, "could not delete aide's objects; will retry");
+                tracing::warn!(storage.prefix = %prefix, attempts, error = %e, "could not delete objects; will retry");
                 sqlx::query(
                     "update storage_cleanup
                      set next_attempt_at = now() + make_interval(secs => $2), last_error = $3
@@ -63,6 +72,64 @@ pub async fn cleanup_due(db: &Db, storage: &Storage) -> Result<usize, sqlx::Erro
         tx.commit().await?;
     }
     Ok(done)
+}
+
+/// Why an entry could not be handled this time.
+#[derive(Debug, thiserror::Error)]
+enum CleanupError {
+    #[error("storage: {0}")]
+    Storage(#[from] object_store::Error),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("an upload or publish of the aide is under way")]
+    Busy,
+}
+
+/// The aide and the hex SHA-256 of a blob entry (`aides/{id}/blobs/{sha256}`); None for a prefix.
+fn blob_entry(prefix: &str) -> Option<(uuid::Uuid, String)> {
+    let rest = prefix.strip_prefix("aides/")?;
+    let (aide, sha256) = rest.split_once("/blobs/")?;
+    let aide = uuid::Uuid::parse_str(aide).ok()?;
+    (sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| (aide, sha256.to_string()))
+}
+
+/// Deletes a workspace blob unless a file refers to it again; returns how many objects went.
+async fn remove_blob(
+    db: &Db,
+    storage: &Storage,
+    aide: uuid::Uuid,
+    sha256: &str,
+) -> Result<usize, CleanupError> {
+    let mut tx = db.system().await?;
+    let locked: bool =
+        sqlx::query_scalar("select pg_try_advisory_xact_lock($1, hashtext($2::text))")
+            .bind(crate::files::BLOB_LOCK_CLASS)
+            .bind(aide)
+            .fetch_one(tx.conn())
+            .await?;
+    if !locked {
+        return Err(CleanupError::Busy);
+    }
+    let referenced: bool = sqlx::query_scalar(
+        "select exists (select 1 from workspace_files where aide_id = $1 and sha256 = decode($2, 'hex'))",
+    )
+    .bind(aide)
+    .bind(sha256)
+    .fetch_one(tx.conn())
+    .await?;
+    let mut count = 0;
+    if !referenced {
+        let key = object_store::path::Path::from(format!("aides/{aide}/blobs/{sha256}"));
+        match storage.workspace.delete(&key).await {
+            Ok(()) => count = 1,
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Ends the transaction, and with it the lock, only once the blob is gone.
+    tx.commit().await?;
+    Ok(count)
 }
 
 /// Deletes every object under `prefix` in both buckets; returns how many.

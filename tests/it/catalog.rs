@@ -342,6 +342,12 @@ async fn security_definer_functions_are_pinned_and_narrow() {
                 true,
                 vec!["aide_owner".to_string(), "aide_user".to_string()],
             ),
+            (
+                "workspace_files_queue_blob_cleanup".to_string(),
+                "aide_owner".to_string(),
+                true,
+                vec!["aide_owner".to_string()],
+            ),
         ]
     );
     let public: bool = sqlx::query_scalar(

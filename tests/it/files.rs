@@ -245,3 +245,164 @@ async fn files_are_stored_in_an_s3_bucket() {
         .expect("list the bucket");
     assert_eq!(objects, [format!("aides/{id}/blobs/{sha}")]);
 }
+
+/// The workspace blobs of aide `id`, as hex SHA-256s, sorted.
+async fn blobs(app: &TestApp, id: &str) -> Vec<String> {
+    use futures_util::TryStreamExt;
+    let prefix = object_store::path::Path::from(format!("aides/{id}/blobs"));
+    let mut found: Vec<String> = app
+        .state
+        .storage
+        .workspace
+        .list(Some(&prefix))
+        .map_ok(|meta| meta.location.filename().unwrap_or_default().to_string())
+        .try_collect()
+        .await
+        .expect("list blobs");
+    found.sort();
+    found
+}
+
+async fn stored_sha(app: &TestApp, id: &str, path: &str, token: &str, body: &str) -> String {
+    let answer = app.send(put(id, path, token, body, None)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    answer.json()["sha256"].as_str().expect("sha").to_string()
+}
+
+async fn cleanup(app: &TestApp) -> usize {
+    aide::storage::cleanup_due(&app.t.db, &app.state.storage)
+        .await
+        .expect("cleanup")
+}
+
+async fn queued(app: &TestApp) -> i64 {
+    let mut admin = app.t.admin_conn().await;
+    sqlx::query_scalar("select count(*) from storage_cleanup")
+        .fetch_one(&mut admin)
+        .await
+        .expect("count")
+}
+
+/// Bytes that no file has any more are deleted; bytes another file still has stay.
+async fn unreferenced_blobs_are_deleted(app: TestApp) {
+    let token = app.sign_in("gc@example.com").await;
+    let id = aide(&app, &token).await;
+    let first = stored_sha(&app, &id, "index.html", &token, "<h1>one</h1>").await;
+    let second = stored_sha(&app, &id, "index.html", &token, "<h1>two</h1>").await;
+    let mut both = vec![first.clone(), second.clone()];
+    both.sort();
+    assert_eq!(blobs(&app, &id).await, both, "replaced, not yet cleaned");
+    // The same bytes again under the same name change nothing: nothing is queued.
+    stored_sha(&app, &id, "index.html", &token, "<h1>two</h1>").await;
+    assert_eq!(queued(&app).await, 1);
+    assert_eq!(cleanup(&app).await, 1);
+    assert_eq!(blobs(&app, &id).await, vec![second.clone()]);
+
+    // A second file with the same bytes keeps them when the first goes.
+    stored_sha(&app, &id, "copy.html", &token, "<h1>two</h1>").await;
+    let gone = app
+        .send(Req::new(Method::DELETE, &format!("/api/aides/{id}/files/index.html")).bearer(&token))
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    assert_eq!(queued(&app).await, 0, "still referenced: nothing queued");
+    assert_eq!(blobs(&app, &id).await, vec![second.clone()]);
+    let copy = app
+        .send(Req::get(&format!("/api/aides/{id}/files/copy.html")).bearer(&token))
+        .await;
+    assert_eq!(copy.body, "<h1>two</h1>");
+
+    let gone = app
+        .send(Req::new(Method::DELETE, &format!("/api/aides/{id}/files/copy.html")).bearer(&token))
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    assert_eq!(cleanup(&app).await, 1);
+    assert!(blobs(&app, &id).await.is_empty());
+    assert_eq!(queued(&app).await, 0);
+}
+
+#[tokio::test]
+async fn unreferenced_blobs_are_deleted_locally() {
+    unreferenced_blobs_are_deleted(TestApp::new().await).await;
+}
+
+#[tokio::test]
+async fn unreferenced_blobs_are_deleted_on_s3() {
+    unreferenced_blobs_are_deleted(TestApp::on_s3(None).await).await;
+}
+
+/// A blob queued when its last file went, then uploaded again before the worker ran, is kept:
+/// the worker checks again before deleting.
+#[tokio::test]
+async fn a_blob_uploaded_again_before_the_worker_runs_is_kept() {
+    let app = TestApp::new().await;
+    let token = app.sign_in("again@example.com").await;
+    let id = aide(&app, &token).await;
+    let sha = stored_sha(&app, &id, "a.html", &token, "same bytes").await;
+    let gone = app
+        .send(Req::new(Method::DELETE, &format!("/api/aides/{id}/files/a.html")).bearer(&token))
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    assert_eq!(queued(&app).await, 1);
+    stored_sha(&app, &id, "b.html", &token, "same bytes").await;
+
+    assert_eq!(cleanup(&app).await, 1, "the entry is done with");
+    assert_eq!(queued(&app).await, 0);
+    assert_eq!(blobs(&app, &id).await, vec![sha]);
+    let page = app
+        .send(Req::get(&format!("/api/aides/{id}/files/b.html")).bearer(&token))
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.body, "same bytes");
+}
+
+/// While an upload or publish of the aide holds its blob lock, the worker leaves the aide's blobs
+/// alone and tries again later.
+#[tokio::test]
+async fn the_worker_waits_for_uploads_and_publishes_under_way() {
+    let app = TestApp::new().await;
+    let token = app.sign_in("busy@example.com").await;
+    let id = aide(&app, &token).await;
+    stored_sha(&app, &id, "a.html", &token, "old").await;
+    stored_sha(&app, &id, "a.html", &token, "new").await;
+    assert_eq!(blobs(&app, &id).await.len(), 2);
+
+    // An upload under way, as the handler holds it: the blob lock, shared, in user scope.
+    let owner: uuid::Uuid = {
+        let mut admin = app.t.admin_conn().await;
+        sqlx::query_scalar("select user_id from aides where id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&mut admin)
+            .await
+            .expect("owner")
+    };
+    let mut upload = app
+        .t
+        .db
+        .user(aide::db::UserId(owner))
+        .await
+        .expect("user scope");
+    sqlx::query("select pg_advisory_xact_lock_shared($1, hashtext($2))")
+        .bind(aide::files::BLOB_LOCK_CLASS)
+        .bind(&id)
+        .execute(upload.conn())
+        .await
+        .expect("shared lock");
+    assert_eq!(cleanup(&app).await, 0, "busy: nothing deleted");
+    assert_eq!(blobs(&app, &id).await.len(), 2);
+    let mut admin = app.t.admin_conn().await;
+    let (attempts, error): (i32, Option<String>) =
+        sqlx::query_as("select attempts, last_error from storage_cleanup")
+            .fetch_one(&mut admin)
+            .await
+            .expect("entry");
+    assert_eq!(attempts, 1);
+    assert!(error.unwrap_or_default().contains("under way"));
+    upload.rollback().await.expect("end the upload");
+
+    sqlx::query("update storage_cleanup set next_attempt_at = now()")
+        .execute(&mut admin)
+        .await
+        .expect("due again");
+    assert_eq!(cleanup(&app).await, 1);
+    assert_eq!(blobs(&app, &id).await.len(), 1);
+}
