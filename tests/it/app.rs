@@ -234,6 +234,19 @@ impl TestApp {
     }
 
     /// Stores a workspace file through the API, expecting success.
+    /// Creates an aide titled `title` through the API and returns its id.
+    pub async fn create_aide(&self, token: &str, title: &str) -> String {
+        let answer = self
+            .send(
+                Req::post("/api/aides")
+                    .bearer(token)
+                    .json(serde_json::json!({ "title": title })),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+        answer.json()["id"].as_str().expect("id").to_string()
+    }
+
     pub async fn put_file(&self, token: &str, aide: &str, path: &str, body: &str) {
         let answer = self
             .send(

@@ -9,15 +9,7 @@ use crate::app::{Req, TestApp, join_all};
 async fn app_and_aide(email: &str) -> (TestApp, String, String) {
     let app = TestApp::with(&[("API_REQUESTS_PER_USER_PER_MINUTE", "100000")]).await;
     let token = app.sign_in(email).await;
-    let aide = app
-        .send(
-            Req::post("/api/aides")
-                .bearer(&token)
-                .json(json!({"title": "Chat"})),
-        )
-        .await
-        .json();
-    let id = aide["id"].as_str().expect("id").to_string();
+    let id = app.create_aide(&token, "Chat").await;
     (app, token, id)
 }
 

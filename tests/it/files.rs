@@ -6,14 +6,14 @@ use serde_json::json;
 use crate::app::{Req, TestApp};
 
 async fn aide(app: &TestApp, token: &str) -> String {
-    let answer = app
-        .send(
-            Req::post("/api/aides")
-                .bearer(token)
-                .json(json!({"title": "Page"})),
-        )
+    app.create_aide(token, "Page").await
+}
+
+async fn delete_file(app: &TestApp, id: &str, path: &str, token: &str) {
+    let gone = app
+        .send(Req::new(Method::DELETE, &format!("/api/aides/{id}/files/{path}")).bearer(token))
         .await;
-    answer.json()["id"].as_str().expect("id").to_string()
+    assert_eq!(gone.status, StatusCode::NO_CONTENT, "{}", gone.body);
 }
 
 fn put(id: &str, path: &str, token: &str, body: &str, content_type: Option<&str>) -> Req {
@@ -300,10 +300,7 @@ async fn unreferenced_blobs_are_deleted(app: TestApp) {
 
     // A second file with the same bytes keeps them when the first goes.
     stored_sha(&app, &id, "copy.html", &token, "<h1>two</h1>").await;
-    let gone = app
-        .send(Req::new(Method::DELETE, &format!("/api/aides/{id}/files/index.html")).bearer(&token))
-        .await;
-    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    delete_file(&app, &id, "index.html", &token).await;
     assert_eq!(queued(&app).await, 0, "still referenced: nothing queued");
     assert_eq!(blobs(&app, &id).await, vec![second.clone()]);
     let copy = app
@@ -311,10 +308,7 @@ async fn unreferenced_blobs_are_deleted(app: TestApp) {
         .await;
     assert_eq!(copy.body, "<h1>two</h1>");
 
-    let gone = app
-        .send(Req::new(Method::DELETE, &format!("/api/aides/{id}/files/copy.html")).bearer(&token))
-        .await;
-    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    delete_file(&app, &id, "copy.html", &token).await;
     assert_eq!(cleanup(&app).await, 1);
     assert!(blobs(&app, &id).await.is_empty());
     assert_eq!(queued(&app).await, 0);
@@ -338,10 +332,7 @@ async fn a_blob_uploaded_again_before_the_worker_runs_is_kept() {
     let token = app.sign_in("again@example.com").await;
     let id = aide(&app, &token).await;
     let sha = stored_sha(&app, &id, "a.html", &token, "same bytes").await;
-    let gone = app
-        .send(Req::new(Method::DELETE, &format!("/api/aides/{id}/files/a.html")).bearer(&token))
-        .await;
-    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    delete_file(&app, &id, "a.html", &token).await;
     assert_eq!(queued(&app).await, 1);
     stored_sha(&app, &id, "b.html", &token, "same bytes").await;
 

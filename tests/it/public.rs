@@ -1,24 +1,13 @@
 //! Public pages through the real router: what is served, with which headers, and when it stops.
 
 use axum::http::{Method, StatusCode};
-use serde_json::json;
 
 use crate::app::{Answer, Req, TestApp};
 
 const PAGE: &str = "<html><head><title>Groceries</title></head><body><h1>Milk</h1></body></html>";
 
 async fn published(app: &TestApp, token: &str, html: &str) -> (String, String) {
-    let id = app
-        .send(
-            Req::post("/api/aides")
-                .bearer(token)
-                .json(json!({"title": "Groceries"})),
-        )
-        .await
-        .json()["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = app.create_aide(token, "Groceries").await;
     app.put_file(token, &id, "index.html", html).await;
     app.put_file(token, &id, "css/site.css", "h1{color:green}")
         .await;

@@ -25,17 +25,7 @@ mod bytes_helper {
 }
 
 async fn aide_with_page(app: &TestApp, token: &str, html: &str) -> String {
-    let id = app
-        .send(
-            Req::post("/api/aides")
-                .bearer(token)
-                .json(json!({"title": "Page"})),
-        )
-        .await
-        .json()["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = app.create_aide(token, "Page").await;
     app.put_file(token, &id, "index.html", html).await;
     id
 }
