@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-pub use limits::Limits;
+pub use limits::{Limits, TierLimits};
 use source::Source;
 
 /// The deployment a process belongs to. `staging` follows the same rules as `production`: both are
@@ -336,6 +336,26 @@ impl Config {
         }
     }
 
+    /// What an operator should know about this configuration that does not stop it from running:
+    /// one sentence each, logged as warnings when the server starts.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if !self.pages_apart() {
+            warnings.push(
+                "PUBLIC_URL is on APP_URL's host: published pages are served on the app's own origin. \
+                 Deployments must serve them from a separate domain (see the README)."
+                    .to_string(),
+            );
+        }
+        warnings
+    }
+
+    /// Whether published pages have a host of their own (PUBLIC_URL's host and port differ from
+    /// APP_URL's). Then `/s/` answers only on PUBLIC_URL's host and the app only on APP_URL's.
+    pub fn pages_apart(&self) -> bool {
+        authority(&self.app_url) != authority(&self.public_url)
+    }
+
     /// `path` under APP_URL (which may itself have a path).
     pub fn app_url_for(&self, path: &str) -> Url {
         let mut url = self.app_url.clone();
@@ -465,6 +485,16 @@ impl Config {
         ));
         rows.extend(l.summary());
         rows
+    }
+}
+
+/// A URL's host and port (the scheme's default port when none is written), lower-cased: what a
+/// request's Host header is compared with.
+pub fn authority(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    match url.port_or_known_default() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
     }
 }
 

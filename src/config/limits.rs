@@ -33,6 +33,40 @@ pub struct Limits {
     pub pro_max_file_bytes: u32,
     /// PRO_MAX_AIDE_BYTES: all of one aide's workspace files on Pro (default 250 MiB).
     pub pro_max_aide_bytes: u32,
+    /// FREE_MAX_FILES_PER_AIDE: workspace files one aide may hold on the free tier (default 200).
+    pub free_max_files_per_aide: u32,
+    /// PRO_MAX_FILES_PER_AIDE: workspace files one aide may hold on Pro (default 2,000).
+    pub pro_max_files_per_aide: u32,
+    /// FREE_MAX_ACCOUNT_BYTES: everything a free account stores (workspace files and published
+    /// versions, identical bytes counted once per aide and bucket; default 100 MiB).
+    pub free_max_account_bytes: u64,
+    /// PRO_MAX_ACCOUNT_BYTES: the same for Pro (default 10 GiB).
+    pub pro_max_account_bytes: u64,
+    /// FREE_MAX_CONVERSATION_BYTES: the text of one aide's conversation on the free tier
+    /// (default 10 MiB).
+    pub free_max_conversation_bytes: u32,
+    /// PRO_MAX_CONVERSATION_BYTES: the same on Pro (default 100 MiB).
+    pub pro_max_conversation_bytes: u32,
+    /// PUBLISHES_PER_USER_PER_HOUR: publishes and version restores per user per hour (default 30).
+    pub publishes_per_user_per_hour: u32,
+    /// UPLOADS_IN_FLIGHT_PER_USER: file uploads and publishes one user may have under way at once
+    /// on one server (default 4).
+    pub uploads_in_flight_per_user: u32,
+    /// PUBLIC_MISSES_PER_IP_PER_MINUTE: public-page requests per client network per minute that
+    /// are not answered from memory (default 120). IPv6 clients are counted per /64.
+    pub public_misses_per_ip_per_minute: u32,
+    /// CODE_FAILURES_PER_EMAIL_PER_DAY: wrong sign-in codes for one address per day, across all its
+    /// links; past it only the emailed link signs in (default 10).
+    pub code_failures_per_email_per_day: u32,
+    /// MAGIC_LINKS_PER_DOMAIN_PER_HOUR: sign-in links sent to one email domain per hour
+    /// (default 300).
+    pub magic_links_per_domain_per_hour: u32,
+    /// MAGIC_LINKS_PER_HOUR: sign-in links sent in all per hour, the last guard of the sender's
+    /// reputation (default 2,000).
+    pub magic_links_per_hour: u32,
+    /// HTTP_MAX_CONNECTIONS: open client connections one server accepts at once (default 1,024);
+    /// past it new connections wait in the listen queue.
+    pub http_max_connections: u32,
 }
 
 impl Default for Limits {
@@ -51,6 +85,19 @@ impl Default for Limits {
             free_max_aide_bytes: 25 * MIB,
             pro_max_file_bytes: 25 * MIB,
             pro_max_aide_bytes: 250 * MIB,
+            free_max_files_per_aide: 200,
+            pro_max_files_per_aide: 2_000,
+            free_max_account_bytes: 100 * u64::from(MIB),
+            pro_max_account_bytes: 10 * 1024 * u64::from(MIB),
+            free_max_conversation_bytes: 10 * MIB,
+            pro_max_conversation_bytes: 100 * MIB,
+            publishes_per_user_per_hour: 30,
+            uploads_in_flight_per_user: 4,
+            public_misses_per_ip_per_minute: 120,
+            code_failures_per_email_per_day: 10,
+            magic_links_per_domain_per_hour: 300,
+            magic_links_per_hour: 2_000,
+            http_max_connections: 1_024,
         }
     }
 }
@@ -96,6 +143,51 @@ const FIELDS: &[Field] = &[
     ("PRO_MAX_AIDE_BYTES", 1, 4095 * MIB, |l| {
         &mut l.pro_max_aide_bytes
     }),
+    ("FREE_MAX_FILES_PER_AIDE", 1, 1_000_000, |l| {
+        &mut l.free_max_files_per_aide
+    }),
+    ("PRO_MAX_FILES_PER_AIDE", 1, 1_000_000, |l| {
+        &mut l.pro_max_files_per_aide
+    }),
+    ("FREE_MAX_CONVERSATION_BYTES", 1024, 4095 * MIB, |l| {
+        &mut l.free_max_conversation_bytes
+    }),
+    ("PRO_MAX_CONVERSATION_BYTES", 1024, 4095 * MIB, |l| {
+        &mut l.pro_max_conversation_bytes
+    }),
+    ("PUBLISHES_PER_USER_PER_HOUR", 1, 100_000, |l| {
+        &mut l.publishes_per_user_per_hour
+    }),
+    ("UPLOADS_IN_FLIGHT_PER_USER", 1, 1000, |l| {
+        &mut l.uploads_in_flight_per_user
+    }),
+    ("PUBLIC_MISSES_PER_IP_PER_MINUTE", 1, 1_000_000, |l| {
+        &mut l.public_misses_per_ip_per_minute
+    }),
+    ("CODE_FAILURES_PER_EMAIL_PER_DAY", 1, 1000, |l| {
+        &mut l.code_failures_per_email_per_day
+    }),
+    ("MAGIC_LINKS_PER_DOMAIN_PER_HOUR", 1, 10_000_000, |l| {
+        &mut l.magic_links_per_domain_per_hour
+    }),
+    ("MAGIC_LINKS_PER_HOUR", 1, 10_000_000, |l| {
+        &mut l.magic_links_per_hour
+    }),
+    ("HTTP_MAX_CONNECTIONS", 16, 1_000_000, |l| {
+        &mut l.http_max_connections
+    }),
+];
+
+/// The byte limits too large for a `u32`, with their ranges.
+type WideField = (&'static str, u64, u64, fn(&mut Limits) -> &mut u64);
+
+const WIDE_FIELDS: &[WideField] = &[
+    ("FREE_MAX_ACCOUNT_BYTES", 1, 1 << 50, |l| {
+        &mut l.free_max_account_bytes
+    }),
+    ("PRO_MAX_ACCOUNT_BYTES", 1, 1 << 50, |l| {
+        &mut l.pro_max_account_bytes
+    }),
 ];
 
 const MIB: u32 = 1024 * 1024;
@@ -107,14 +199,58 @@ impl Limits {
             let slot = field(&mut limits);
             *slot = src.number(name, *slot, *min, *max);
         }
+        for (name, min, max, field) in WIDE_FIELDS {
+            let slot = field(&mut limits);
+            *slot = src.number(name, *slot, *min, *max);
+        }
         limits
     }
 
     pub(super) fn summary(&self) -> Vec<(&'static str, String)> {
         let mut copy = self.clone();
-        FIELDS
+        let narrow = FIELDS
             .iter()
             .map(|(name, _, _, field)| (*name, field(&mut copy).to_string()))
-            .collect()
+            .collect::<Vec<_>>();
+        let wide = WIDE_FIELDS
+            .iter()
+            .map(|(name, _, _, field)| (*name, field(&mut copy).to_string()));
+        narrow.into_iter().chain(wide).collect()
+    }
+}
+
+/// The limits that differ between the free tier and Pro, for one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TierLimits {
+    pub pro: bool,
+    pub max_file_bytes: u64,
+    pub max_aide_bytes: u64,
+    pub max_files_per_aide: u32,
+    pub max_account_bytes: u64,
+    pub max_conversation_bytes: u64,
+}
+
+impl Limits {
+    /// The limits of the tier named `tier` (`pro`, or anything else for free).
+    pub fn tier(&self, tier: &str) -> TierLimits {
+        if tier == "pro" {
+            TierLimits {
+                pro: true,
+                max_file_bytes: u64::from(self.pro_max_file_bytes),
+                max_aide_bytes: u64::from(self.pro_max_aide_bytes),
+                max_files_per_aide: self.pro_max_files_per_aide,
+                max_account_bytes: self.pro_max_account_bytes,
+                max_conversation_bytes: u64::from(self.pro_max_conversation_bytes),
+            }
+        } else {
+            TierLimits {
+                pro: false,
+                max_file_bytes: u64::from(self.free_max_file_bytes),
+                max_aide_bytes: u64::from(self.free_max_aide_bytes),
+                max_files_per_aide: self.free_max_files_per_aide,
+                max_account_bytes: self.free_max_account_bytes,
+                max_conversation_bytes: u64::from(self.free_max_conversation_bytes),
+            }
+        }
     }
 }
