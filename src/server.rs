@@ -1,7 +1,10 @@
 //! Running the service: choosing the database (managed or external), migrating, serving, and
 //! shutting down in order.
 
-use std::net::SocketAddr;
+mod accept;
+
+pub use accept::{ServeOptions, serve as serve_listener};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,12 +141,15 @@ async fn serve_on(
     );
     let cleanup = tokio::spawn(jobs::run_cleanup(db.clone(), workers_stop));
 
-    let served = axum::serve(
-        listener,
-        build_app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await;
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let options = ServeOptions {
+        header_timeout: Duration::from_secs(u64::from(config.limits.http_header_timeout_seconds)),
+        max_connections: connection_cap(config.limits.http_max_connections),
+        grace: Duration::from_secs(30),
+    };
+    accept::serve(listener, build_app(state), options, shutdown_signal()).await;
     tracing::info!("stopped accepting requests; shutting down");
 
     // In-flight requests are done; let the workers finish what they hold (a claimed email is
@@ -162,8 +168,42 @@ async fn serve_on(
         tracing::warn!("background workers did not stop in time");
     }
     db.close().await;
-    served?;
     Ok(())
+}
+
+/// HTTP_MAX_CONNECTIONS, lowered to what the process's descriptor limit allows (after raising
+/// its soft limit as far as the hard one), keeping room for the database, storage and logs.
+fn connection_cap(configured: u32) -> usize {
+    const RESERVED: u64 = 128;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    let available = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return configured as usize;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+        limit.rlim_cur
+    };
+    let cap = u64::from(configured).min(available.saturating_sub(RESERVED).max(16));
+    if cap < u64::from(configured) {
+        tracing::warn!(
+            http.max_connections = cap,
+            configured,
+            "HTTP_MAX_CONNECTIONS lowered to fit the process's file descriptor limit"
+        );
+    }
+    cap as usize
 }
 
 /// Resolves on SIGTERM or SIGINT.

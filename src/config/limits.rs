@@ -67,6 +67,9 @@ pub struct Limits {
     /// HTTP_MAX_CONNECTIONS: open client connections one server accepts at once (default 1,024);
     /// past it new connections wait in the listen queue.
     pub http_max_connections: u32,
+    /// HTTP_HEADER_TIMEOUT_SECONDS: how long a client may take to send a request's headers, and
+    /// how long an idle keep-alive connection stays open (default 10).
+    pub http_header_timeout_seconds: u32,
 }
 
 impl Default for Limits {
@@ -98,6 +101,7 @@ impl Default for Limits {
             magic_links_per_domain_per_hour: 300,
             magic_links_per_hour: 2_000,
             http_max_connections: 1_024,
+            http_header_timeout_seconds: 10,
         }
     }
 }
@@ -175,6 +179,9 @@ const FIELDS: &[Field] = &[
     }),
     ("HTTP_MAX_CONNECTIONS", 16, 1_000_000, |l| {
         &mut l.http_max_connections
+    }),
+    ("HTTP_HEADER_TIMEOUT_SECONDS", 1, 600, |l| {
+        &mut l.http_header_timeout_seconds
     }),
 ];
 

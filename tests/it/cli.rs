@@ -297,3 +297,102 @@ fn serve_without_postgres_binaries_says_what_to_install() {
     assert_eq!(code, 1);
     assert!(stderr.contains("PG_BINDIR is /nonexistent/bin"), "{stderr}");
 }
+
+/// Starts `aide serve` on the embedded defaults with `env` added; returns the child, its port and
+/// the folder it runs in, once it answers `/ready`.
+fn start_server(env: &[(&str, &str)]) -> (std::process::Child, u16, tempfile::TempDir) {
+    let dir = reachable_temp_dir();
+    let data = dir.path().join("aide-data").to_string_lossy().into_owned();
+    let port = free_port();
+    let port_str = port.to_string();
+    let mut all = vec![("AIDE_DATA_DIR", data.as_str()), ("PORT", port_str.as_str())];
+    all.extend_from_slice(env);
+    let mut child = aide(dir.path(), &all, &["serve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn aide serve");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while http_get(port, "/ready").map(|(status, _)| status) != Some(200) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("aide serve exited early ({status})");
+        }
+        assert!(Instant::now() < deadline, "aide serve did not get ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (child, port, dir)
+}
+
+fn stop_server(mut child: std::process::Child) {
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: kill has no memory-safety preconditions; pid is our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "exit status {status}");
+}
+
+/// Whether the server closed `stream` (EOF or reset) before `within` passed.
+fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).expect("timeout");
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            // A 408 or similar before the close is fine; keep reading to the end.
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Slowloris: a connection that sends nothing, or half a request's head, is closed once
+/// HTTP_HEADER_TIMEOUT_SECONDS pass; and past HTTP_MAX_CONNECTIONS open connections a new client
+/// waits until one closes, instead of the server accepting without bound.
+#[test]
+fn slow_and_idle_connections_are_closed_and_connections_are_capped() {
+    let (child, port, _dir) = start_server(&[
+        ("HTTP_HEADER_TIMEOUT_SECONDS", "2"),
+        ("HTTP_MAX_CONNECTIONS", "16"),
+    ]);
+
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut half = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    half.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
+        .expect("half a head");
+    assert!(
+        closed_by_server(&mut silent, Duration::from_secs(20)),
+        "a silent connection stayed open"
+    );
+    assert!(
+        closed_by_server(&mut half, Duration::from_secs(20)),
+        "a half-sent head kept its connection open"
+    );
+
+    // Sixteen idle connections fill the cap; the seventeenth is not served until they close.
+    let idle: Vec<TcpStream> = (0..16)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut waiting = TcpStream::connect(("127.0.0.1", port)).expect("connect (listen queue)");
+    waiting
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut buf = [0u8; 256];
+    assert!(
+        waiting.read(&mut buf).is_err(),
+        "a seventeenth connection was served while sixteen were open"
+    );
+    // The idle ones time out, freeing the cap: the waiting request is answered.
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut answer = String::new();
+    waiting.read_to_string(&mut answer).expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(idle);
+    stop_server(child);
+}
