@@ -227,6 +227,7 @@ impl Config {
         let app_url = src
             .http_url("APP_URL", &default_app_url)
             .or_else(|| Url::parse(&default_app_url).ok());
+        let public_url_set = src.is_set("PUBLIC_URL");
         let public_url = match &app_url {
             Some(app) => src.http_url("PUBLIC_URL", app.as_str()),
             None => None,
@@ -296,6 +297,18 @@ impl Config {
                 src.problem("APP_URL", format!("is required in {env}"));
             } else if app_url.as_ref().is_some_and(|u| u.scheme() != "https") {
                 src.problem("APP_URL", format!("must use https in {env}"));
+            }
+            if !public_url_set {
+                src.problem(
+                    "PUBLIC_URL",
+                    format!(
+                        "is required in {env}: published pages need a domain of their own, apart from APP_URL's (for example https://example-pages.com)"
+                    ),
+                );
+            } else if let (Some(app), Some(public)) = (&app_url, &public_url) {
+                if let Err(why) = pages_domain_apart(app, public) {
+                    src.problem("PUBLIC_URL", format!("{why} in {env}"));
+                }
             }
             if storage.r2.is_none() {
                 src.problem(
@@ -485,6 +498,28 @@ impl Config {
         ));
         rows.extend(l.summary());
         rows
+    }
+}
+
+/// Checks that published pages at `public` cannot share cookies or "same-site" standing with the
+/// app at `app`: https, and a registrable domain (per the Public Suffix List) of their own, not
+/// merely another subdomain of the app's.
+fn pages_domain_apart(app: &Url, public: &Url) -> Result<(), String> {
+    if public.scheme() != "https" {
+        return Err("must use https".to_string());
+    }
+    let registrable = |url: &Url| match url.host() {
+        Some(url::Host::Domain(host)) => psl::domain_str(host).map(str::to_ascii_lowercase),
+        _ => None,
+    };
+    match (registrable(app), registrable(public)) {
+        (_, None) => Err("must be a domain name under a public suffix, such as https://example-pages.com".to_string()),
+        (Some(a), Some(p)) if a == p => Err(format!(
+            "must be on another registrable domain than APP_URL (both are under {a}); use a separate domain such as https://{}-pages.{}",
+            a.split('.').next().unwrap_or("example"),
+            a.split_once('.').map_or("com", |(_, rest)| rest)
+        )),
+        _ => Ok(()),
     }
 }
 

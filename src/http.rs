@@ -1,7 +1,9 @@
 //! The HTTP surface: the router every request goes through, and what it shares.
 
+pub mod body;
 pub mod client_ip;
 mod guard;
+mod hosts;
 pub mod input;
 mod openapi;
 pub mod params;
@@ -50,6 +52,10 @@ pub struct AppState {
     pub live_pages: Arc<LiveCache>,
     /// Wakes the storage clean-up worker after an aide is deleted.
     pub storage_cleanup_wake: Arc<Notify>,
+    /// Public-page requests memory could not answer, per client network.
+    pub public_misses: Arc<crate::public::MissLimiter>,
+    /// Uploads and publishes under way, per user (UPLOADS_IN_FLIGHT_PER_USER).
+    pub in_flight: Arc<crate::limits::InFlight>,
 }
 
 impl AppState {
@@ -64,6 +70,8 @@ impl AppState {
             session_key,
             outbox_wake: Arc::new(Notify::new()),
             api_limiter: Arc::new(ApiLimiter::default()),
+            in_flight: Arc::new(crate::limits::InFlight::default()),
+            public_misses: Arc::new(crate::public::MissLimiter::default()),
         }
     }
 }
@@ -96,6 +104,10 @@ pub fn build_app(state: AppState) -> Router {
         // Layers run bottom-up on the way in: the request id is set first, so every later
         // layer and every error body can use it.
         .layer(middleware::from_fn_with_state(state.clone(), guard::csrf))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            hosts::route_by_host,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -4,9 +4,13 @@
 //! pushing tat forward by one emission interval (period / limit) keeps it within one period of
 //! now. That allows `limit` requests in a burst, then one per interval, in one atomic statement.
 
+mod in_flight;
+
 use std::time::Duration;
 
 use sqlx::Row;
+
+pub use in_flight::{InFlight, Slot};
 
 use crate::db::{Db, SqlLiteral, SystemTx, UserId};
 

@@ -10,9 +10,11 @@
 mod cache;
 mod inject;
 mod live;
+mod misses;
 mod repo;
 mod routes;
 
 pub use cache::PageCache;
 pub use live::LiveCache;
+pub use misses::MissLimiter;
 pub use routes::router;

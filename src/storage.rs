@@ -15,7 +15,7 @@ use secrecy::ExposeSecret;
 
 use crate::config::Config;
 
-pub use cleanup::{cleanup_due, run_cleanup};
+pub use cleanup::{cleanup_due, release_abandoned, run_cleanup};
 
 /// The two buckets.
 #[derive(Clone)]

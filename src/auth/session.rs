@@ -162,6 +162,11 @@ impl FromRequestParts<AppState> for SessionUser {
 pub struct ApiUser(pub SessionUser);
 
 impl ApiUser {
+    /// The caller's id.
+    pub fn user_id(&self) -> UserId {
+        self.0.user
+    }
+
     /// See [`SessionUser::begin`].
     pub async fn begin(&self, db: &Db) -> Result<UserTx, AppError> {
         self.0.begin(db).await

@@ -16,6 +16,7 @@ fn production() -> Vec<(&'static str, &'static str)> {
         ("DATABASE_URL", "postgres://aide_app:pw@db/aide"),
         ("JWT_SECRET", JWT),
         ("APP_URL", "https://app.example.com"),
+        ("PUBLIC_URL", "https://example-pages.com"),
         ("R2_ENDPOINT", "https://r2.example.com"),
         ("R2_ACCESS_KEY", "key"),
         ("R2_SECRET_KEY", "secret"),
@@ -153,6 +154,7 @@ fn production_refuses_each_missing_piece() {
         "DATABASE_URL",
         "JWT_SECRET",
         "APP_URL",
+        "PUBLIC_URL",
         "R2_ENDPOINT",
         "RESEND_API_KEY",
     ] {
@@ -174,6 +176,55 @@ fn production_refuses_each_missing_piece() {
             .any(|l| l == "APP_URL must use https in production"),
         "{p:?}"
     );
+}
+
+/// Published pages must not share the app's registrable domain in a deployment: a sibling
+/// subdomain could set cookies for the app's domain and counts as the same site.
+#[test]
+fn deployed_pages_need_a_registrable_domain_of_their_own() {
+    for (public, expected) in [
+        (
+            "https://pages.example.com",
+            "PUBLIC_URL must be on another registrable domain than APP_URL (both are under example.com)",
+        ),
+        ("https://app.example.com", "PUBLIC_URL must be on another registrable domain"),
+        ("http://example-pages.com", "PUBLIC_URL must use https in production"),
+        ("https://203.0.113.7", "PUBLIC_URL must be a domain name"),
+    ] {
+        let mut vars = production();
+        vars.push(("PUBLIC_URL", public));
+        let p = problems(&vars);
+        assert!(p.iter().any(|l| l.starts_with(expected)), "{public}: {p:?}");
+    }
+    // Another registrable domain, even under the same public suffix, is apart.
+    for public in ["https://example-pages.com", "https://pages.example.net"] {
+        let mut vars = production();
+        vars.push(("PUBLIC_URL", public));
+        assert!(load(&vars).is_ok(), "{public}");
+    }
+    let mut vars = production();
+    vars.push(("APP_URL", "https://app.example.co.uk"));
+    vars.push(("PUBLIC_URL", "https://pages.example.co.uk"));
+    assert!(load(&vars).is_err(), "example.co.uk is one registrable domain");
+    vars.push(("PUBLIC_URL", "https://pages.other.co.uk"));
+    assert!(load(&vars).is_ok(), "co.uk is a public suffix");
+}
+
+/// In development one host may serve both (with a warning); apart, each side has its host.
+#[test]
+fn one_host_for_app_and_pages_is_a_warning_in_development() {
+    let c = load(&[]).expect("valid");
+    assert!(!c.pages_apart());
+    assert!(
+        c.warnings().iter().any(|w| w.contains("PUBLIC_URL is on APP_URL's host")),
+        "{:?}",
+        c.warnings()
+    );
+    let c = load(&[("PUBLIC_URL", "http://localhost:8000")]).expect("valid");
+    assert!(c.pages_apart(), "another host name is apart");
+    assert!(!c.warnings().iter().any(|w| w.contains("PUBLIC_URL")));
+    let c = load(&[("PUBLIC_URL", "http://127.0.0.1:8001")]).expect("valid");
+    assert!(c.pages_apart(), "another port is another origin");
 }
 
 #[test]

@@ -63,6 +63,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(8, "0008", "storage_cleanup"),
     migration!(9, "0009", "page_notify"),
     migration!(10, "0010", "blob_cleanup"),
+    migration!(11, "0011", "upload_guards"),
 ];
 
 /// Arbitrary, fixed key for the migration advisory lock.

@@ -1,6 +1,6 @@
 //! `/api/aides/{id}/files`: put, get, delete and list an aide's workspace files.
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -13,12 +13,14 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::guard::{BlobGuard, begin_sharing_blobs};
 use super::repo::{self, FileRow};
-use super::{FilePath, content_type_for};
+use super::{FilePath, content_type_for, quota};
 use crate::audit::{self, Entry};
 use crate::auth::ApiUser;
 use crate::error::AppError;
 use crate::http::AppState;
+use crate::http::body::{BodyError, STALL_TIMEOUT, read_limited};
 use crate::http::client_ip::ClientIp;
 use crate::http::params::IdPath;
 
@@ -94,7 +96,12 @@ pub(crate) fn blob_key(aide: Uuid, sha256: &[u8]) -> object_store::path::Path {
     object_store::path::Path::from(format!("aides/{aide}/blobs/{}", hex(sha256)))
 }
 
-/// Stores a file (the body), replacing any file at that path. Size limits by tier.
+/// Stores a file (the body), replacing any file at that path. Size and count limits by tier.
+///
+/// No database connection is held while the body arrives or the blob is stored: the aide and the
+/// tier are read first, then the body (cut off after 10 s without data), then the blob is
+/// protected (see [`super::guard`]) and stored, and a last transaction records it after checking
+/// the limits again under the aide's lock.
 #[utoipa::path(put, path = "/api/aides/{id}/files/{path}", tag = "files",
     params(("id" = Uuid, Path, description = "The aide's id"),
            ("path" = String, Path, description = "The file's path, such as index.html or css/site.css")),
@@ -103,8 +110,10 @@ pub(crate) fn blob_key(aide: Uuid, sha256: &[u8]) -> object_store::path::Path {
     responses((status = 200, body = FileInfo),
               (status = 401, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody),
-              (status = 413, description = "FILE_TOO_LARGE or AIDE_STORAGE_FULL", body = crate::error::ErrorBody),
-              (status = 422, description = "A path with .., a leading /, a backslash or control characters", body = crate::error::ErrorBody)),
+              (status = 408, description = "UPLOAD_STALLED: no data arrived for 10 seconds", body = crate::error::ErrorBody),
+              (status = 413, description = "FILE_TOO_LARGE, AIDE_STORAGE_FULL, AIDE_FILE_LIMIT or ACCOUNT_STORAGE_FULL", body = crate::error::ErrorBody),
+              (status = 422, description = "A path with .., a leading /, a backslash or control characters", body = crate::error::ErrorBody),
+              (status = 429, description = "RATE_LIMITED, or UPLOADS_IN_FLIGHT: too many uploads and publishes under way", body = crate::error::ErrorBody)),
     security(("session_cookie" = []), ("bearer" = [])))]
 pub async fn put_file(
     State(state): State<AppState>,
@@ -115,72 +124,147 @@ pub async fn put_file(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<FileInfo>, AppError> {
-    let mut tx = api.begin(&state.db).await?;
-    let tier = repo::lock_aide(&mut tx, aide)
+    let _slot = enter_in_flight(&state, &api)?;
+    let mut tx = api.begin_read(&state.db).await?;
+    let tier = repo::aide_tier(&mut tx, aide)
         .await?
         .ok_or_else(AppError::not_found)?;
-    // Before the blob is written: the storage worker may not delete it until this commits.
-    repo::share_blobs(&mut tx, aide).await?;
-    let limits = &state.config.limits;
-    let (max_file, max_aide) = if tier == "pro" {
-        (limits.pro_max_file_bytes, limits.pro_max_aide_bytes)
-    } else {
-        (limits.free_max_file_bytes, limits.free_max_aide_bytes)
-    };
-    let bytes: Bytes = axum::body::to_bytes(body, max_file as usize)
-        .await
-        .map_err(|_| {
-            too_large(
-                "FILE_TOO_LARGE",
-                format!(
-                    "Files may be at most {} on your plan{}.",
-                    human(max_file),
-                    if tier == "pro" {
-                        ""
-                    } else {
-                        "; Pro allows larger ones"
-                    }
-                ),
-            )
-        })?;
-    let used = repo::bytes_used_except(&mut tx, aide, &path).await?;
-    let size = bytes.len() as i64;
-    if used + size > i64::from(max_aide) {
-        return Err(too_large(
-            "AIDE_STORAGE_FULL",
-            format!(
-                "This aide's files may take at most {} on your plan; it uses {} and this file needs {}.",
-                human(max_aide),
-                human_i64(used),
-                human_i64(size)
-            ),
-        ));
-    }
-    let sha256 = Sha256::digest(&bytes).to_vec();
+    tx.finish();
+    let limits = state.config.limits.tier(&tier);
+
     let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let bytes = read_limited(body, declared, limits.max_file_bytes, STALL_TIMEOUT)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => quota::file_too_large(&limits),
+            BodyError::Stalled => AppError::client(
+                StatusCode::REQUEST_TIMEOUT,
+                "UPLOAD_STALLED",
+                "The upload stopped: no data arrived for 10 seconds. Please try again.",
+            ),
+            BodyError::Broken => AppError::client(
+                StatusCode::BAD_REQUEST,
+                "UPLOAD_BROKEN",
+                "The upload was cut off before it finished. Please try again.",
+            ),
+        })?;
+    let size = bytes.len() as i64;
+    let sha256 = Sha256::digest(&bytes).to_vec();
+    let declared_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let content_type = content_type_for(&path, declared);
-    // The blob first: if the database then fails, an unreferenced blob is all that is left.
-    state
+    let content_type = content_type_for(&path, declared_type);
+    let upload = quota::Upload {
+        aide,
+        path: &path,
+        size,
+        sha256: &sha256,
+    };
+
+    // Refuse now what would be refused anyway, before storing anything.
+    let mut tx = begin_sharing_blobs(&state.db, &api, aide).await?;
+    quota::check_upload(&mut tx, &limits, &upload).await?;
+    let guard = BlobGuard::take(&mut tx, aide, std::slice::from_ref(&sha256)).await?;
+    tx.commit().await?;
+
+    let stored = state
         .storage
         .workspace
         .put(&blob_key(aide, &sha256), bytes.into())
         .await
-        .map_err(AppError::internal)?;
-    let row = repo::upsert(&mut tx, aide, &path, size, &content_type, &sha256).await?;
-    audit::record_user(
-        &mut tx,
-        &Entry::new("file.put", "aide")
-            .resource(aide)
-            .details(serde_json::json!({"path": path.as_str(), "size_bytes": size}))
-            .ip(ip),
-    )
-    .await?;
-    tx.commit().await?;
-    // A replaced file may have left its old bytes unreferenced (queued by a trigger).
-    state.storage_cleanup_wake.notify_one();
-    Ok(Json(row.into()))
+        .map_err(AppError::internal);
+    let recorded = match stored {
+        Ok(_) => record_upload(&state, &api, ip, &upload, &content_type, guard).await,
+        Err(e) => Err((e, guard)),
+    };
+    match recorded {
+        Ok(row) => {
+            // A replaced file may have left its old bytes unreferenced (queued by a trigger).
+            state.storage_cleanup_wake.notify_one();
+            Ok(Json(row.into()))
+        }
+        Err((e, guard)) => {
+            guard.release(&state.db, &api).await;
+            state.storage_cleanup_wake.notify_one();
+            Err(e)
+        }
+    }
+}
+
+/// Records an upload whose blob is stored: checks the limits again under the aide's lock (so
+/// concurrent uploads are counted one after another), then the path, the audit row and the end
+/// of the guard commit together. On failure the guard comes back for release.
+async fn record_upload(
+    state: &AppState,
+    api: &ApiUser,
+    ip: std::net::IpAddr,
+    upload: &quota::Upload<'_>,
+    content_type: &str,
+    guard: BlobGuard,
+) -> Result<FileRow, (AppError, BlobGuard)> {
+    let mut tx = match api.begin(&state.db).await {
+        Ok(tx) => tx,
+        Err(e) => return Err((e, guard)),
+    };
+    let checked = async {
+        let tier = repo::lock_aide(&mut tx, upload.aide)
+            .await?
+            .ok_or_else(AppError::not_found)?;
+        quota::check_upload(&mut tx, &state.config.limits.tier(&tier), upload).await?;
+        let row = repo::upsert(
+            &mut tx,
+            upload.aide,
+            upload.path,
+            upload.size,
+            content_type,
+            upload.sha256,
+        )
+        .await?;
+        audit::record_user(
+            &mut tx,
+            &Entry::new("file.put", "aide")
+                .resource(upload.aide)
+                .details(serde_json::json!({"path": upload.path.as_str(), "size_bytes": upload.size}))
+                .ip(ip),
+        )
+        .await?;
+        Ok::<_, AppError>(row)
+    }
+    .await;
+    let row = match checked {
+        Ok(row) => row,
+        Err(e) => return Err((e, guard)),
+    };
+    // The path now refers to the blob: the guard's rows go in the same commit.
+    if let Err(e) = guard.settle(&mut tx).await {
+        return Err((e, guard));
+    }
+    match tx.commit().await {
+        Ok(()) => Ok(row),
+        Err(e) => Err((e.into(), guard)),
+    }
+}
+
+/// Takes one of the caller's upload-and-publish slots in this process (429 when all are taken).
+pub(crate) fn enter_in_flight(
+    state: &AppState,
+    api: &ApiUser,
+) -> Result<crate::limits::Slot, AppError> {
+    let max = state.config.limits.uploads_in_flight_per_user;
+    state
+        .in_flight
+        .enter(api.user_id(), max)
+        .ok_or_else(|| AppError::RateLimited {
+            code: "UPLOADS_IN_FLIGHT",
+            detail: format!(
+                "You already have {max} uploads or publishes under way. Wait for one to finish, then try again."
+            ),
+            retry_after: std::time::Duration::from_secs(1),
+            usage: None,
+        })
 }
 
 /// A file's bytes, served so it cannot act with the app's cookies.
@@ -290,21 +374,4 @@ pub async fn list_files(
         files: rows.into_iter().map(FileInfo::from).collect(),
         total_bytes,
     }))
-}
-
-fn too_large(code: &'static str, detail: String) -> AppError {
-    AppError::client(StatusCode::PAYLOAD_TOO_LARGE, code, detail)
-}
-
-fn human(bytes: u32) -> String {
-    human_i64(i64::from(bytes))
-}
-
-fn human_i64(bytes: i64) -> String {
-    const MIB: i64 = 1024 * 1024;
-    if bytes >= MIB {
-        format!("{:.1} MiB", bytes as f64 / MIB as f64)
-    } else {
-        format!("{:.1} KiB", bytes as f64 / 1024.0)
-    }
 }

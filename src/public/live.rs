@@ -1,13 +1,18 @@
 //! Which public pages are live, kept in memory and kept true by PostgreSQL notifications.
 //!
-//! Every answer of the lookup query (including "no such page") is cached by slug. Triggers send
-//! the slug on channel `aide_pages` when anything about a page changes (or '*' for everything),
-//! and every process evicts on receipt; the process that made a change also evicts at once. The
-//! cache is used only while the listening connection is up; when it drops, everything is
-//! forgotten and requests go to the database until it is back. A generation counter, bumped on
-//! every eviction, keeps an answer read before an eviction from being stored after it.
+//! Every answer of the lookup query is cached per slug and version asked for: the page with its
+//! whole file list, or "no such page". A request for any path of a cached page is then answered
+//! from memory, so a path that does not exist costs no query and adds nothing. The cache is a
+//! [`WeightedLru`]: a page weighs one entry per file, a negative answer one, and the total is
+//! bounded, so requests for made-up slugs and versions cannot grow memory.
+//!
+//! Triggers send the slug on channel `aide_pages` when anything about a page changes (or '*' for
+//! everything), and every process evicts on receipt; the process that made a change also evicts
+//! at once. The cache is used only while the listening connection is up; when it drops,
+//! everything is forgotten and requests go to the database until it is back. A generation
+//! counter, bumped on every eviction, keeps an answer read before an eviction from being stored
+//! after it.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,37 +20,51 @@ use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::repo::LiveFile;
+use super::repo::LivePage;
+use crate::cache::WeightedLru;
 use crate::db::Db;
 
 /// The notification channel the triggers use.
 pub const CHANNEL: &str = "aide_pages";
 
-type Entries = HashMap<String, HashMap<(Option<i32>, String), Option<Arc<LiveFile>>>>;
+/// The most the cache holds, in entries: a page counts one per file, "no such page" one.
+pub const MAX_ENTRIES: usize = 200_000;
 
-#[derive(Debug, Default)]
+/// A slug and the version asked for (None: the latest).
+type Key = (String, Option<i32>);
+
+#[derive(Debug)]
 pub struct LiveCache {
-    entries: Mutex<Entries>,
+    entries: Mutex<WeightedLru<Key, Option<Arc<LivePage>>>>,
     generation: AtomicU64,
     listening: AtomicBool,
 }
 
+impl Default for LiveCache {
+    fn default() -> Self {
+        LiveCache::new(MAX_ENTRIES)
+    }
+}
+
 impl LiveCache {
-    /// The cached answer for (slug, version, path): Some(None) for a cached "not live".
-    pub fn lookup(
-        &self,
-        slug: &str,
-        version: Option<i32>,
-        path: &str,
-    ) -> Option<Option<Arc<LiveFile>>> {
+    /// A cache of at most `max_entries` (see [`MAX_ENTRIES`]).
+    pub fn new(max_entries: usize) -> Self {
+        LiveCache {
+            entries: Mutex::new(WeightedLru::new(max_entries)),
+            generation: AtomicU64::new(0),
+            listening: AtomicBool::new(false),
+        }
+    }
+
+    /// The cached answer for (slug, version): Some(None) for a cached "no such page".
+    pub fn lookup(&self, slug: &str, version: Option<i32>) -> Option<Option<Arc<LivePage>>> {
         if !self.listening.load(Ordering::Acquire) {
             return None;
         }
-        let entries = self.entries.lock().ok()?;
-        entries
-            .get(slug)?
-            .get(&(version, path.to_string()))
-            .cloned()
+        self.entries
+            .lock()
+            .ok()?
+            .get(&(slug.to_string(), version))
     }
 
     /// Whether answers are being kept (the listening connection is up).
@@ -64,8 +83,7 @@ impl LiveCache {
         generation: u64,
         slug: &str,
         version: Option<i32>,
-        path: &str,
-        answer: Option<Arc<LiveFile>>,
+        answer: Option<Arc<LivePage>>,
     ) {
         if !self.listening.load(Ordering::Acquire) {
             return;
@@ -77,23 +95,23 @@ impl LiveCache {
         if self.generation.load(Ordering::Acquire) != generation {
             return;
         }
-        if entries.len() > 100_000 {
-            entries.clear();
-        }
-        entries
-            .entry(slug.to_string())
-            .or_default()
-            .insert((version, path.to_string()), answer);
+        let weight = 1 + answer.as_ref().map_or(0, |page| page.files.len());
+        entries.insert((slug.to_string(), version), answer, weight);
     }
 
-    /// Forgets a slug ('*': everything).
+    /// How many entries (by weight) are held.
+    pub fn weight(&self) -> usize {
+        self.entries.lock().map(|e| e.weight()).unwrap_or(0)
+    }
+
+    /// Forgets a slug, every version of it ('*': everything).
     pub fn evict(&self, slug: &str) {
         if let Ok(mut entries) = self.entries.lock() {
             self.generation.fetch_add(1, Ordering::AcqRel);
             if slug == "*" {
                 entries.clear();
             } else {
-                entries.remove(slug);
+                entries.retain(|(s, _), _| s != slug);
             }
         }
     }
@@ -102,11 +120,7 @@ impl LiveCache {
     pub fn evict_aide(&self, aide: Uuid) {
         if let Ok(mut entries) = self.entries.lock() {
             self.generation.fetch_add(1, Ordering::AcqRel);
-            entries.retain(|_, files| {
-                !files
-                    .values()
-                    .any(|answer| answer.as_ref().is_some_and(|f| f.aide_id == aide))
-            });
+            entries.retain(|_, answer| answer.as_ref().is_none_or(|page| page.aide_id != aide));
         }
     }
 

@@ -1,39 +1,87 @@
 //! The one query public serving makes. System scope: no user is signed in.
 
+use std::collections::HashMap;
+
 use uuid::Uuid;
 
 use crate::db::SystemTx;
 
-/// A file of a live page.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct LiveFile {
+/// A version of a live page: what serving any of its files needs.
+#[derive(Debug, Clone)]
+pub struct LivePage {
     pub aide_id: Uuid,
     pub title: String,
     pub tier: String,
     pub version: i32,
-    pub content_type: String,
+    /// Where the version's files are stored (see `publishing::object_key`).
+    pub r2_key: String,
+    pub files: HashMap<String, LiveFile>,
 }
 
-/// The file at `path` of the published aide `slug`, in `version` (None: the latest). None when
-/// the aide is not published, or has no such version or file.
-pub async fn live_file(
+/// One file of a live page.
+#[derive(Debug, Clone)]
+pub struct LiveFile {
+    pub content_type: String,
+    pub sha256: Vec<u8>,
+    pub size_bytes: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    aide_id: Uuid,
+    title: String,
+    tier: String,
+    version: i32,
+    r2_key: String,
+    path: String,
+    content_type: String,
+    sha256: Vec<u8>,
+    size_bytes: i64,
+}
+
+/// Version `version` (None: the latest) of the published aide `slug`, with all its files. None
+/// when the aide is not published or has no such version.
+pub async fn live_page(
     tx: &mut SystemTx,
     slug: &str,
     version: Option<i32>,
-    path: &str,
-) -> Result<Option<LiveFile>, sqlx::Error> {
-    sqlx::query_as(
-        "select a.id as aide_id, a.title, u.tier, f.version, f.content_type
+) -> Result<Option<LivePage>, sqlx::Error> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "select a.id as aide_id, a.title, u.tier, v.version, v.r2_key,
+                f.path, f.content_type, f.sha256, f.size_bytes
          from aides a
          join users u on u.id = a.user_id
-         join published_files f on f.aide_id = a.id and f.user_id = a.user_id
-         where a.slug = $1 and a.status = 'published' and f.path = $3
-           and f.version = coalesce($2, (select max(v.version) from published_versions v
-                                          where v.aide_id = a.id and v.user_id = a.user_id))",
+         join published_versions v on v.aide_id = a.id and v.user_id = a.user_id
+         join published_files f
+           on f.aide_id = v.aide_id and f.user_id = v.user_id and f.version = v.version
+         where a.slug = $1 and a.status = 'published'
+           and v.version = coalesce($2, (select max(l.version) from published_versions l
+                                         where l.aide_id = a.id and l.user_id = a.user_id))",
     )
     .bind(slug)
     .bind(version)
-    .bind(path)
-    .fetch_optional(tx.conn())
-    .await
+    .fetch_all(tx.conn())
+    .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut page = LivePage {
+        aide_id: first.aide_id,
+        title: first.title.clone(),
+        tier: first.tier.clone(),
+        version: first.version,
+        r2_key: first.r2_key.clone(),
+        files: HashMap::with_capacity(rows.len()),
+    };
+    for row in rows {
+        page.files.insert(
+            row.path,
+            LiveFile {
+                content_type: row.content_type,
+                sha256: row.sha256,
+                size_bytes: row.size_bytes,
+            },
+        );
+    }
+    Ok(Some(page))
 }

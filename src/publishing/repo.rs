@@ -6,19 +6,61 @@ use uuid::Uuid;
 use crate::aides::model::{AIDE_COLUMNS, AideRow};
 use crate::db::UserTx;
 
-/// The aide, locked for the rest of the transaction.
+/// The aide's status and its owner's tier.
 #[derive(Debug, sqlx::FromRow)]
-pub struct LockedAide {
+pub struct AideState {
     pub status: crate::aides::model::Status,
+    pub tier: String,
 }
 
-pub async fn lock_aide(tx: &mut UserTx, aide: Uuid) -> Result<Option<LockedAide>, sqlx::Error> {
+/// The aide's state, locked for the rest of the transaction when `lock`.
+pub async fn aide_state(
+    tx: &mut UserTx,
+    aide: Uuid,
+    lock: bool,
+) -> Result<Option<AideState>, sqlx::Error> {
     let user = tx.user_id();
-    sqlx::query_as("select status from aides where id = $1 and user_id = $2 for update")
+    let sql = if lock {
+        "select a.status, u.tier from aides a join users u on u.id = a.user_id
+         where a.id = $1 and a.user_id = $2 for update of a"
+    } else {
+        "select a.status, u.tier from aides a join users u on u.id = a.user_id
+         where a.id = $1 and a.user_id = $2"
+    };
+    sqlx::query_as(sql)
         .bind(aide)
         .bind(user.0)
         .fetch_optional(tx.conn())
         .await
+}
+
+/// The contents (SHA-256) the aide already has in the published bucket.
+pub async fn published_hashes(tx: &mut UserTx, aide: Uuid) -> Result<Vec<Vec<u8>>, sqlx::Error> {
+    let user = tx.user_id();
+    sqlx::query_scalar(
+        "select distinct sha256 from published_files where aide_id = $1 and user_id = $2",
+    )
+    .bind(aide)
+    .bind(user.0)
+    .fetch_all(tx.conn())
+    .await
+}
+
+/// Where version `version`'s files are stored (its `r2_key`), if it exists.
+pub async fn version_r2_key(
+    tx: &mut UserTx,
+    aide: Uuid,
+    version: i32,
+) -> Result<Option<String>, sqlx::Error> {
+    let user = tx.user_id();
+    sqlx::query_scalar(
+        "select r2_key from published_versions where aide_id = $1 and user_id = $2 and version = $3",
+    )
+    .bind(aide)
+    .bind(user.0)
+    .bind(version)
+    .fetch_optional(tx.conn())
+    .await
 }
 
 pub async fn next_version(tx: &mut UserTx, aide: Uuid) -> Result<i32, sqlx::Error> {

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use std::collections::HashSet;
+
 use super::repo::{self, VersionFile, VersionRow};
 use crate::aides::model::{Aide, Status};
 use crate::audit::{self, Entry};
@@ -18,6 +20,8 @@ use crate::auth::ApiUser;
 use crate::db::UserTx;
 use crate::error::AppError;
 use crate::files::blob_key;
+use crate::files::guard::{BlobGuard, begin_sharing_blobs};
+use crate::files::quota;
 use crate::http::AppState;
 use crate::http::client_ip::ClientIp;
 use crate::http::input::JsonBody;
@@ -90,14 +94,6 @@ impl<S: Send + Sync> FromRequestParts<S> for VersionNumber {
     }
 }
 
-fn version_key(aide: Uuid, version: i32) -> String {
-    format!("aides/{aide}/v{version}/")
-}
-
-fn object_key(prefix: &str, path: &str) -> object_store::path::Path {
-    object_store::path::Path::from(format!("{prefix}{path}"))
-}
-
 /// A slug nobody chose: ten characters, a letter then letters and digits, drawn at random.
 fn random_slug() -> String {
     const FIRST: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
@@ -124,37 +120,79 @@ fn version_view(state: &AppState, slug: &str, row: VersionRow) -> Version {
     }
 }
 
-/// Records version `version` with `files` (already stored) and marks the aide published.
-async fn finish_publish(
+/// Records the next version with `files` (already stored) under the aide's row lock, and marks
+/// the aide published. `new_blobs` are the contents this version adds to the published bucket,
+/// counted against the account's storage.
+async fn record_version(
     state: &AppState,
-    mut tx: UserTx,
+    tx: &mut UserTx,
     aide: Uuid,
-    version: i32,
     notes: Option<&str>,
     files: &[VersionFile],
-    audit_entry: Entry,
-) -> Result<Published, AppError> {
-    let row = repo::insert_version(
-        &mut tx,
-        aide,
-        version,
-        &version_key(aide, version),
-        notes,
-        files,
-    )
-    .await?;
-    let aide_row = repo::mark_published(&mut tx, aide, &random_slug()).await?;
-    audit::record_user(&mut tx, &audit_entry.resource(aide)).await?;
-    tx.commit().await?;
-    state.page_changed(aide, &[aide_row.slug.as_deref()]);
+    new_blobs: &[(Vec<u8>, i64)],
+) -> Result<(VersionRow, crate::aides::model::AideRow), AppError> {
+    // Holding the aide's row lock until commit numbers concurrent publishes one after another.
+    let locked = repo::aide_state(tx, aide, true)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    refuse_archived(&locked)?;
+    if !new_blobs.is_empty() {
+        let limits = state.config.limits.tier(&locked.tier);
+        let after = crate::files::account_bytes_after(tx, aide, None, new_blobs).await?;
+        quota::check_account(&limits, after)?;
+    }
+    let version = repo::next_version(tx, aide).await?;
+    let row =
+        repo::insert_version(tx, aide, version, &super::blob_folder(aide), notes, files).await?;
+    let aide_row = repo::mark_published(tx, aide, &random_slug()).await?;
+    Ok((row, aide_row))
+}
+
+fn refuse_archived(state: &repo::AideState) -> Result<(), AppError> {
+    if state.status == Status::Archived {
+        return Err(AppError::conflict(
+            "AIDE_ARCHIVED",
+            "This aide is archived. Restore it before publishing.",
+        ));
+    }
+    Ok(())
+}
+
+/// The answer to a publish or restore that committed.
+fn published_view(
+    state: &AppState,
+    row: VersionRow,
+    aide_row: crate::aides::model::AideRow,
+) -> Published {
     let slug = aide_row.slug.clone().unwrap_or_default();
-    Ok(Published {
+    Published {
         url: state
             .config
             .public_url_for(&format!("s/{slug}/"))
             .to_string(),
         version: version_view(state, &slug, row),
         aide: aide_row.into(),
+    }
+}
+
+/// Counts one publish (or restore) against PUBLISHES_PER_USER_PER_HOUR.
+async fn check_publish_rate(state: &AppState, api: &ApiUser) -> Result<(), AppError> {
+    let mut tx = state.db.system().await?;
+    let verdict = crate::limits::hit(
+        &mut tx,
+        &format!("publish:user:{}", api.user_id()),
+        crate::limits::Rate::per_hour(state.config.limits.publishes_per_user_per_hour),
+    )
+    .await?;
+    tx.commit().await?;
+    verdict.map_err(|wait| {
+        AppError::rate_limited(
+            format!(
+                "You can publish {} times an hour. Please wait before publishing again.",
+                state.config.limits.publishes_per_user_per_hour
+            ),
+            wait,
+        )
     })
 }
 
@@ -166,7 +204,9 @@ async fn finish_publish(
               (status = 401, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody),
               (status = 409, description = "AIDE_ARCHIVED", body = crate::error::ErrorBody),
-              (status = 422, description = "No index.html, or notes too long", body = crate::error::ErrorBody)),
+              (status = 413, description = "ACCOUNT_STORAGE_FULL", body = crate::error::ErrorBody),
+              (status = 422, description = "No index.html, or notes too long", body = crate::error::ErrorBody),
+              (status = 429, description = "RATE_LIMITED (PUBLISHES_PER_USER_PER_HOUR) or UPLOADS_IN_FLIGHT", body = crate::error::ErrorBody)),
     security(("session_cookie" = []), ("bearer" = [])))]
 pub async fn publish(
     State(state): State<AppState>,
@@ -187,19 +227,15 @@ pub async fn publish(
             "must be at most 1,000 characters",
         ));
     }
-    let mut tx = api.begin(&state.db).await?;
-    // Holding the aide's row lock until commit numbers concurrent publishes one after another.
-    let locked = repo::lock_aide(&mut tx, aide)
+    let _slot = crate::files::enter_in_flight(&state, &api)?;
+    check_publish_rate(&state, &api).await?;
+
+    // A snapshot of the workspace, with the blobs still to copy protected until recorded.
+    let mut tx = begin_sharing_blobs(&state.db, &api, aide).await?;
+    let current = repo::aide_state(&mut tx, aide, false)
         .await?
         .ok_or_else(AppError::not_found)?;
-    if locked.status == Status::Archived {
-        return Err(AppError::conflict(
-            "AIDE_ARCHIVED",
-            "This aide is archived. Restore it before publishing.",
-        ));
-    }
-    // The blobs read below stay until this commits (see files::BLOB_LOCK_CLASS).
-    crate::files::share_blobs(&mut tx, aide).await?;
+    refuse_archived(&current)?;
     let files = repo::workspace_files(&mut tx, aide).await?;
     if !files.iter().any(|f| f.path == "index.html") {
         return Err(AppError::invalid(
@@ -207,14 +243,63 @@ pub async fn publish(
             "there is no index.html to publish; upload the page as index.html first",
         ));
     }
-    let version = repo::next_version(&mut tx, aide).await?;
-    let prefix = version_key(aide, version);
-    // Every object is stored before the version is recorded; any failure rolls the record back.
+    let stored: HashSet<Vec<u8>> = repo::published_hashes(&mut tx, aide)
+        .await?
+        .into_iter()
+        .collect();
+    let mut new_blobs: Vec<(Vec<u8>, i64)> = Vec::new();
     for file in &files {
+        if !stored.contains(&file.sha256) && !new_blobs.iter().any(|(h, _)| *h == file.sha256) {
+            new_blobs.push((file.sha256.clone(), file.size_bytes));
+        }
+    }
+    let limits = state.config.limits.tier(&current.tier);
+    let after = crate::files::account_bytes_after(&mut tx, aide, None, &new_blobs).await?;
+    quota::check_account(&limits, after)?;
+    let hashes: Vec<Vec<u8>> = new_blobs.iter().map(|(h, _)| h.clone()).collect();
+    let guard = BlobGuard::take(&mut tx, aide, &hashes).await?;
+    tx.commit().await?;
+
+    let result = async {
+        copy_to_published(&state, aide, &hashes).await?;
+        let mut tx = api.begin(&state.db).await?;
+        let (row, aide_row) =
+            record_version(&state, &mut tx, aide, notes, &files, &new_blobs).await?;
+        let size: i64 = files.iter().map(|f| f.size_bytes).sum();
+        audit::record_user(
+            &mut tx,
+            &Entry::new("aide.publish", "aide")
+                .resource(aide)
+                .ip(ip)
+                .details(serde_json::json!({
+                    "version": row.version, "files": files.len(), "size_bytes": size,
+                    "new_bytes": new_blobs.iter().map(|(_, s)| s).sum::<i64>()
+                })),
+        )
+        .await?;
+        guard.settle(&mut tx).await?;
+        tx.commit().await?;
+        Ok::<_, AppError>((row, aide_row))
+    }
+    .await;
+    let (row, aide_row) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            guard.release(&state.db, &api).await;
+            return Err(e);
+        }
+    };
+    state.page_changed(aide, &[aide_row.slug.as_deref()]);
+    Ok((StatusCode::CREATED, Json(published_view(&state, row, aide_row))))
+}
+
+/// Copies workspace blobs to the aide's blob folder in the published bucket.
+async fn copy_to_published(state: &AppState, aide: Uuid, hashes: &[Vec<u8>]) -> Result<(), AppError> {
+    for sha256 in hashes {
         let bytes = state
             .storage
             .workspace
-            .get(&blob_key(aide, &file.sha256))
+            .get(&blob_key(aide, sha256))
             .await
             .map_err(AppError::internal)?
             .bytes()
@@ -223,18 +308,11 @@ pub async fn publish(
         state
             .storage
             .published
-            .put(&object_key(&prefix, &file.path), bytes.into())
+            .put(&super::object_key(&super::blob_folder(aide), "", sha256), bytes.into())
             .await
             .map_err(AppError::internal)?;
     }
-    let size: i64 = files.iter().map(|f| f.size_bytes).sum();
-    let entry = Entry::new("aide.publish", "aide")
-        .ip(ip)
-        .details(serde_json::json!({
-            "version": version, "files": files.len(), "size_bytes": size
-        }));
-    let published = finish_publish(&state, tx, aide, version, notes, &files, entry).await?;
-    Ok((StatusCode::CREATED, Json(published)))
+    Ok(())
 }
 
 /// Stops serving the page at once (its versions are kept).
@@ -252,7 +330,7 @@ pub async fn unpublish(
     IdPath(aide): IdPath,
 ) -> Result<Json<Aide>, AppError> {
     let mut tx = api.begin(&state.db).await?;
-    repo::lock_aide(&mut tx, aide)
+    repo::aide_state(&mut tx, aide, true)
         .await?
         .ok_or_else(AppError::not_found)?;
     let row = repo::mark_draft(&mut tx, aide)
@@ -303,7 +381,9 @@ pub async fn list_versions(
               (status = 401, body = crate::error::ErrorBody),
               (status = 404, description = "No such aide or version", body = crate::error::ErrorBody),
               (status = 409, description = "AIDE_ARCHIVED", body = crate::error::ErrorBody),
-              (status = 422, body = crate::error::ErrorBody)),
+              (status = 413, description = "ACCOUNT_STORAGE_FULL", body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody),
+              (status = 429, description = "RATE_LIMITED (PUBLISHES_PER_USER_PER_HOUR) or UPLOADS_IN_FLIGHT", body = crate::error::ErrorBody)),
     security(("session_cookie" = []), ("bearer" = [])))]
 pub async fn restore_version(
     State(state): State<AppState>,
@@ -312,37 +392,47 @@ pub async fn restore_version(
     IdPath(aide): IdPath,
     VersionNumber(from): VersionNumber,
 ) -> Result<(StatusCode, Json<Published>), AppError> {
-    let mut tx = api.begin(&state.db).await?;
-    let locked = repo::lock_aide(&mut tx, aide)
+    let _slot = crate::files::enter_in_flight(&state, &api)?;
+    let mut tx = api.begin_read(&state.db).await?;
+    let current = repo::aide_state(&mut tx, aide, false)
         .await?
         .ok_or_else(AppError::not_found)?;
-    if locked.status == Status::Archived {
-        return Err(AppError::conflict(
-            "AIDE_ARCHIVED",
-            "This aide is archived. Restore it before publishing.",
-        ));
-    }
+    refuse_archived(&current)?;
+    let r2_key = repo::version_r2_key(&mut tx, aide, from)
+        .await?
+        .ok_or_else(AppError::not_found)?;
     let files = repo::version_files(&mut tx, aide, from).await?;
-    if files.is_empty() {
-        return Err(AppError::not_found());
+    tx.finish();
+    check_publish_rate(&state, &api).await?;
+
+    // A version from before content-addressed storage: its bytes move into the blob folder once.
+    let folder = super::blob_folder(aide);
+    if r2_key != folder {
+        for file in &files {
+            state
+                .storage
+                .published
+                .copy(
+                    &super::object_key(&r2_key, &file.path, &file.sha256),
+                    &super::object_key(&folder, &file.path, &file.sha256),
+                )
+                .await
+                .map_err(AppError::internal)?;
+        }
     }
-    let version = repo::next_version(&mut tx, aide).await?;
-    let (source, target) = (version_key(aide, from), version_key(aide, version));
-    for file in &files {
-        state
-            .storage
-            .published
-            .copy(
-                &object_key(&source, &file.path),
-                &object_key(&target, &file.path),
-            )
-            .await
-            .map_err(AppError::internal)?;
-    }
-    let entry = Entry::new("aide.version_restore", "aide")
-        .ip(ip)
-        .details(serde_json::json!({"from": from, "version": version}));
+
+    let mut tx = api.begin(&state.db).await?;
     let notes = format!("Restored from version {from}");
-    let published = finish_publish(&state, tx, aide, version, Some(&notes), &files, entry).await?;
-    Ok((StatusCode::CREATED, Json(published)))
+    let (row, aide_row) = record_version(&state, &mut tx, aide, Some(&notes), &files, &[]).await?;
+    audit::record_user(
+        &mut tx,
+        &Entry::new("aide.version_restore", "aide")
+            .resource(aide)
+            .ip(ip)
+            .details(serde_json::json!({"from": from, "version": row.version})),
+    )
+    .await?;
+    tx.commit().await?;
+    state.page_changed(aide, &[aide_row.slug.as_deref()]);
+    Ok((StatusCode::CREATED, Json(published_view(&state, row, aide_row))))
 }

@@ -6,7 +6,8 @@
 //! is deleted or replaced. This worker claims due entries (`for update skip locked`, with a lease,
 //! so several servers share the work), deletes the objects, and retries failures with backoff.
 //! A blob is deleted only while holding its aide's blob lock exclusively and after checking again
-//! that no file refers to it: an upload of the same bytes may have come in since.
+//! that no file refers to it and no upload or publish has it pending (see `files::guard`): an
+//! upload of the same bytes may have come in since.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,8 +112,11 @@ async fn remove_blob(
     if !locked {
         return Err(CleanupError::Busy);
     }
+    // A pending row means an upload or publish is about to refer to the blob or read it; if it
+    // gives up instead, removing its row queues the blob again.
     let referenced: bool = sqlx::query_scalar(
-        "select exists (select 1 from workspace_files where aide_id = $1 and sha256 = decode($2, 'hex'))",
+        "select exists (select 1 from workspace_files where aide_id = $1 and sha256 = decode($2, 'hex'))
+             or exists (select 1 from pending_blobs where aide_id = $1 and sha256 = decode($2, 'hex'))",
     )
     .bind(aide)
     .bind(sha256)
@@ -130,6 +134,15 @@ async fn remove_blob(
     // Ends the transaction, and with it the lock, only once the blob is gone.
     tx.commit().await?;
     Ok(count)
+}
+
+/// Removes pending-blob rows older than an hour: their requests died between storing bytes and
+/// recording them. Removing a row queues its blob when nothing refers to it (a trigger).
+pub async fn release_abandoned(tx: &mut crate::db::SystemTx) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("delete from pending_blobs where created_at < now() - interval '1 hour'")
+        .execute(tx.conn())
+        .await?;
+    Ok(done.rows_affected())
 }
 
 /// Deletes every object under `prefix` in both buckets; returns how many.

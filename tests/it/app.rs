@@ -53,6 +53,8 @@ pub struct Req {
     builder: axum::http::request::Builder,
     body: Body,
     ip: SocketAddr,
+    path: String,
+    host: Option<String>,
 }
 
 impl Req {
@@ -61,6 +63,8 @@ impl Req {
             builder: Request::builder().method(method).uri(path),
             body: Body::empty(),
             ip: "192.0.2.1:50000".parse().expect("addr"),
+            path: path.to_string(),
+            host: None,
         }
     }
 
@@ -74,6 +78,13 @@ impl Req {
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.builder = self.builder.header(name, value);
+        self
+    }
+
+    /// The Host header. Without one, a request goes to the host a browser would use: PUBLIC_URL's
+    /// for `/s/` paths, APP_URL's for the rest.
+    pub fn host(mut self, host: &str) -> Self {
+        self.host = Some(host.to_string());
         self
     }
 
@@ -167,13 +178,30 @@ impl TestApp {
         .await
     }
 
-    pub async fn send(&self, req: Req) -> Answer {
+    pub async fn send(&self, mut req: Req) -> Answer {
+        if req.host.is_none() {
+            let config = &self.state.config;
+            let url = if req.path.starts_with("/s/") {
+                &config.public_url
+            } else {
+                &config.app_url
+            };
+            req.host = Some(aide::config::authority(url));
+        }
         Self::send_via(&self.router, req).await
     }
 
-    /// Sends `req` through another router (another "server" on the same database).
+    /// Sends `req` through another router (another "server" on the same database), to APP_URL's
+    /// host unless it names one.
     pub async fn send_via(router: &Router, req: Req) -> Answer {
-        let mut request = req.builder.body(req.body).expect("request");
+        let host = req
+            .host
+            .unwrap_or_else(|| APP_URL.trim_start_matches("http://").to_string());
+        let mut request = req
+            .builder
+            .header(header::HOST, host)
+            .body(req.body)
+            .expect("request");
         request.extensions_mut().insert(ConnectInfo(req.ip));
         let response = router.clone().oneshot(request).await.expect("response");
         let status = response.status();

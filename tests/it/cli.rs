@@ -60,7 +60,7 @@ fn config_check_prints_the_effective_configuration_with_secrets_redacted() {
     env.extend([
         ("ENVIRONMENT", "production"),
         ("APP_URL", "https://app.example.com"),
-        ("PUBLIC_URL", "https://pages.example.com"),
+        ("PUBLIC_URL", "https://example-pages.com"),
         ("R2_ENDPOINT", "https://acct.r2.cloudflarestorage.com"),
         ("EMAIL_FROM", "AIde <login@example.com>"),
         ("STRIPE_PRICE_ID", "price_123"),
@@ -72,7 +72,7 @@ fn config_check_prints_the_effective_configuration_with_secrets_redacted() {
     assert!(stdout.contains("configuration is valid"), "{stdout}");
     assert!(stdout.contains("ENVIRONMENT"), "{stdout}");
     assert!(stdout.contains("production"), "{stdout}");
-    assert!(stdout.contains("https://pages.example.com/"), "{stdout}");
+    assert!(stdout.contains("https://example-pages.com/"), "{stdout}");
     assert!(stdout.contains("FREE_TURNS_PER_WEEK"), "{stdout}");
     assert!(stdout.contains("70"), "{stdout}");
     assert!(

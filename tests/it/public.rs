@@ -227,7 +227,7 @@ async fn cached_answers_never_outlive_a_change_in_the_same_process() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         if matches!(
-            app.state.live_pages.lookup(&slug, None, "index.html"),
+            app.state.live_pages.lookup(&slug, None),
             Some(Some(_))
         ) {
             break;
@@ -277,7 +277,7 @@ async fn other_processes_forget_a_page_when_it_is_unpublished() {
     let page = TestApp::send_via(&other, Req::get(&format!("/s/{slug}/"))).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(matches!(
-        other_state.live_pages.lookup(&slug, None, "index.html"),
+        other_state.live_pages.lookup(&slug, None),
         Some(Some(_))
     ));
 

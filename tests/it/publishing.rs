@@ -2,13 +2,34 @@
 //! published, concurrency, and a storage failure part-way.
 
 use axum::http::{Method, StatusCode};
-use bytes_helper::read;
+use bytes_helper::{blob, count, read};
 use serde_json::json;
 
 use crate::app::{Req, TestApp, join_all};
 
 mod bytes_helper {
     use aide::storage::Storage;
+    use sha2::{Digest, Sha256};
+
+    /// Where `content` of aide `id` lives in the published bucket: stored by content.
+    pub fn blob(id: &str, content: &str) -> String {
+        let digest = Sha256::digest(content.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("aides/{id}/blobs/{hex}")
+    }
+
+    /// How many objects the published bucket holds under `prefix`.
+    pub async fn count(storage: &Storage, prefix: &str) -> usize {
+        use futures_util::TryStreamExt;
+        let prefix = object_store::path::Path::from(prefix);
+        let found: Vec<_> = storage
+            .published
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .expect("list");
+        found.len()
+    }
 
     /// The content of `key` in the published bucket.
     pub async fn read(storage: &Storage, key: &str) -> String {
@@ -61,13 +82,14 @@ async fn publish_versions_and_restore() {
         format!("https://pages.example.com/s/{slug}/v/1/")
     );
     assert_eq!(
-        read(&app.state.storage, &format!("aides/{id}/v1/index.html")).await,
+        read(&app.state.storage, &blob(&id, "<h1>One</h1>")).await,
         "<h1>One</h1>"
     );
     assert_eq!(
-        read(&app.state.storage, &format!("aides/{id}/v1/css/site.css")).await,
+        read(&app.state.storage, &blob(&id, "h1{}")).await,
         "h1{}"
     );
+    assert_eq!(count(&app.state.storage, &format!("aides/{id}/")).await, 2);
 
     app.put_file(&token, &id, "index.html", "<h1>Two</h1>")
         .await;
@@ -78,13 +100,18 @@ async fn publish_versions_and_restore() {
     assert_eq!(second["version"]["version"], 2);
     assert_eq!(second["aide"]["slug"], slug, "the slug stays");
     assert_eq!(
-        read(&app.state.storage, &format!("aides/{id}/v2/index.html")).await,
+        read(&app.state.storage, &blob(&id, "<h1>Two</h1>")).await,
         "<h1>Two</h1>"
     );
     assert_eq!(
-        read(&app.state.storage, &format!("aides/{id}/v1/index.html")).await,
+        read(&app.state.storage, &blob(&id, "<h1>One</h1>")).await,
         "<h1>One</h1>",
         "versions are immutable"
+    );
+    assert_eq!(
+        count(&app.state.storage, &format!("aides/{id}/")).await,
+        3,
+        "the unchanged stylesheet is stored once"
     );
 
     let restored = app
@@ -93,8 +120,9 @@ async fn publish_versions_and_restore() {
     assert_eq!(restored.status, StatusCode::CREATED, "{}", restored.body);
     assert_eq!(restored.json()["version"]["version"], 3);
     assert_eq!(
-        read(&app.state.storage, &format!("aides/{id}/v3/index.html")).await,
-        "<h1>One</h1>"
+        count(&app.state.storage, &format!("aides/{id}/")).await,
+        3,
+        "a restored version stores nothing new"
     );
 
     let versions = app
@@ -187,7 +215,7 @@ async fn only_a_page_with_index_html_that_is_not_archived_is_published() {
 
 #[tokio::test]
 async fn simultaneous_publishes_get_distinct_numbers() {
-    let app = TestApp::new().await;
+    let app = TestApp::with(&[("UPLOADS_IN_FLIGHT_PER_USER", "8")]).await;
     let token = app.sign_in("cp@example.com").await;
     let id = aide_with_page(&app, &token, "<p>x</p>").await;
     let answers = join_all(
