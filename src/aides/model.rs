@@ -141,10 +141,11 @@ impl fmt::Display for Status {
 }
 
 /// The columns of an [`AideRow`], in the order it reads them: every query that returns aide rows
-/// selects exactly these (`concat!` needs a macro rather than a constant).
+/// selects exactly these (`concat!` needs a macro rather than a constant). The slug is the one the
+/// aide holds or, before its first publish, the one its owner asked for.
 macro_rules! aide_columns {
     () => {
-        "id, user_id, title, slug, status, r2_prefix, created_at, updated_at"
+        "id, user_id, title, coalesce(slug, requested_slug), status, r2_prefix, created_at, updated_at"
     };
 }
 pub(crate) use aide_columns;
@@ -187,7 +188,8 @@ impl<'r> sqlx::FromRow<'r, PgRow> for AideRow {
 pub struct Aide {
     pub id: Uuid,
     pub title: String,
-    /// The public page's name, once chosen (Pro) or assigned on first publish.
+    /// The public page's name, once chosen (Pro) or assigned on first publish. Chosen before the
+    /// first publish, it is reserved only when the page is first published.
     pub slug: Option<String>,
     pub status: Status,
     #[serde(serialize_with = "crate::time::rfc3339")]

@@ -100,7 +100,9 @@ pub async fn insert(tx: &mut UserTx, title: &str) -> Result<AideRow, sqlx::Error
     Ok(row)
 }
 
-/// Changes the given fields; None when the aide is not the caller's.
+/// Changes the given fields; None when the aide is not the caller's. A slug is taken at once by
+/// an aide that has been published (a unique violation when someone holds it); for one that has
+/// not, it is recorded as requested and taken when the aide is first published.
 pub async fn update(
     tx: &mut UserTx,
     id: Uuid,
@@ -109,7 +111,15 @@ pub async fn update(
 ) -> Result<Option<AideRow>, sqlx::Error> {
     let user = tx.user_id();
     sqlx::query_as(&format!(
-        "update aides set title = coalesce($3, title), slug = coalesce($4, slug)
+        "with seen as (
+             select exists (select 1 from published_versions
+                            where aide_id = $1 and user_id = $2) as published)
+         update aides set title = coalesce($3, title),
+             slug = case when $4::text is not null and (select published from seen)
+                         then $4 else slug end,
+             requested_slug = case when $4::text is null then requested_slug
+                                   when (select published from seen) then null
+                                   else $4 end
          where id = $1 and user_id = $2
          returning {COLUMNS}"
     ))

@@ -326,11 +326,14 @@ async fn check_aide_limit(state: &AppState, tx: &mut UserTx) -> Result<(), AppEr
     Ok(())
 }
 
-/// A slug someone else holds is a conflict, named by the constraint.
-fn slug_conflict(e: sqlx::Error) -> AppError {
+/// A slug someone else holds (or once published under) is a conflict, named by the constraint.
+pub(crate) fn slug_conflict(e: sqlx::Error) -> AppError {
     match &e {
         sqlx::Error::Database(db) if db.constraint() == Some("aides_slug_key") => {
-            AppError::conflict("SLUG_TAKEN", "That address is taken. Choose another slug.")
+            AppError::conflict(
+                "SLUG_TAKEN",
+                "That address is taken, or was used by another page. Choose another slug.",
+            )
         }
         _ => e.into(),
     }

@@ -30,6 +30,23 @@ pub async fn conversation_of(tx: &mut UserTx, aide_id: Uuid) -> Result<Option<Uu
         .await
 }
 
+/// The bytes the conversation's messages hold, and the caller's tier, with the conversation locked
+/// until the transaction ends (so concurrent appends are counted one after another).
+pub async fn lock_for_append(
+    tx: &mut UserTx,
+    conversation: Uuid,
+) -> Result<(i64, String), sqlx::Error> {
+    let user = tx.user_id();
+    sqlx::query_as(
+        "select c.content_bytes, u.tier from conversations c join users u on u.id = c.user_id
+         where c.id = $1 and c.user_id = $2 for update of c",
+    )
+    .bind(conversation)
+    .bind(user.0)
+    .fetch_one(tx.conn())
+    .await
+}
+
 /// Counts one turn (see `consume_turn` in migrations/0004). None: the free limit is reached and
 /// nothing changed.
 pub async fn consume_turn(

@@ -129,6 +129,7 @@ pub async fn read(
     responses((status = 201, body = Appended),
               (status = 401, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody),
+              (status = 413, description = "CONVERSATION_FULL: the conversation holds as much text as the plan keeps", body = crate::error::ErrorBody),
               (status = 422, body = crate::error::ErrorBody),
               (status = 429, description = "TURN_LIMIT_REACHED (with usage and Retry-After) or RATE_LIMITED", body = crate::error::ErrorBody)),
     security(("session_cookie" = []), ("bearer" = [])))]
@@ -186,6 +187,23 @@ pub async fn append(
     } else {
         None
     };
+    // After the turn (which locks the account row): every append takes the account before the
+    // conversation, so two appends never wait on each other in opposite orders.
+    let (held, tier) = repo::lock_for_append(&mut tx, conversation).await?;
+    let max = state.config.limits.tier(&tier).max_conversation_bytes;
+    let adding = message.content.len() as u64;
+    if held as u64 + adding > max {
+        return Err(AppError::client(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "CONVERSATION_FULL",
+            format!(
+                "This aide's conversation holds {} of text, the most your plan keeps ({}). Start a new aide to go on{}.",
+                crate::files::quota::human(held as u64),
+                crate::files::quota::human(max),
+                if tier == "pro" { "" } else { ", or upgrade to Pro" }
+            ),
+        ));
+    }
     let stored =
         repo::insert_message(&mut tx, conversation, role, &message.content, &metadata).await?;
     audit::record_user(

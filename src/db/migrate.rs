@@ -64,6 +64,8 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(9, "0009", "page_notify"),
     migration!(10, "0010", "blob_cleanup"),
     migration!(11, "0011", "upload_guards"),
+    migration!(12, "0012", "retired_slugs"),
+    migration!(13, "0013", "conversation_bytes"),
 ];
 
 /// Arbitrary, fixed key for the migration advisory lock.

@@ -177,20 +177,32 @@ pub async fn list_versions(tx: &mut UserTx, aide: Uuid) -> Result<Vec<VersionRow
     .await
 }
 
-/// Marks the aide published, giving it `slug` when it has none.
-pub async fn mark_published(
-    tx: &mut UserTx,
-    aide: Uuid,
-    slug: &str,
-) -> Result<AideRow, sqlx::Error> {
+/// Gives the aide the slug it will be published under, unless it holds one: the one its owner
+/// asked for, or `random`. Fails with a unique violation on `aides_slug_key` when that slug is
+/// held or retired by someone else.
+pub async fn claim_slug(tx: &mut UserTx, aide: Uuid, random: &str) -> Result<(), sqlx::Error> {
+    let user = tx.user_id();
+    sqlx::query(
+        "update aides set slug = coalesce(slug, requested_slug, $3), requested_slug = null
+         where id = $1 and user_id = $2 and slug is null",
+    )
+    .bind(aide)
+    .bind(user.0)
+    .bind(random)
+    .execute(tx.conn())
+    .await
+    .map(|_| ())
+}
+
+/// Marks the aide published.
+pub async fn mark_published(tx: &mut UserTx, aide: Uuid) -> Result<AideRow, sqlx::Error> {
     let user = tx.user_id();
     sqlx::query_as(&format!(
-        "update aides set status = 'published', slug = coalesce(slug, $3)
+        "update aides set status = 'published'
          where id = $1 and user_id = $2 returning {AIDE_COLUMNS}"
     ))
     .bind(aide)
     .bind(user.0)
-    .bind(slug)
     .fetch_one(tx.conn())
     .await
 }

@@ -144,7 +144,7 @@ async fn record_version(
     let version = repo::next_version(tx, aide).await?;
     let row =
         repo::insert_version(tx, aide, version, &super::blob_folder(aide), notes, files).await?;
-    let aide_row = repo::mark_published(tx, aide, &random_slug()).await?;
+    let aide_row = repo::mark_published(tx, aide).await?;
     Ok((row, aide_row))
 }
 
@@ -203,7 +203,7 @@ async fn check_publish_rate(state: &AppState, api: &ApiUser) -> Result<(), AppEr
     responses((status = 201, body = Published),
               (status = 401, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody),
-              (status = 409, description = "AIDE_ARCHIVED", body = crate::error::ErrorBody),
+              (status = 409, description = "AIDE_ARCHIVED, or SLUG_TAKEN: the slug chosen before the first publish was taken meanwhile", body = crate::error::ErrorBody),
               (status = 413, description = "ACCOUNT_STORAGE_FULL", body = crate::error::ErrorBody),
               (status = 422, description = "No index.html, or notes too long", body = crate::error::ErrorBody),
               (status = 429, description = "RATE_LIMITED (PUBLISHES_PER_USER_PER_HOUR) or UPLOADS_IN_FLIGHT", body = crate::error::ErrorBody)),
@@ -256,6 +256,11 @@ pub async fn publish(
     let limits = state.config.limits.tier(&current.tier);
     let after = crate::files::account_bytes_after(&mut tx, aide, None, &new_blobs).await?;
     quota::check_account(&limits, after)?;
+    // The address is taken now, before anything is copied: a chosen slug someone took meanwhile
+    // is refused here.
+    repo::claim_slug(&mut tx, aide, &random_slug())
+        .await
+        .map_err(crate::aides::slug_conflict)?;
     let hashes: Vec<Vec<u8>> = new_blobs.iter().map(|(h, _)| h.clone()).collect();
     let guard = BlobGuard::take(&mut tx, aide, &hashes).await?;
     tx.commit().await?;

@@ -523,20 +523,54 @@ async fn slugs_are_a_pro_feature_and_unique() {
     assert_eq!(chosen.status, StatusCode::OK, "{}", chosen.body);
     assert_eq!(chosen.json()["slug"], "poker-night");
 
+    // Before its first publish a chosen slug is only a request: it holds nothing, so another
+    // user's request for it tells them nothing about anyone's unpublished drafts.
     let other_aide = create(&app, &other_pro, "Also poker").await["id"]
         .as_str()
         .expect("id")
         .to_string();
-    let taken = app
+    let also = app
         .send(
             Req::new(Method::PATCH, &format!("/api/aides/{other_aide}"))
                 .bearer(&other_pro)
                 .json(json!({"slug": "poker-night"})),
         )
         .await;
-    assert_eq!(taken.status, StatusCode::CONFLICT);
-    assert_eq!(taken.json()["code"], "SLUG_TAKEN");
-    // Nothing half-written: the title in the same request did not change either.
+    assert_eq!(also.status, StatusCode::OK, "{}", also.body);
+
+    // The first to publish takes it; the other's publish is refused and changes nothing.
+    app.put_file(&pro, &pro_aide, "index.html", "<p>pro</p>").await;
+    app.put_file(&other_pro, &other_aide, "index.html", "<p>other</p>")
+        .await;
+    let first = app
+        .send(Req::post(&format!("/api/aides/{pro_aide}/publish")).bearer(&pro))
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    assert_eq!(first.json()["aide"]["slug"], "poker-night");
+    let second = app
+        .send(Req::post(&format!("/api/aides/{other_aide}/publish")).bearer(&other_pro))
+        .await;
+    assert_eq!(second.status, StatusCode::CONFLICT, "{}", second.body);
+    assert_eq!(second.json()["code"], "SLUG_TAKEN");
+    let versions = app
+        .send(Req::get(&format!("/api/aides/{other_aide}/versions")).bearer(&other_pro))
+        .await
+        .json();
+    assert_eq!(versions["versions"], json!([]));
+
+    // Once published, a slug is taken at once, or refused with nothing half-written.
+    let renamed = app
+        .send(
+            Req::new(Method::PATCH, &format!("/api/aides/{other_aide}"))
+                .bearer(&other_pro)
+                .json(json!({"slug": "poker-evening"})),
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.body);
+    let published = app
+        .send(Req::post(&format!("/api/aides/{other_aide}/publish")).bearer(&other_pro))
+        .await;
+    assert_eq!(published.status, StatusCode::CREATED, "{}", published.body);
     let both = app
         .send(
             Req::new(Method::PATCH, &format!("/api/aides/{other_aide}"))
@@ -545,11 +579,13 @@ async fn slugs_are_a_pro_feature_and_unique() {
         )
         .await;
     assert_eq!(both.status, StatusCode::CONFLICT);
+    assert_eq!(both.json()["code"], "SLUG_TAKEN");
     let still = app
         .send(Req::get(&format!("/api/aides/{other_aide}")).bearer(&other_pro))
         .await
         .json();
     assert_eq!(still["title"], "Also poker");
+    assert_eq!(still["slug"], "poker-evening");
 }
 
 /// Keyset pagination neither repeats nor skips items while new ones are added between pages.

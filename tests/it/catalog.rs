@@ -217,6 +217,7 @@ async fn privilege_and_policy_snapshot() {
         "aide_system audit_log: INSERT",
         "aide_system email_outbox: DELETE, INSERT, SELECT, UPDATE",
         "aide_system magic_links: DELETE, INSERT, SELECT, UPDATE",
+        "aide_system pending_blobs: DELETE, SELECT",
         "aide_system published_files: SELECT",
         "aide_system published_versions: SELECT",
         "aide_system rate_limits: DELETE, INSERT, SELECT, UPDATE",
@@ -228,12 +229,14 @@ async fn privilege_and_policy_snapshot() {
         "aide_user audit_log: INSERT, SELECT",
         "aide_user conversation_messages: INSERT, SELECT",
         "aide_user conversations: DELETE, INSERT, SELECT",
+        "aide_user pending_blobs: DELETE, INSERT, SELECT",
         "aide_user published_files: INSERT, SELECT",
         "aide_user published_versions: INSERT, SELECT",
         "aide_user users: SELECT",
         "aide_user workspace_files: DELETE, INSERT, SELECT",
     ];
     let expected_column_grants = [
+        "aide_user aides.requested_slug: UPDATE",
         "aide_user aides.slug: UPDATE",
         "aide_user aides.status: UPDATE",
         "aide_user aides.title: UPDATE",
@@ -259,6 +262,10 @@ async fn privilege_and_policy_snapshot() {
         "email_outbox email_outbox_system_all: ALL to aide_system",
         "magic_links magic_links_owner_all: ALL to aide_owner",
         "magic_links magic_links_system_all: ALL to aide_system",
+        "pending_blobs pending_blobs_owner_all: ALL to aide_owner",
+        "pending_blobs pending_blobs_system_delete: DELETE to aide_system",
+        "pending_blobs pending_blobs_system_select: SELECT to aide_system",
+        "pending_blobs pending_blobs_user_rows: ALL to aide_user",
         "published_files published_files_owner_all: ALL to aide_owner",
         "published_files published_files_system_select: SELECT to aide_system",
         "published_files published_files_user_rows: ALL to aide_user",
@@ -267,6 +274,7 @@ async fn privilege_and_policy_snapshot() {
         "published_versions published_versions_user_rows: ALL to aide_user",
         "rate_limits rate_limits_owner_all: ALL to aide_owner",
         "rate_limits rate_limits_system_all: ALL to aide_system",
+        "retired_slugs retired_slugs_owner_all: ALL to aide_owner",
         "sessions sessions_owner_all: ALL to aide_owner",
         "sessions sessions_system_all: ALL to aide_system",
         "storage_cleanup storage_cleanup_owner_all: ALL to aide_owner",
@@ -331,6 +339,12 @@ async fn security_definer_functions_are_pinned_and_narrow() {
         functions,
         vec![
             (
+                "aides_guard_slugs".to_string(),
+                "aide_owner".to_string(),
+                true,
+                vec!["aide_owner".to_string()],
+            ),
+            (
                 "aides_queue_storage_cleanup".to_string(),
                 "aide_owner".to_string(),
                 true,
@@ -341,6 +355,18 @@ async fn security_definer_functions_are_pinned_and_narrow() {
                 "aide_owner".to_string(),
                 true,
                 vec!["aide_owner".to_string(), "aide_user".to_string()],
+            ),
+            (
+                "conversation_messages_touch_conversation".to_string(),
+                "aide_owner".to_string(),
+                true,
+                vec!["aide_owner".to_string()],
+            ),
+            (
+                "pending_blobs_queue_blob_cleanup".to_string(),
+                "aide_owner".to_string(),
+                true,
+                vec!["aide_owner".to_string()],
             ),
             (
                 "workspace_files_queue_blob_cleanup".to_string(),
