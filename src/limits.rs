@@ -32,6 +32,13 @@ impl Rate {
         }
     }
 
+    pub fn per_day(limit: u32) -> Self {
+        Rate {
+            limit,
+            period: Duration::from_secs(24 * 3600),
+        }
+    }
+
     fn interval_secs(&self) -> f64 {
         self.period.as_secs_f64() / f64::from(self.limit.max(1))
     }
@@ -74,6 +81,81 @@ pub async fn hit(
     .fetch_one(tx.conn())
     .await?;
     Ok(Err(Duration::from_secs_f64(wait)))
+}
+
+/// Counts one request against every key of `hits`, or against none of them: at the first key that
+/// is over its limit, the charges already made to the earlier ones are undone (a savepoint) and
+/// Err((index of that key, retry_after)) is returned. So a request that one budget refuses spends
+/// nothing of the others. Put the cheapest-to-refuse, most specific keys first.
+pub async fn hit_all(
+    tx: &mut SystemTx,
+    hits: &[(&str, Rate)],
+) -> Result<Result<(), (usize, Duration)>, sqlx::Error> {
+    sqlx::query("savepoint limits_hit_all")
+        .execute(tx.conn())
+        .await?;
+    for (index, (key, rate)) in hits.iter().enumerate() {
+        if let Err(wait) = hit(tx, key, *rate).await? {
+            sqlx::query("rollback to savepoint limits_hit_all")
+                .execute(tx.conn())
+                .await?;
+            return Ok(Err((index, wait)));
+        }
+    }
+    sqlx::query("release savepoint limits_hit_all")
+        .execute(tx.conn())
+        .await?;
+    Ok(Ok(()))
+}
+
+/// A charge made with [`hit_tentatively`], not final until [`Tentative::keep`] or
+/// [`Tentative::refund`] (dropping it keeps it, as committing releases the savepoint).
+#[must_use = "keep or refund the charge"]
+#[derive(Debug)]
+pub struct Tentative(());
+
+/// Like [`hit`], but the charge can be undone later in the same transaction (a savepoint): for a
+/// budget of failures, charged before the attempt so that concurrent attempts cannot overspend
+/// it, and refunded when the attempt turns out to succeed.
+pub async fn hit_tentatively(
+    tx: &mut SystemTx,
+    key: &str,
+    rate: Rate,
+) -> Result<Result<Tentative, Duration>, sqlx::Error> {
+    sqlx::query("savepoint limits_tentative")
+        .execute(tx.conn())
+        .await?;
+    match hit(tx, key, rate).await? {
+        Ok(()) => Ok(Ok(Tentative(()))),
+        Err(wait) => {
+            // Refused: nothing was charged, so there is nothing to keep or refund.
+            sqlx::query("release savepoint limits_tentative")
+                .execute(tx.conn())
+                .await?;
+            Ok(Err(wait))
+        }
+    }
+}
+
+impl Tentative {
+    /// Makes the charge final.
+    pub async fn keep(self, tx: &mut SystemTx) -> Result<(), sqlx::Error> {
+        sqlx::query("release savepoint limits_tentative")
+            .execute(tx.conn())
+            .await
+            .map(|_| ())
+    }
+
+    /// Undoes the charge (and anything else done in the transaction since it was made).
+    pub async fn refund(self, tx: &mut SystemTx) -> Result<(), sqlx::Error> {
+        sqlx::query("rollback to savepoint limits_tentative")
+            .execute(tx.conn())
+            .await?;
+        sqlx::query("release savepoint limits_tentative")
+            .execute(tx.conn())
+            .await
+            .map(|_| ())
+    }
 }
 
 /// The API rate limit of one server process: per-user tokens leased in batches from the shared
