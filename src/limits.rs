@@ -7,8 +7,9 @@
 use std::time::Duration;
 
 use sqlx::Row;
+use uuid::Uuid;
 
-use crate::db::{Db, SqlLiteral, SystemTx, UserId};
+use crate::db::{Caller, Db, SqlLiteral, SystemTx};
 
 /// `limit` requests per `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,11 +166,17 @@ impl Tentative {
 /// across any number of processes; a process only ever refuses early (tokens it leased and did not
 /// use), never late. A lease is kept for the time its tokens stand for (size × interval) but at
 /// least [`MIN_LEASE`], so unused tokens cannot pile up into a burst later: a process can run
-/// ahead of the shared row by at most one lease (a twentieth of the limit, at most 1,000 tokens). With small limits the
-/// lease is one token and every request is counted in PostgreSQL.
+/// ahead of the shared row by at most one lease per session (a twentieth of the limit, at most
+/// 1,000 tokens). With small limits the lease is one token and every request is counted in
+/// PostgreSQL.
+///
+/// Only a live session spends its user's budget: the statement that takes tokens first checks the
+/// session (`assert_session_live`), and a dead one fails it before anything is charged. Leases are
+/// held per session, so tokens leased to one session are never spent by another, and a revoked
+/// token, once refused, gets no tokens at all.
 #[derive(Debug, Default)]
 pub struct ApiLimiter {
-    local: std::sync::Mutex<std::collections::HashMap<UserId, Lease>>,
+    local: std::sync::Mutex<std::collections::HashMap<Uuid, Lease>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -187,23 +194,25 @@ const MIN_LEASE: Duration = Duration::from_secs(1);
 const SWEEP_AT: usize = 10_000;
 
 impl ApiLimiter {
-    /// Counts one request of `user`. Err(retry_after) when over the limit.
+    /// Counts one request of `caller`. Err(retry_after) when over the limit. Fails with
+    /// `assert_session_live`'s error (SQLSTATE 28000, see [`crate::db::SESSION_NOT_LIVE`]) when
+    /// the caller's session is not live, having charged nothing.
     pub async fn check(
         &self,
         db: &Db,
-        user: UserId,
+        caller: Caller,
         rate: Rate,
     ) -> Result<Result<(), Duration>, sqlx::Error> {
         let now = std::time::Instant::now();
-        if self.take_local(user, now) {
+        if self.take_local(caller.session, now) {
             return Ok(Ok(()));
         }
         let size = lease_size(rate);
         let mut granted = size;
-        let mut verdict = take(db, user, rate, size).await?;
+        let mut verdict = take(db, caller, rate, size).await?;
         if verdict.is_err() && size > 1 {
             granted = 1;
-            verdict = take(db, user, rate, 1).await?;
+            verdict = take(db, caller, rate, 1).await?;
         }
         if verdict.is_ok() && granted > 1 {
             let lease = Lease {
@@ -216,17 +225,17 @@ impl ApiLimiter {
                 if local.len() >= SWEEP_AT {
                     local.retain(|_, l| l.until > now && l.tokens > 0);
                 }
-                local.insert(user, lease);
+                local.insert(caller.session, lease);
             }
         }
         Ok(verdict)
     }
 
-    fn take_local(&self, user: UserId, now: std::time::Instant) -> bool {
+    fn take_local(&self, session: Uuid, now: std::time::Instant) -> bool {
         let Ok(mut local) = self.local.lock() else {
             return false;
         };
-        match local.get_mut(&user) {
+        match local.get_mut(&session) {
             Some(lease) if lease.tokens > 0 && lease.until > now => {
                 lease.tokens -= 1;
                 true
@@ -243,19 +252,24 @@ fn lease_size(rate: Rate) -> u32 {
 }
 
 /// Takes `cost` tokens from `api:user:<user>` in PostgreSQL, in one round trip (see
-/// [`Db::system_oneshot`]; the statement holds only typed literals).
+/// [`Db::system_oneshot`]; the statement holds only typed literals), after checking that the
+/// caller's session is live. The statements form one implicit transaction, so when the check
+/// raises, the charge after it never happens.
 async fn take(
     db: &Db,
-    user: UserId,
+    caller: Caller,
     rate: Rate,
     cost: u32,
 ) -> Result<Result<(), Duration>, sqlx::Error> {
-    let key = format!("'api:user:{}'", user.0.hyphenated());
+    let key = format!("'api:user:{}'", caller.user.0.hyphenated());
+    let session = caller.session.sql();
+    let user = caller.user.sql();
     let step = (rate.interval_secs() * f64::from(cost)).sql();
     let period = rate.period.as_secs_f64().sql();
     let interval = rate.interval_secs().sql();
     let statement = format!(
-        "with hit as (
+        "select assert_session_live({session}, {user});
+         with hit as (
              insert into rate_limits as r (key, tat)
              values ({key}, now() + make_interval(secs => {step}))
              on conflict (key) do update

@@ -82,6 +82,15 @@ impl EmailAddress {
     }
 }
 
+/// `email` as people may be shown it without giving it away: the first character of the local
+/// part, bullets, then the domain (`a•••@example.com`). Takes any stored text, so addresses saved
+/// under older rules still mask.
+pub fn masked(email: &str) -> String {
+    let (local, domain) = email.rsplit_once('@').unwrap_or((email, ""));
+    let first: String = local.chars().take(1).collect();
+    format!("{first}•••@{domain}")
+}
+
 /// The local part, lower-cased, if it is 1 to 64 ASCII characters of the usual kinds with no
 /// leading, trailing or doubled dot.
 fn parse_local(local: &str) -> Result<String, &'static str> {
@@ -319,5 +328,12 @@ mod tests {
             "v.ictim+2@googlemail.com",
             "the account keeps its address"
         );
+    }
+
+    #[test]
+    fn masking() {
+        assert_eq!(masked("ada@example.com"), "a•••@example.com");
+        assert_eq!(masked("b@x.org"), "b•••@x.org");
+        assert_eq!(masked("élodie@example.com"), "é•••@example.com");
     }
 }

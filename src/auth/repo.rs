@@ -162,6 +162,15 @@ pub async fn count_wrong_code(tx: &mut SystemTx, id: Uuid) -> Result<(), sqlx::E
         .map(|_| ())
 }
 
+/// The email of user `user`, read in system scope (the confirm page names the account a browser
+/// is already signed in to).
+pub async fn email_of_user(tx: &mut SystemTx, user: UserId) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("select email from users where id = $1")
+        .bind(user.0)
+        .fetch_optional(tx.conn())
+        .await
+}
+
 /// The user with this email, created on first sign-in. Returns whether it was created.
 pub async fn upsert_user(tx: &mut SystemTx, email: &str) -> Result<(UserId, bool), sqlx::Error> {
     // `xmax = 0` holds for a freshly inserted row and not for one the conflict branch touched.

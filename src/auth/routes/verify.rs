@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{SignedIn, UserResponse};
 use crate::audit::{self, Entry};
 use crate::auth::repo::{self, LinkProblem, MAX_CODE_ATTEMPTS};
-use crate::auth::{EmailAddress, pages, session, tokens};
+use crate::auth::{CurrentUser, EmailAddress, pages, session, tokens};
 use crate::db::SystemTx;
 use crate::error::AppError;
 use crate::http::AppState;
@@ -35,12 +35,13 @@ pub struct CodeRequest {
     pub code: String,
 }
 
-/// The page behind the emailed link: a "Sign in" button. Fetching it consumes nothing, so mail
-/// scanners that open every link do no harm.
+/// The page behind the emailed link: the (masked) address it signs in to and a "Sign in" button,
+/// with a warning when the browser is signed in to another account. Fetching it consumes
+/// nothing, so mail scanners that open every link do no harm.
 #[utoipa::path(
     get, path = "/auth/verify", tag = "auth", params(TokenParam),
     responses(
-        (status = 200, description = "HTML page with a Sign in button that posts the token", content_type = "text/html"),
+        (status = 200, description = "HTML page naming the account (as `a•••@example.com`) with a Sign in button that posts the token; it warns when another account is signed in", content_type = "text/html"),
         (status = 400, description = "HTML page: the link is unknown", content_type = "text/html"),
         (status = 410, description = "HTML page: the link expired or was used", content_type = "text/html"),
     )
@@ -48,26 +49,29 @@ pub struct CodeRequest {
 pub async fn verify_page(
     State(state): State<AppState>,
     Query(params): Query<TokenParam>,
+    current: Option<CurrentUser>,
 ) -> Response {
     let token = params.token.trim();
-    let problem = if tokens::is_link_token(token) {
-        let result = async {
-            let mut tx = state.db.system().await?;
-            let (problem, _) = repo::link_problem(&mut tx, &tokens::hash_link_token(token)).await?;
-            tx.commit().await?;
-            Ok::<_, AppError>(problem)
+    if !tokens::is_link_token(token) {
+        return pages::error(link_error(LinkProblem::Unknown));
+    }
+    let result = async {
+        let mut tx = state.db.system().await?;
+        let (problem, email) = repo::link_problem(&mut tx, &tokens::hash_link_token(token)).await?;
+        let signed_in_as = match current {
+            Some(user) => repo::email_of_user(&mut tx, user.user_id).await?,
+            None => None,
+        };
+        tx.commit().await?;
+        Ok::<_, AppError>((problem, email, signed_in_as))
+    }
+    .await;
+    match result {
+        Ok((None, Some(email), signed_in_as)) => {
+            pages::confirm_sign_in(token, &email, signed_in_as.as_deref())
         }
-        .await;
-        match result {
-            Ok(problem) => problem,
-            Err(e) => return pages::error(e),
-        }
-    } else {
-        Some(LinkProblem::Unknown)
-    };
-    match problem {
-        None => pages::confirm_sign_in(token),
-        Some(problem) => pages::error(link_error(problem)),
+        Ok((problem, _, _)) => pages::error(link_error(problem.unwrap_or(LinkProblem::Unknown))),
+        Err(e) => pages::error(e),
     }
 }
 
