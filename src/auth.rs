@@ -12,7 +12,10 @@ pub mod tokens;
 
 pub use email_address::EmailAddress;
 pub use routes::router;
-pub use session::{ApiUser, CurrentUser, SESSION_COOKIE, SessionKey, SessionUser, cookie_value};
+pub use session::{
+    ApiUser, CurrentUser, SessionKey, SessionUser, bearer_token, carries_credentials, cookie_value,
+    session_cookie,
+};
 
 /// Removes links and sessions that can no longer be used. Run by the background jobs.
 pub async fn delete_stale(db: &crate::db::Db) -> Result<(u64, u64), sqlx::Error> {

@@ -360,6 +360,14 @@ impl Config {
                     .to_string(),
             );
         }
+        if self.environment.is_deployed() && self.trusted_proxy_header.is_none() {
+            warnings.push(
+                "TRUSTED_PROXY_HEADER is not set: rate limits and audit rows use the socket's peer \
+                 address. Behind a proxy or load balancer every client then shares the proxy's \
+                 address and one budget; set it to the header your proxy writes (see the README)."
+                    .to_string(),
+            );
+        }
         warnings
     }
 

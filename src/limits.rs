@@ -9,10 +9,11 @@ mod in_flight;
 use std::time::Duration;
 
 use sqlx::Row;
+use uuid::Uuid;
 
 pub use in_flight::{InFlight, Slot};
 
-use crate::db::{Db, SqlLiteral, SystemTx, UserId};
+use crate::db::{Caller, Db, SqlLiteral, SystemTx};
 
 /// `limit` requests per `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,13 @@ impl Rate {
         Rate {
             limit,
             period: Duration::from_secs(3600),
+        }
+    }
+
+    pub fn per_day(limit: u32) -> Self {
+        Rate {
+            limit,
+            period: Duration::from_secs(24 * 3600),
         }
     }
 
@@ -80,6 +88,81 @@ pub async fn hit(
     Ok(Err(Duration::from_secs_f64(wait)))
 }
 
+/// Counts one request against every key of `hits`, or against none of them: at the first key that
+/// is over its limit, the charges already made to the earlier ones are undone (a savepoint) and
+/// Err((index of that key, retry_after)) is returned. So a request that one budget refuses spends
+/// nothing of the others. Put the cheapest-to-refuse, most specific keys first.
+pub async fn hit_all(
+    tx: &mut SystemTx,
+    hits: &[(&str, Rate)],
+) -> Result<Result<(), (usize, Duration)>, sqlx::Error> {
+    sqlx::query("savepoint limits_hit_all")
+        .execute(tx.conn())
+        .await?;
+    for (index, (key, rate)) in hits.iter().enumerate() {
+        if let Err(wait) = hit(tx, key, *rate).await? {
+            sqlx::query("rollback to savepoint limits_hit_all")
+                .execute(tx.conn())
+                .await?;
+            return Ok(Err((index, wait)));
+        }
+    }
+    sqlx::query("release savepoint limits_hit_all")
+        .execute(tx.conn())
+        .await?;
+    Ok(Ok(()))
+}
+
+/// A charge made with [`hit_tentatively`], not final until [`Tentative::keep`] or
+/// [`Tentative::refund`] (dropping it keeps it, as committing releases the savepoint).
+#[must_use = "keep or refund the charge"]
+#[derive(Debug)]
+pub struct Tentative(());
+
+/// Like [`hit`], but the charge can be undone later in the same transaction (a savepoint): for a
+/// budget of failures, charged before the attempt so that concurrent attempts cannot overspend
+/// it, and refunded when the attempt turns out to succeed.
+pub async fn hit_tentatively(
+    tx: &mut SystemTx,
+    key: &str,
+    rate: Rate,
+) -> Result<Result<Tentative, Duration>, sqlx::Error> {
+    sqlx::query("savepoint limits_tentative")
+        .execute(tx.conn())
+        .await?;
+    match hit(tx, key, rate).await? {
+        Ok(()) => Ok(Ok(Tentative(()))),
+        Err(wait) => {
+            // Refused: nothing was charged, so there is nothing to keep or refund.
+            sqlx::query("release savepoint limits_tentative")
+                .execute(tx.conn())
+                .await?;
+            Ok(Err(wait))
+        }
+    }
+}
+
+impl Tentative {
+    /// Makes the charge final.
+    pub async fn keep(self, tx: &mut SystemTx) -> Result<(), sqlx::Error> {
+        sqlx::query("release savepoint limits_tentative")
+            .execute(tx.conn())
+            .await
+            .map(|_| ())
+    }
+
+    /// Undoes the charge (and anything else done in the transaction since it was made).
+    pub async fn refund(self, tx: &mut SystemTx) -> Result<(), sqlx::Error> {
+        sqlx::query("rollback to savepoint limits_tentative")
+            .execute(tx.conn())
+            .await?;
+        sqlx::query("release savepoint limits_tentative")
+            .execute(tx.conn())
+            .await
+            .map(|_| ())
+    }
+}
+
 /// The API rate limit of one server process: per-user tokens leased in batches from the shared
 /// GCRA row in PostgreSQL, then spent locally.
 ///
@@ -87,11 +170,17 @@ pub async fn hit(
 /// across any number of processes; a process only ever refuses early (tokens it leased and did not
 /// use), never late. A lease is kept for the time its tokens stand for (size × interval) but at
 /// least [`MIN_LEASE`], so unused tokens cannot pile up into a burst later: a process can run
-/// ahead of the shared row by at most one lease (a twentieth of the limit, at most 1,000 tokens). With small limits the
-/// lease is one token and every request is counted in PostgreSQL.
+/// ahead of the shared row by at most one lease per session (a twentieth of the limit, at most
+/// 1,000 tokens). With small limits the lease is one token and every request is counted in
+/// PostgreSQL.
+///
+/// Only a live session spends its user's budget: the statement that takes tokens first checks the
+/// session (`assert_session_live`), and a dead one fails it before anything is charged. Leases are
+/// held per session, so tokens leased to one session are never spent by another, and a revoked
+/// token, once refused, gets no tokens at all.
 #[derive(Debug, Default)]
 pub struct ApiLimiter {
-    local: std::sync::Mutex<std::collections::HashMap<UserId, Lease>>,
+    local: std::sync::Mutex<std::collections::HashMap<Uuid, Lease>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -109,23 +198,25 @@ const MIN_LEASE: Duration = Duration::from_secs(1);
 const SWEEP_AT: usize = 10_000;
 
 impl ApiLimiter {
-    /// Counts one request of `user`. Err(retry_after) when over the limit.
+    /// Counts one request of `caller`. Err(retry_after) when over the limit. Fails with
+    /// `assert_session_live`'s error (SQLSTATE 28000, see [`crate::db::SESSION_NOT_LIVE`]) when
+    /// the caller's session is not live, having charged nothing.
     pub async fn check(
         &self,
         db: &Db,
-        user: UserId,
+        caller: Caller,
         rate: Rate,
     ) -> Result<Result<(), Duration>, sqlx::Error> {
         let now = std::time::Instant::now();
-        if self.take_local(user, now) {
+        if self.take_local(caller.session, now) {
             return Ok(Ok(()));
         }
         let size = lease_size(rate);
         let mut granted = size;
-        let mut verdict = take(db, user, rate, size).await?;
+        let mut verdict = take(db, caller, rate, size).await?;
         if verdict.is_err() && size > 1 {
             granted = 1;
-            verdict = take(db, user, rate, 1).await?;
+            verdict = take(db, caller, rate, 1).await?;
         }
         if verdict.is_ok() && granted > 1 {
             let lease = Lease {
@@ -138,17 +229,17 @@ impl ApiLimiter {
                 if local.len() >= SWEEP_AT {
                     local.retain(|_, l| l.until > now && l.tokens > 0);
                 }
-                local.insert(user, lease);
+                local.insert(caller.session, lease);
             }
         }
         Ok(verdict)
     }
 
-    fn take_local(&self, user: UserId, now: std::time::Instant) -> bool {
+    fn take_local(&self, session: Uuid, now: std::time::Instant) -> bool {
         let Ok(mut local) = self.local.lock() else {
             return false;
         };
-        match local.get_mut(&user) {
+        match local.get_mut(&session) {
             Some(lease) if lease.tokens > 0 && lease.until > now => {
                 lease.tokens -= 1;
                 true
@@ -165,19 +256,24 @@ fn lease_size(rate: Rate) -> u32 {
 }
 
 /// Takes `cost` tokens from `api:user:<user>` in PostgreSQL, in one round trip (see
-/// [`Db::system_oneshot`]; the statement holds only typed literals).
+/// [`Db::system_oneshot`]; the statement holds only typed literals), after checking that the
+/// caller's session is live. The statements form one implicit transaction, so when the check
+/// raises, the charge after it never happens.
 async fn take(
     db: &Db,
-    user: UserId,
+    caller: Caller,
     rate: Rate,
     cost: u32,
 ) -> Result<Result<(), Duration>, sqlx::Error> {
-    let key = format!("'api:user:{}'", user.0.hyphenated());
+    let key = format!("'api:user:{}'", caller.user.0.hyphenated());
+    let session = caller.session.sql();
+    let user = caller.user.sql();
     let step = (rate.interval_secs() * f64::from(cost)).sql();
     let period = rate.period.as_secs_f64().sql();
     let interval = rate.interval_secs().sql();
     let statement = format!(
-        "with hit as (
+        "select assert_session_live({session}, {user});
+         with hit as (
              insert into rate_limits as r (key, tat)
              values ({key}, now() + make_interval(secs => {step}))
              on conflict (key) do update

@@ -3,19 +3,33 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 
+use super::email_address::masked;
 use crate::error::AppError;
 use crate::html::{escape, page};
 
-/// `GET /auth/verify`: a button that signs in. The GET itself changes nothing, so a mail scanner
-/// that fetches the link uses nothing up.
-pub fn confirm_sign_in(token: &str) -> Response {
+/// `GET /auth/verify`: a button that signs in to `email`'s account, named (masked) so that a
+/// person handed someone else's link sees whose account it is. When the browser is already signed
+/// in to another account (`signed_in_as`), the page says that pressing the button switches.
+/// The GET itself changes nothing, so a mail scanner that fetches the link uses nothing up.
+pub fn confirm_sign_in(token: &str, email: &str, signed_in_as: Option<&str>) -> Response {
+    let target = escape(&masked(email));
+    let switching = match signed_in_as {
+        Some(current) if current != email => format!(
+            "<p class=\"error\">You are signed in as <strong>{}</strong>; continuing signs you in \
+             as <strong>{target}</strong> instead.</p>",
+            escape(&masked(current))
+        ),
+        _ => String::new(),
+    };
     let body = format!(
         "<h1>Sign in to AIde</h1>\
+         <p>This link signs in as <strong>{target}</strong>.</p>{switching}\
          <p>Press the button to finish signing in on this device.</p>\
          <form method=\"post\" action=\"/auth/verify\">\
          <input type=\"hidden\" name=\"token\" value=\"{}\">\
          <button type=\"submit\">Sign in</button></form>\
-         <p class=\"muted\">Didn't ask to sign in? Close this page; nothing happens unless you press the button.</p>",
+         <p class=\"muted\">Not your address, or didn't ask to sign in? Close this page; nothing \
+         happens unless you press the button.</p>",
         escape(token)
     );
     let mut response = page(StatusCode::OK, "Sign in", &body);

@@ -112,33 +112,40 @@ pub async fn link_problem(
     })
 }
 
-/// A live link whose code may still be tried.
+/// The newest link of an address, whose code is the only one that may be tried.
 #[derive(Debug, sqlx::FromRow)]
 pub struct CodeCandidate {
     pub id: Uuid,
     pub code_hash: Vec<u8>,
     pub code_attempts: i32,
+    /// Not consumed and not expired.
+    pub live: bool,
 }
 
-/// The person's live links, locked so concurrent code attempts take turns.
-pub async fn live_links_for_code(
+/// The newest link requested for `email` (live or not), locked so concurrent code attempts for
+/// the address take turns. Only its code signs in: a code from an older email never does.
+pub async fn newest_link_for_code(
     tx: &mut SystemTx,
     email: &EmailAddress,
-) -> Result<Vec<CodeCandidate>, sqlx::Error> {
+) -> Result<Option<CodeCandidate>, sqlx::Error> {
     sqlx::query_as(
-        "select id, code_hash, code_attempts from magic_links
-         where email = $1 and consumed_at is null and expires_at > now()
-         order by created_at desc
+        "select id, code_hash, code_attempts,
+                (consumed_at is null and expires_at > now()) as live
+         from magic_links
+         where email = $1
+         order by created_at desc, id desc
+         limit 1
          for update",
     )
     .bind(email.as_str())
-    .fetch_all(tx.conn())
+    .fetch_optional(tx.conn())
     .await
 }
 
 pub async fn consume_by_id(tx: &mut SystemTx, id: Uuid) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "update magic_links set consumed_at = now() where id = $1 and consumed_at is null",
+        "update magic_links set consumed_at = now()
+         where id = $1 and consumed_at is null and expires_at > now()",
     )
     .bind(id)
     .execute(tx.conn())
@@ -146,16 +153,22 @@ pub async fn consume_by_id(tx: &mut SystemTx, id: Uuid) -> Result<bool, sqlx::Er
     Ok(done.rows_affected() == 1)
 }
 
-/// Counts a wrong code against each of `ids`; returns the highest count now reached.
-pub async fn count_wrong_code(tx: &mut SystemTx, ids: &[Uuid]) -> Result<i32, sqlx::Error> {
-    let counts: Vec<i32> = sqlx::query_scalar(
-        "update magic_links set code_attempts = code_attempts + 1
-         where id = any($1) returning code_attempts",
-    )
-    .bind(ids)
-    .fetch_all(tx.conn())
-    .await?;
-    Ok(counts.into_iter().max().unwrap_or(0))
+/// Counts a wrong code against link `id`.
+pub async fn count_wrong_code(tx: &mut SystemTx, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("update magic_links set code_attempts = code_attempts + 1 where id = $1")
+        .bind(id)
+        .execute(tx.conn())
+        .await
+        .map(|_| ())
+}
+
+/// The email of user `user`, read in system scope (the confirm page names the account a browser
+/// is already signed in to).
+pub async fn email_of_user(tx: &mut SystemTx, user: UserId) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("select email from users where id = $1")
+        .bind(user.0)
+        .fetch_optional(tx.conn())
+        .await
 }
 
 /// The user with this email, created on first sign-in. Returns whether it was created.

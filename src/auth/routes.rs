@@ -94,7 +94,8 @@ impl UserResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SignedIn {
     pub user: UserResponse,
-    /// The session token, for `Authorization: Bearer` (also set as the `session` cookie).
+    /// The session token, for `Authorization: Bearer` (also set as the session cookie,
+    /// `__Host-session`, or `session` on plain-http localhost).
     pub token: String,
     #[serde(serialize_with = "crate::time::rfc3339")]
     pub expires_at: DateTime<Utc>,

@@ -1,5 +1,6 @@
-//! Sessions: a JWT in the `session` cookie (or an `Authorization: Bearer` header), backed by a
-//! row in `sessions` that every authenticated request checks, so logout takes effect at once.
+//! Sessions: a JWT in the session cookie (`__Host-session`, or `session` on plain-http localhost)
+//! or an `Authorization: Bearer` header, backed by a row in `sessions` that every authenticated
+//! request checks, so logout takes effect at once.
 
 use std::net::IpAddr;
 
@@ -17,8 +18,12 @@ use crate::error::AppError;
 use crate::http::AppState;
 use crate::limits::Rate;
 
-/// The cookie that carries the session token.
-pub const SESSION_COOKIE: &str = "session";
+/// The session cookie's name wherever it is `Secure`. The `__Host-` prefix makes browsers refuse
+/// it unless it is Secure, has `Path=/` and no `Domain`, so a sibling subdomain cannot set or
+/// shadow it.
+const HOST_COOKIE: &str = "__Host-session";
+/// Its name on plain-http localhost, where it cannot be Secure and browsers refuse `__Host-`.
+const LOCAL_COOKIE: &str = "session";
 
 /// The key session tokens are signed with.
 #[derive(Clone)]
@@ -191,14 +196,18 @@ impl ApiUser {
 impl FromRequestParts<AppState> for ApiUser {
     type Rejection = AppError;
 
+    /// Charges the user's API budget only for a live session: the limiter checks the session in
+    /// the statement that takes the tokens, so a revoked or expired token gets 401 and costs its
+    /// owner nothing.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let session = SessionUser::from_request_parts(parts, state).await?;
         let rate = Rate::per_minute(state.config.limits.api_requests_per_user_per_minute);
-        if let Err(wait) = state
-            .api_limiter
-            .check(&state.db, session.user, rate)
-            .await?
-        {
+        let caller = Caller {
+            user: session.user,
+            session: session.session,
+        };
+        let verdict = state.api_limiter.check(&state.db, caller, rate).await;
+        if let Err(wait) = session.checked(verdict)? {
             return Err(AppError::rate_limited(
                 "Too many requests. Please slow down and try again shortly.",
                 wait,
@@ -221,7 +230,7 @@ fn session_not_live(error: &dyn sqlx::error::DatabaseError) -> bool {
 /// cookie. Records the user on the request's span.
 fn verified_claims(parts: &Parts, state: &AppState) -> Result<jwt::Claims, AppError> {
     let token = bearer_token(&parts.headers)
-        .or_else(|| cookie_value(&parts.headers, SESSION_COOKIE))
+        .or_else(|| session_cookie(&parts.headers, &state.config.app_url))
         .ok_or_else(AppError::unauthorized)?;
     let claims =
         jwt::verify(state.session_key.bytes(), token, Utc::now().timestamp()).map_err(|e| {
@@ -249,7 +258,9 @@ impl OptionalFromRequestParts<AppState> for CurrentUser {
     }
 }
 
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+/// The token of a well-formed `Authorization: Bearer <token>` header. Any other scheme (Basic,
+/// Negotiate...) is not ours, and a request carrying one is still treated as cookie-authenticated.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
@@ -269,6 +280,26 @@ pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim())
         .filter(|v| !v.is_empty())
+}
+
+/// The session cookie's name for an app served at `app_url`: `__Host-session` whenever the cookie
+/// is Secure, `session` on plain-http localhost.
+pub fn cookie_name(app_url: &Url) -> &'static str {
+    if insecure_local(app_url) {
+        LOCAL_COOKIE
+    } else {
+        HOST_COOKIE
+    }
+}
+
+/// The session token from the cookie of the configured name (see [`cookie_name`]).
+pub fn session_cookie<'a>(headers: &'a HeaderMap, app_url: &Url) -> Option<&'a str> {
+    cookie_value(headers, cookie_name(app_url))
+}
+
+/// Whether a request carries session credentials of ours: the session cookie or a Bearer token.
+pub fn carries_credentials(headers: &HeaderMap, app_url: &Url) -> bool {
+    bearer_token(headers).is_some() || session_cookie(headers, app_url).is_some()
 }
 
 /// Whether cookies may go without `Secure`: only for plain-http localhost.
@@ -296,9 +327,9 @@ fn cookie_header(app_url: &Url, value: &str, max_age: i64) -> HeaderValue {
     } else {
         "; Secure"
     };
-    let cookie = format!(
-        "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}{secure}"
-    );
+    let name = cookie_name(app_url);
+    let cookie =
+        format!("{name}={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}{secure}");
     // Tokens are base64url and dots: always a valid header value.
     HeaderValue::from_str(&cookie)
         .unwrap_or_else(|_| HeaderValue::from_static("session=; Max-Age=0"))
@@ -327,7 +358,7 @@ mod tests {
     }
 
     #[test]
-    fn secure_unless_plain_http_localhost() {
+    fn secure_and_host_prefixed_unless_plain_http_localhost() {
         for (url, secure) in [
             ("http://localhost:8000", false),
             ("http://127.0.0.1:8000", false),
@@ -339,7 +370,40 @@ mod tests {
             let value = clear_cookie(&url);
             let text = value.to_str().expect("ascii");
             assert_eq!(text.ends_with("; Secure"), secure, "{url}: {text}");
-            assert!(text.starts_with("session=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0"));
+            let name = if secure { "__Host-session" } else { "session" };
+            assert_eq!(cookie_name(&url), name);
+            assert!(
+                text.starts_with(&format!(
+                    "{name}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0"
+                )),
+                "{text}"
+            );
         }
+    }
+
+    #[test]
+    fn only_the_configured_cookie_is_read() {
+        let https = Url::parse("https://app.example.com").expect("url");
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("session=old"));
+        assert_eq!(session_cookie(&headers, &https), None);
+        assert!(!carries_credentials(&headers, &https));
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-session=new"),
+        );
+        assert_eq!(session_cookie(&headers, &https), Some("new"));
+        let local = Url::parse("http://127.0.0.1:8000").expect("url");
+        assert_eq!(session_cookie(&headers, &local), Some("old"));
+        let mut bearer = HeaderMap::new();
+        bearer.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        assert!(carries_credentials(&bearer, &https));
+        bearer.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic dTpw"),
+        );
+        assert!(!carries_credentials(&bearer, &https));
+        bearer.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert!(!carries_credentials(&bearer, &https));
     }
 }

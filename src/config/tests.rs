@@ -351,3 +351,24 @@ fn redact_url_hides_only_the_password() {
     );
     assert_eq!(redact_url("postgres://db/aide"), "postgres://db/aide");
 }
+
+#[test]
+fn deployed_without_a_trusted_proxy_header_warns() {
+    let about_proxy = |vars: &[(&str, &str)]| {
+        load(vars)
+            .expect("valid")
+            .warnings()
+            .into_iter()
+            .filter(|w| w.starts_with("TRUSTED_PROXY_HEADER"))
+            .count()
+    };
+    assert_eq!(about_proxy(&production()), 1);
+    let mut staging = production();
+    staging[0] = ("ENVIRONMENT", "staging");
+    assert_eq!(about_proxy(&staging), 1);
+    let mut proxied = production();
+    proxied.push(("TRUSTED_PROXY_HEADER", "x-forwarded-for"));
+    assert_eq!(about_proxy(&proxied), 0);
+    // In development the socket's address is usually right, and nothing is said.
+    assert_eq!(about_proxy(&[]), 0);
+}

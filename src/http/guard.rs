@@ -1,4 +1,5 @@
-//! Security headers on every response, and the CSRF check on state-changing requests.
+//! Security headers on every response (and `Cache-Control: no-store` on authenticated sign-in and
+//! API answers), and the CSRF check on state-changing requests.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
@@ -7,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use url::Url;
 
 use super::AppState;
-use crate::auth::SESSION_COOKIE;
 use crate::error::AppError;
 
 /// Adds the headers every response carries, unless the handler chose its own.
@@ -16,8 +16,12 @@ pub async fn security_headers(
     request: Request,
     next: Next,
 ) -> Response {
+    let private = is_private(&request, &state.config.app_url);
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
+    if private && !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     let defaults: [(header::HeaderName, &'static str); 4] = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "strict-origin-when-cross-origin"),
@@ -38,11 +42,22 @@ pub async fn security_headers(
     response
 }
 
+/// Whether the answer to `request` is one person's and must not be stored by a browser or proxy
+/// cache: a request to `/auth/*` or `/api/*` that carries the session cookie or a Bearer token.
+/// (Such answers hold account data and tokens; a shared computer's cache would keep them.)
+fn is_private(request: &Request, app_url: &Url) -> bool {
+    let path = request.uri().path();
+    (path.starts_with("/auth/") || path.starts_with("/api/"))
+        && crate::auth::carries_credentials(request.headers(), app_url)
+}
+
 /// Refuses a state-changing request that a browser sent from another origin.
 ///
 /// When a request carries an Origin header, it must be APP_URL's origin. A request authenticated by
-/// the session cookie (no Authorization header) must carry Origin or, failing that, a Referer on
-/// APP_URL's origin. Requests without a cookie and without Origin (API clients, webhooks) pass: a
+/// the session cookie must carry Origin or, failing that, a Referer on APP_URL's origin. Only a
+/// well-formed `Authorization: Bearer` header (the one the session extractor reads, which then
+/// wins over the cookie) makes a request not cookie-authenticated: a browser may attach Basic or
+/// Negotiate credentials on its own, and with those the cookie still signs the request in. Requests without a cookie and without Origin (API clients, webhooks) pass: a
 /// browser always sends Origin on a cross-origin POST.
 pub async fn csrf(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if matches!(
@@ -86,8 +101,8 @@ fn check(headers: &HeaderMap, app_url: &Url) -> Result<(), &'static str> {
             Err("origin mismatch")
         };
     }
-    let cookie_authenticated = !headers.contains_key(header::AUTHORIZATION)
-        && crate::auth::cookie_value(headers, SESSION_COOKIE).is_some();
+    let cookie_authenticated = crate::auth::bearer_token(headers).is_none()
+        && crate::auth::session_cookie(headers, app_url).is_some();
     if !cookie_authenticated {
         return Ok(());
     }
@@ -123,12 +138,14 @@ mod tests {
         assert!(check(&headers(&[("origin", "null")]), &app).is_err());
         // No cookie, no origin: an API client.
         assert!(check(&headers(&[]), &app).is_ok());
+        // A cookie by another name is not ours (the app is https, so ours is `__Host-session`).
+        assert!(check(&headers(&[("cookie", "session=x")]), &app).is_ok());
         // Cookie without origin: the referer decides.
-        assert!(check(&headers(&[("cookie", "session=x")]), &app).is_err());
+        assert!(check(&headers(&[("cookie", "__Host-session=x")]), &app).is_err());
         assert!(
             check(
                 &headers(&[
-                    ("cookie", "session=x"),
+                    ("cookie", "__Host-session=x"),
                     ("referer", "https://app.example.com/page")
                 ]),
                 &app
@@ -138,7 +155,7 @@ mod tests {
         assert!(
             check(
                 &headers(&[
-                    ("cookie", "session=x"),
+                    ("cookie", "__Host-session=x"),
                     ("referer", "https://app.example.com.evil.example/")
                 ]),
                 &app
@@ -148,10 +165,24 @@ mod tests {
         // A bearer token is not sent by browsers on their own.
         assert!(
             check(
-                &headers(&[("cookie", "session=x"), ("authorization", "Bearer t")]),
+                &headers(&[
+                    ("cookie", "__Host-session=x"),
+                    ("authorization", "Bearer t")
+                ]),
                 &app
             )
             .is_ok()
         );
+        // Other schemes are, and then the cookie still authenticates.
+        for scheme in ["Basic dTpw", "Negotiate abc", "Bearer", "Bearer  "] {
+            assert!(
+                check(
+                    &headers(&[("cookie", "__Host-session=x"), ("authorization", scheme)]),
+                    &app
+                )
+                .is_err(),
+                "{scheme}"
+            );
+        }
     }
 }

@@ -64,7 +64,11 @@ impl Modify for Security {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "session_cookie",
-            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("session"))),
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "__Host-session",
+                "The session cookie, set on sign-in. Named `session` instead when APP_URL is \
+                 plain-http localhost, where it cannot be Secure.",
+            ))),
         );
         components.add_security_scheme(
             "bearer",

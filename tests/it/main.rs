@@ -11,6 +11,8 @@ mod auth;
 mod conversations;
 mod email;
 mod files;
+mod sessions;
+mod sign_in_limits;
 
 mod catalog;
 mod cli;

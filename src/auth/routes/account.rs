@@ -32,23 +32,28 @@ pub async fn me(
     Ok(Json(UserResponse::new(me, &state.config, Utc::now())))
 }
 
-/// Ends this session at once: its token gets 401 from now on.
+/// Ends this session at once: its token gets 401 from now on. Logging out is idempotent: with a
+/// session that is already dead (revoked, expired, forged) or none at all, it changes nothing and
+/// still answers as a success and clears the cookie, so a browser is never left holding a dead
+/// one.
 #[utoipa::path(
     post, path = "/auth/logout", tag = "auth",
     responses(
-        (status = 204, description = "Signed out; the cookie is cleared"),
-        (status = 303, description = "Signed out (from a form); the browser goes home"),
-        (status = 401, description = "No live session", body = crate::error::ErrorBody),
+        (status = 204, description = "Signed out (or there was no live session to end); the cookie is cleared"),
+        (status = 303, description = "The same, from a form; the browser goes home"),
         (status = 403, description = "Cross-site request (CSRF_REJECTED)", body = crate::error::ErrorBody),
     ),
-    security(("session_cookie" = []), ("bearer" = []))
+    security(("session_cookie" = []), ("bearer" = []), ())
 )]
 pub async fn logout(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Option<CurrentUser>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
+    let Some(user) = user else {
+        return Ok(signed_out(&state, &headers));
+    };
     let mut tx = state.db.system().await?;
     repo::revoke_session(&mut tx, user.session_id).await?;
     audit::record_system(

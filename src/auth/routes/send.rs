@@ -5,7 +5,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -15,13 +14,14 @@ use crate::auth::{EmailAddress, message, pages, repo, tokens};
 use crate::email::outbox;
 use crate::error::AppError;
 use crate::http::AppState;
-use crate::http::client_ip::ClientIp;
+use crate::http::client_ip::{ClientIp, network_key};
 use crate::http::input::{Input, Via};
 use crate::limits::{self, Rate};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SendRequest {
-    /// Where to send the link. Trimmed and lower-cased.
+    /// Where to send the link. Trimmed and lower-cased; the part before the @ must be ASCII, and the
+    /// domain is stored in its IDNA ASCII form (look-alike mixes of scripts are refused).
     pub email: String,
 }
 
@@ -36,7 +36,7 @@ const SENT: &str = "If that address can receive email, a sign-in link is on its 
     responses(
         (status = 200, description = "Link queued (or silently not, for addresses that cannot receive it)", body = Message),
         (status = 422, description = "Malformed email address", body = crate::error::ErrorBody),
-        (status = 429, description = "Too many requests for this address or from this network; see Retry-After", body = crate::error::ErrorBody),
+        (status = 429, description = "Too many links for this address (its `+tags` and, for Gmail, dots ignored), for its domain or in all, or too many requests from this network (IPv6: per /64); see Retry-After. A refused request sends nothing", body = crate::error::ErrorBody),
     )
 )]
 pub async fn send(
@@ -69,42 +69,8 @@ async fn queue_link(
     raw_email: &str,
 ) -> Result<EmailAddress, AppError> {
     let email = EmailAddress::parse(raw_email).map_err(|m| AppError::invalid("email", m))?;
+    check_send_limits(state, ip, &email).await?;
     let limits = &state.config.limits;
-
-    // Rate limits first, in a transaction of their own: a refused request changes nothing else.
-    let mut tx = state.db.system().await?;
-    let by_ip = limits::hit(
-        &mut tx,
-        &format!("send:ip:{ip}"),
-        Rate::per_hour(limits.magic_link_requests_per_ip_per_hour),
-    )
-    .await?;
-    let by_email = match by_ip {
-        Ok(()) => {
-            let digest = Sha256::digest(email.as_str().as_bytes());
-            let key: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-            limits::hit(
-                &mut tx,
-                &format!("send:email:{key}"),
-                Rate::per_hour(limits.magic_links_per_email_per_hour),
-            )
-            .await?
-        }
-        Err(_) => Ok(()),
-    };
-    tx.commit().await?;
-    if let Err(wait) = by_ip {
-        return Err(AppError::rate_limited(
-            "Too many sign-in requests from your network. Please wait before trying again.",
-            wait,
-        ));
-    }
-    if let Err(wait) = by_email {
-        return Err(AppError::rate_limited(
-            "Too many sign-in links were requested for this address. Please wait before asking for another.",
-            wait,
-        ));
-    }
 
     // The link, its email and the audit row commit together or not at all.
     let mut tx = state.db.system().await?;
@@ -138,4 +104,64 @@ async fn queue_link(
     tx.commit().await?;
     state.outbox_wake.notify_one();
     Ok(email)
+}
+
+/// Charges the send limits, in a transaction of their own so a refused request changes nothing
+/// else: first the caller's network (MAGIC_LINK_REQUESTS_PER_IP_PER_HOUR, IPv6 per /64), which a
+/// refused request still pays, since that budget is the caller's own; then the budgets others
+/// share, all or none (see [`limits::hit_all`]): the canonical mailbox
+/// (MAGIC_LINKS_PER_EMAIL_PER_HOUR, so `+tags` and Gmail dots share it), its domain
+/// (MAGIC_LINKS_PER_DOMAIN_PER_HOUR) and every send (MAGIC_LINKS_PER_HOUR). A request one of them
+/// refuses spends nothing of the others, so flooding one address cannot use up its domain's or
+/// everyone's budget.
+async fn check_send_limits(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    email: &EmailAddress,
+) -> Result<(), AppError> {
+    let limits = &state.config.limits;
+    let mut tx = state.db.system().await?;
+    let by_ip = limits::hit(
+        &mut tx,
+        &format!("send:ip:{}", network_key(ip)),
+        Rate::per_hour(limits.magic_link_requests_per_ip_per_hour),
+    )
+    .await?;
+    if let Err(wait) = by_ip {
+        tx.commit().await?;
+        return Err(AppError::rate_limited(
+            "Too many sign-in requests from your network. Please wait before trying again.",
+            wait,
+        ));
+    }
+    let mailbox = format!("send:email:{}", email.mailbox_digest());
+    let domain = format!("send:domain:{}", email.canonical_domain());
+    let shared = [
+        (
+            mailbox.as_str(),
+            Rate::per_hour(limits.magic_links_per_email_per_hour),
+        ),
+        (
+            domain.as_str(),
+            Rate::per_hour(limits.magic_links_per_domain_per_hour),
+        ),
+        ("send:all", Rate::per_hour(limits.magic_links_per_hour)),
+    ];
+    let verdict = limits::hit_all(&mut tx, &shared).await?;
+    tx.commit().await?;
+    let Err((refused, wait)) = verdict else {
+        return Ok(());
+    };
+    let detail = match refused {
+        0 => {
+            "Too many sign-in links were requested for this address. Please wait before asking for another."
+        }
+        1 => {
+            "Too many sign-in links were requested for addresses at this email domain. Please wait before trying again."
+        }
+        _ => {
+            "We are sending too many sign-in emails right now. Please wait a few minutes and try again."
+        }
+    };
+    Err(AppError::rate_limited(detail, wait))
 }

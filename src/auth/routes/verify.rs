@@ -14,11 +14,11 @@ use utoipa::{IntoParams, ToSchema};
 use super::{SignedIn, UserResponse};
 use crate::audit::{self, Entry};
 use crate::auth::repo::{self, LinkProblem, MAX_CODE_ATTEMPTS};
-use crate::auth::{EmailAddress, pages, session, tokens};
+use crate::auth::{CurrentUser, EmailAddress, pages, session, tokens};
 use crate::db::SystemTx;
 use crate::error::AppError;
 use crate::http::AppState;
-use crate::http::client_ip::ClientIp;
+use crate::http::client_ip::{ClientIp, network_key};
 use crate::http::input::{Input, Via};
 use crate::limits::{self, Rate};
 
@@ -35,12 +35,13 @@ pub struct CodeRequest {
     pub code: String,
 }
 
-/// The page behind the emailed link: a "Sign in" button. Fetching it consumes nothing, so mail
-/// scanners that open every link do no harm.
+/// The page behind the emailed link: the (masked) address it signs in to and a "Sign in" button,
+/// with a warning when the browser is signed in to another account. Fetching it consumes
+/// nothing, so mail scanners that open every link do no harm.
 #[utoipa::path(
     get, path = "/auth/verify", tag = "auth", params(TokenParam),
     responses(
-        (status = 200, description = "HTML page with a Sign in button that posts the token", content_type = "text/html"),
+        (status = 200, description = "HTML page naming the account (as `a•••@example.com`) with a Sign in button that posts the token; it warns when another account is signed in", content_type = "text/html"),
         (status = 400, description = "HTML page: the link is unknown", content_type = "text/html"),
         (status = 410, description = "HTML page: the link expired or was used", content_type = "text/html"),
     )
@@ -48,26 +49,29 @@ pub struct CodeRequest {
 pub async fn verify_page(
     State(state): State<AppState>,
     Query(params): Query<TokenParam>,
+    current: Option<CurrentUser>,
 ) -> Response {
     let token = params.token.trim();
-    let problem = if tokens::is_link_token(token) {
-        let result = async {
-            let mut tx = state.db.system().await?;
-            let (problem, _) = repo::link_problem(&mut tx, &tokens::hash_link_token(token)).await?;
-            tx.commit().await?;
-            Ok::<_, AppError>(problem)
+    if !tokens::is_link_token(token) {
+        return pages::error(link_error(LinkProblem::Unknown));
+    }
+    let result = async {
+        let mut tx = state.db.system().await?;
+        let (problem, email) = repo::link_problem(&mut tx, &tokens::hash_link_token(token)).await?;
+        let signed_in_as = match current {
+            Some(user) => repo::email_of_user(&mut tx, user.user_id).await?,
+            None => None,
+        };
+        tx.commit().await?;
+        Ok::<_, AppError>((problem, email, signed_in_as))
+    }
+    .await;
+    match result {
+        Ok((None, Some(email), signed_in_as)) => {
+            pages::confirm_sign_in(token, &email, signed_in_as.as_deref())
         }
-        .await;
-        match result {
-            Ok(problem) => problem,
-            Err(e) => return pages::error(e),
-        }
-    } else {
-        Some(LinkProblem::Unknown)
-    };
-    match problem {
-        None => pages::confirm_sign_in(token),
-        Some(problem) => pages::error(link_error(problem)),
+        Ok((problem, _, _)) => pages::error(link_error(problem.unwrap_or(LinkProblem::Unknown))),
+        Err(e) => pages::error(e),
     }
 }
 
@@ -126,8 +130,10 @@ pub async fn verify(
     respond(&state, via, result)
 }
 
-/// Signs in with the emailed code, for when the email is read on another device. A code allows
-/// at most five wrong attempts.
+/// Signs in with the emailed code, for when the email is read on another device. Only the code of
+/// the newest email for the address counts; each link's code allows five wrong attempts, and the
+/// address (its canonical mailbox) CODE_FAILURES_PER_EMAIL_PER_DAY wrong codes across all links,
+/// after which only the emailed link signs in. Every refusal answers alike.
 #[utoipa::path(
     post, path = "/auth/verify-code", tag = "auth",
     request_body(content = CodeRequest, content_type = "application/json",
@@ -135,9 +141,9 @@ pub async fn verify(
     responses(
         (status = 200, description = "JSON clients: signed in; the session cookie is set", body = SignedIn),
         (status = 303, description = "Forms: signed in; the browser goes to APP_URL"),
-        (status = 400, description = "Wrong code, no live code, or too many wrong attempts (CODE_INVALID)", body = crate::error::ErrorBody),
+        (status = 400, description = "CODE_INVALID, one answer for every reason: a wrong code, no live code (or not the newest email's), too many wrong attempts at this code, or the address's daily budget of wrong codes spent", body = crate::error::ErrorBody),
         (status = 422, description = "Malformed email or code", body = crate::error::ErrorBody),
-        (status = 429, description = "Too many attempts from this network", body = crate::error::ErrorBody),
+        (status = 429, description = "Too many attempts from this network (IPv6: per /64)", body = crate::error::ErrorBody),
     )
 )]
 pub async fn verify_code(
@@ -155,68 +161,109 @@ pub async fn verify_code(
         check_rate(&state, ip).await?;
 
         let mut tx = state.db.system().await?;
-        let candidates = repo::live_links_for_code(&mut tx, &email).await?;
-        let usable: Vec<_> = candidates
-            .iter()
-            .filter(|c| c.code_attempts < MAX_CODE_ATTEMPTS)
-            .collect();
-        let matched = usable
-            .iter()
-            .find(|c| tokens::hash_code(c.id, &code) == c.code_hash)
-            .map(|c| c.id);
-        if let Some(link_id) = matched
-            && repo::consume_by_id(&mut tx, link_id).await?
-        {
-            return sign_in(&state, tx, email.as_str(), link_id, "code", ip, &headers).await;
-        }
-
-        let user = repo::user_id_by_email(&mut tx, &email).await?;
-        let (reason, detail) = if usable.is_empty() {
-            let detail = if candidates.is_empty() {
-                "There is no live sign-in code for that address. Ask for a new link."
-            } else {
-                "That code can no longer be used: too many wrong attempts. Ask for a new link."
-            };
-            ("no_live_code", detail.to_string())
-        } else {
-            let ids: Vec<_> = usable.iter().map(|c| c.id).collect();
-            let reached = repo::count_wrong_code(&mut tx, &ids).await?;
-            let left = MAX_CODE_ATTEMPTS - reached;
-            let detail = if left > 0 {
-                format!(
-                    "That code is not right. {left} attempt{} left.",
-                    if left == 1 { "" } else { "s" }
-                )
-            } else {
-                "That code is not right, and it can no longer be used. Ask for a new link."
-                    .to_string()
-            };
-            ("wrong_code", detail)
+        let refused = match try_code(&state, &mut tx, &email, &code).await? {
+            Ok(link_id) => {
+                return sign_in(&state, tx, email.as_str(), link_id, "code", ip, &headers).await;
+            }
+            Err(refused) => refused,
         };
+        let user = repo::user_id_by_email(&mut tx, &email).await?;
         audit::record_system(
             &mut tx,
             &Entry::new("auth.sign_in_failed", "magic_link")
                 .maybe_user(user)
-                .details(serde_json::json!({"method": "code", "reason": reason}))
+                .details(serde_json::json!({"method": "code", "reason": refused.as_str()}))
                 .ip(ip),
         )
         .await?;
         tx.commit().await?;
-        Err(AppError::client(
-            StatusCode::BAD_REQUEST,
-            "CODE_INVALID",
-            detail,
-        ))
+        Err(code_invalid())
     }
     .await;
     respond(&state, via, result)
+}
+
+/// Why a code did not sign in: for the audit row only. The client gets [`code_invalid`] whatever
+/// the reason, so an attacker learns neither whether a sign-in is pending nor how many guesses
+/// are left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CodeRefused {
+    /// The newest link is used or expired, or there is none.
+    NoLiveCode,
+    /// The newest link's code took its five wrong attempts.
+    TooManyAttempts,
+    /// The address's wrong codes for the day are used up.
+    BudgetSpent,
+    WrongCode,
+}
+
+impl CodeRefused {
+    fn as_str(self) -> &'static str {
+        match self {
+            CodeRefused::NoLiveCode => "no_live_code",
+            CodeRefused::TooManyAttempts => "too_many_attempts",
+            CodeRefused::BudgetSpent => "budget_spent",
+            CodeRefused::WrongCode => "wrong_code",
+        }
+    }
+}
+
+/// The one answer to every refused code.
+fn code_invalid() -> AppError {
+    AppError::client(
+        StatusCode::BAD_REQUEST,
+        "CODE_INVALID",
+        "That code is not right, or it is no longer valid. Use the newest email, or ask for a new link.",
+    )
+}
+
+/// Tries `code` against the newest link of `email`; on success the link is consumed (in `tx`)
+/// and its id returned.
+///
+/// Only wrong codes are charged to the address's daily failure budget
+/// (`code:email:<digest of the canonical mailbox>`, CODE_FAILURES_PER_EMAIL_PER_DAY): a person
+/// who types their code right never spends it, so signing in by code on several devices a day
+/// does not lock them out. The charge is made *before* the comparison and refunded when the code
+/// is right, so concurrent guesses (also across `+tag` and dot aliases, which share the key)
+/// cannot compare more codes than the budget allows. Attempts with no live code compare nothing
+/// and are not charged. The budget is a GCRA: spent, it refills by one every day/limit.
+async fn try_code(
+    state: &AppState,
+    tx: &mut SystemTx,
+    email: &EmailAddress,
+    code: &str,
+) -> Result<Result<uuid::Uuid, CodeRefused>, AppError> {
+    let link = match repo::newest_link_for_code(tx, email).await? {
+        Some(link) if link.live => link,
+        _ => return Ok(Err(CodeRefused::NoLiveCode)),
+    };
+    if link.code_attempts >= MAX_CODE_ATTEMPTS {
+        return Ok(Err(CodeRefused::TooManyAttempts));
+    }
+    let budget = Rate::per_day(state.config.limits.code_failures_per_email_per_day);
+    let key = format!("code:email:{}", email.mailbox_digest());
+    let Ok(charge) = limits::hit_tentatively(tx, &key, budget).await? else {
+        return Ok(Err(CodeRefused::BudgetSpent));
+    };
+    if tokens::hash_code(link.id, code) != link.code_hash {
+        charge.keep(tx).await?;
+        repo::count_wrong_code(tx, link.id).await?;
+        return Ok(Err(CodeRefused::WrongCode));
+    }
+    charge.refund(tx).await?;
+    if repo::consume_by_id(tx, link.id).await? {
+        Ok(Ok(link.id))
+    } else {
+        // Not reachable while the row is locked, but a refusal is the safe answer.
+        Ok(Err(CodeRefused::NoLiveCode))
+    }
 }
 
 async fn check_rate(state: &AppState, ip: IpAddr) -> Result<(), AppError> {
     let mut tx = state.db.system().await?;
     let verdict = limits::hit(
         &mut tx,
-        &format!("verify:ip:{ip}"),
+        &format!("verify:ip:{}", network_key(ip)),
         Rate::per_minute(state.config.limits.verifications_per_ip_per_minute),
     )
     .await?;
