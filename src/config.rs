@@ -521,7 +521,10 @@ fn pages_domain_apart(app: &Url, public: &Url) -> Result<(), String> {
         _ => None,
     };
     match (registrable(app), registrable(public)) {
-        (_, None) => Err("must be a domain name under a public suffix, such as https://example-pages.com".to_string()),
+        (_, None) => Err(
+            "must be a domain name under a public suffix, such as https://example-pages.com"
+                .to_string(),
+        ),
         (Some(a), Some(p)) if a == p => Err(format!(
             "must be on another registrable domain than APP_URL (both are under {a}); use a separate domain such as https://{}-pages.{}",
             a.split('.').next().unwrap_or("example"),

@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod client_ip;
+mod docs;
 mod guard;
 mod hosts;
 pub mod input;
@@ -18,7 +19,6 @@ use axum::routing::get;
 use axum::{Json, Router, middleware};
 use serde::Serialize;
 use tokio::sync::Notify;
-use tower_http::timeout::TimeoutLayer;
 use utoipa::ToSchema;
 
 use crate::auth::SessionKey;
@@ -33,6 +33,10 @@ use crate::storage::Storage;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Longest a request may take before it is answered with 408.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a file upload may take: it may be large and the client slow, so long as bytes keep
+/// arriving (a stall of 10 s ends it sooner, see [`body::STALL_TIMEOUT`]). It holds no database
+/// connection meanwhile.
+pub const UPLOAD_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -101,6 +105,7 @@ pub fn build_app(state: AppState) -> Router {
         .merge(crate::publishing::router())
         .merge(crate::public::router())
         .merge(openapi::router())
+        .merge(docs::router())
         // Layers run bottom-up on the way in: the request id is set first, so every later
         // layer and every error body can use it.
         .layer(middleware::from_fn_with_state(state.clone(), guard::csrf))
@@ -109,16 +114,39 @@ pub fn build_app(state: AppState) -> Router {
             hosts::route_by_host,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
+        .layer(middleware::from_fn(deadline))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             guard::security_headers,
         ))
         .layer(middleware::from_fn(request_id::middleware))
         .with_state(state)
+}
+
+/// Answers 408 when a request runs past its time: [`UPLOAD_TIMEOUT`] for file uploads,
+/// [`REQUEST_TIMEOUT`] for everything else.
+async fn deadline(
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let upload = request.method() == axum::http::Method::PUT
+        && request.uri().path().starts_with("/api/aides/")
+        && request.uri().path().contains("/files/");
+    let limit = if upload {
+        UPLOAD_TIMEOUT
+    } else {
+        REQUEST_TIMEOUT
+    };
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => AppError::client(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            "The request took too long and was stopped. Please try again.",
+        )
+        .into_response(),
+    }
 }
 
 /// A JSON response serialized into a buffer of about its size, for large responses on hot paths

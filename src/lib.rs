@@ -3,9 +3,9 @@
 //! `main.rs` is a thin command line over this library; the tests drive the same pieces.
 
 pub mod aides;
-pub mod cache;
 pub mod audit;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod conversations;
 pub mod db;

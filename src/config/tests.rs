@@ -187,8 +187,14 @@ fn deployed_pages_need_a_registrable_domain_of_their_own() {
             "https://pages.example.com",
             "PUBLIC_URL must be on another registrable domain than APP_URL (both are under example.com)",
         ),
-        ("https://app.example.com", "PUBLIC_URL must be on another registrable domain"),
-        ("http://example-pages.com", "PUBLIC_URL must use https in production"),
+        (
+            "https://app.example.com",
+            "PUBLIC_URL must be on another registrable domain",
+        ),
+        (
+            "http://example-pages.com",
+            "PUBLIC_URL must use https in production",
+        ),
         ("https://203.0.113.7", "PUBLIC_URL must be a domain name"),
     ] {
         let mut vars = production();
@@ -205,7 +211,10 @@ fn deployed_pages_need_a_registrable_domain_of_their_own() {
     let mut vars = production();
     vars.push(("APP_URL", "https://app.example.co.uk"));
     vars.push(("PUBLIC_URL", "https://pages.example.co.uk"));
-    assert!(load(&vars).is_err(), "example.co.uk is one registrable domain");
+    assert!(
+        load(&vars).is_err(),
+        "example.co.uk is one registrable domain"
+    );
     vars.push(("PUBLIC_URL", "https://pages.other.co.uk"));
     assert!(load(&vars).is_ok(), "co.uk is a public suffix");
 }
@@ -216,7 +225,9 @@ fn one_host_for_app_and_pages_is_a_warning_in_development() {
     let c = load(&[]).expect("valid");
     assert!(!c.pages_apart());
     assert!(
-        c.warnings().iter().any(|w| w.contains("PUBLIC_URL is on APP_URL's host")),
+        c.warnings()
+            .iter()
+            .any(|w| w.contains("PUBLIC_URL is on APP_URL's host")),
         "{:?}",
         c.warnings()
     );

@@ -200,7 +200,11 @@ pub async fn append(
                 "This aide's conversation holds {} of text, the most your plan keeps ({}). Start a new aide to go on{}.",
                 crate::files::quota::human(held as u64),
                 crate::files::quota::human(max),
-                if tier == "pro" { "" } else { ", or upgrade to Pro" }
+                if tier == "pro" {
+                    ""
+                } else {
+                    ", or upgrade to Pro"
+                }
             ),
         ));
     }

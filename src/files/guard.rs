@@ -54,9 +54,7 @@ impl BlobGuard {
     pub async fn take(tx: &mut UserTx, aide: Uuid, sha256s: &[Vec<u8>]) -> Result<Self, AppError> {
         match repo::insert_pending(tx, aide, sha256s).await {
             Ok(ids) => Ok(BlobGuard { ids }),
-            Err(sqlx::Error::Database(e))
-                if e.constraint() == Some("pending_blobs_aide_fkey") =>
-            {
+            Err(sqlx::Error::Database(e)) if e.constraint() == Some("pending_blobs_aide_fkey") => {
                 Err(AppError::not_found())
             }
             Err(e) => Err(e.into()),

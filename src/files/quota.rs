@@ -89,7 +89,11 @@ pub fn file_too_large(limits: &TierLimits) -> AppError {
 }
 
 fn upgrade_hint(limits: &TierLimits) -> &'static str {
-    if limits.pro { "" } else { ", or upgrade to Pro" }
+    if limits.pro {
+        ""
+    } else {
+        ", or upgrade to Pro"
+    }
 }
 
 fn too_large(code: &'static str, detail: String) -> AppError {

@@ -227,7 +227,9 @@ async fn record_upload(
             &mut tx,
             &Entry::new("file.put", "aide")
                 .resource(upload.aide)
-                .details(serde_json::json!({"path": upload.path.as_str(), "size_bytes": upload.size}))
+                .details(
+                    serde_json::json!({"path": upload.path.as_str(), "size_bytes": upload.size}),
+                )
                 .ip(ip),
         )
         .await?;

@@ -67,7 +67,9 @@ mod tests {
     #[tokio::test]
     async fn a_body_that_stops_arriving_is_cut_off() {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
-        tx.send(Ok(Bytes::from_static(b"start"))).await.expect("send");
+        tx.send(Ok(Bytes::from_static(b"start")))
+            .await
+            .expect("send");
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });

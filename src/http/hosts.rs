@@ -17,7 +17,11 @@ use super::AppState;
 use crate::error::AppError;
 
 /// Sends each request to the side of the service its host serves.
-pub async fn route_by_host(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn route_by_host(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let config = &state.config;
     if !config.pages_apart() {
         return next.run(request).await;

@@ -1,10 +1,10 @@
-//! The OpenAPI document, generated from the handlers' annotations, and a page to browse it.
+//! The OpenAPI document, generated from the handlers' annotations (browsed at `/api/docs`, see
+//! `docs`).
 
 use axum::Router;
 use axum::routing::get;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-use utoipa_scalar::{Scalar, Servable};
 
 use super::AppState;
 
@@ -82,12 +82,14 @@ impl Modify for Security {
     }
 }
 
+/// The document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
 pub fn router() -> Router<AppState> {
-    let doc = ApiDoc::openapi();
-    Router::new()
-        .route(
-            "/api/openapi.json",
-            get(|| async { axum::Json(ApiDoc::openapi()) }),
-        )
-        .merge(Scalar::with_url("/api/docs", doc))
+    Router::new().route(
+        "/api/openapi.json",
+        get(|| async { axum::Json(document()) }),
+    )
 }

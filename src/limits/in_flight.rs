@@ -68,7 +68,10 @@ mod tests {
         let first = in_flight.enter(a, 2).expect("first");
         let second = in_flight.enter(a, 2).expect("second");
         assert!(in_flight.enter(a, 2).is_none());
-        assert!(in_flight.enter(b, 2).is_some(), "another user is not affected");
+        assert!(
+            in_flight.enter(b, 2).is_some(),
+            "another user is not affected"
+        );
         drop(first);
         let third = in_flight.enter(a, 2).expect("a slot came back");
         drop((second, third));

@@ -69,7 +69,12 @@ impl PageCache {
 
     /// The body for `key`: from memory, or from `load` (which reads about `size` bytes), run once
     /// however many requests miss together. Kept when it is small enough.
-    pub async fn get_or_load<F, Fut, E>(&self, key: &Key, size: u64, load: F) -> Result<Arc<Served>, E>
+    pub async fn get_or_load<F, Fut, E>(
+        &self,
+        key: &Key,
+        size: u64,
+        load: F,
+    ) -> Result<Arc<Served>, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Served, E>>,

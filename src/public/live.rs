@@ -61,10 +61,7 @@ impl LiveCache {
         if !self.listening.load(Ordering::Acquire) {
             return None;
         }
-        self.entries
-            .lock()
-            .ok()?
-            .get(&(slug.to_string(), version))
+        self.entries.lock().ok()?.get(&(slug.to_string(), version))
     }
 
     /// Whether answers are being kept (the listening connection is up).

@@ -59,7 +59,10 @@ mod tests {
         }
         let wait = limiter.check("192.0.2.1", rate, now).expect_err("over");
         assert!(wait > Duration::from_secs(19) && wait <= Duration::from_secs(20));
-        assert!(limiter.check("192.0.2.2", rate, now).is_ok(), "others unaffected");
+        assert!(
+            limiter.check("192.0.2.2", rate, now).is_ok(),
+            "others unaffected"
+        );
         assert!(limiter.check("192.0.2.1", rate, now + wait).is_ok());
     }
 }

@@ -92,9 +92,7 @@ async fn serve(
             }
             let generation = state.live_pages.generation();
             let mut tx = state.db.system().await?;
-            let answer = repo::live_page(&mut tx, slug, version)
-                .await?
-                .map(Arc::new);
+            let answer = repo::live_page(&mut tx, slug, version).await?.map(Arc::new);
             tx.commit().await?;
             state
                 .live_pages
@@ -120,7 +118,10 @@ async fn serve(
         .public_url_for(&format!("s/{slug}/"))
         .to_string();
     let additions = if is_html && (footer || open_graph) {
-        format!("{footer}\u{0}{open_graph}\u{0}{}\u{0}{page_url}", page.title)
+        format!(
+            "{footer}\u{0}{open_graph}\u{0}{}\u{0}{page_url}",
+            page.title
+        )
     } else {
         String::new()
     };
@@ -165,13 +166,7 @@ async fn serve(
         let served = state
             .page_cache
             .get_or_load(&key, size, || async {
-                let bytes = state
-                    .storage
-                    .published
-                    .get(&object)
-                    .await?
-                    .bytes()
-                    .await?;
+                let bytes = state.storage.published.get(&object).await?.bytes().await?;
                 let body = if key.additions.is_empty() {
                     bytes
                 } else {

@@ -295,11 +295,18 @@ pub async fn publish(
         }
     };
     state.page_changed(aide, &[aide_row.slug.as_deref()]);
-    Ok((StatusCode::CREATED, Json(published_view(&state, row, aide_row))))
+    Ok((
+        StatusCode::CREATED,
+        Json(published_view(&state, row, aide_row)),
+    ))
 }
 
 /// Copies workspace blobs to the aide's blob folder in the published bucket.
-async fn copy_to_published(state: &AppState, aide: Uuid, hashes: &[Vec<u8>]) -> Result<(), AppError> {
+async fn copy_to_published(
+    state: &AppState,
+    aide: Uuid,
+    hashes: &[Vec<u8>],
+) -> Result<(), AppError> {
     for sha256 in hashes {
         let bytes = state
             .storage
@@ -313,7 +320,10 @@ async fn copy_to_published(state: &AppState, aide: Uuid, hashes: &[Vec<u8>]) -> 
         state
             .storage
             .published
-            .put(&super::object_key(&super::blob_folder(aide), "", sha256), bytes.into())
+            .put(
+                &super::object_key(&super::blob_folder(aide), "", sha256),
+                bytes.into(),
+            )
             .await
             .map_err(AppError::internal)?;
     }
@@ -439,5 +449,8 @@ pub async fn restore_version(
     .await?;
     tx.commit().await?;
     state.page_changed(aide, &[aide_row.slug.as_deref()]);
-    Ok((StatusCode::CREATED, Json(published_view(&state, row, aide_row))))
+    Ok((
+        StatusCode::CREATED,
+        Json(published_view(&state, row, aide_row)),
+    ))
 }

@@ -139,9 +139,10 @@ async fn remove_blob(
 /// Removes pending-blob rows older than an hour: their requests died between storing bytes and
 /// recording them. Removing a row queues its blob when nothing refers to it (a trigger).
 pub async fn release_abandoned(tx: &mut crate::db::SystemTx) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("delete from pending_blobs where created_at < now() - interval '1 hour'")
-        .execute(tx.conn())
-        .await?;
+    let done =
+        sqlx::query("delete from pending_blobs where created_at < now() - interval '1 hour'")
+            .execute(tx.conn())
+            .await?;
     Ok(done.rows_affected())
 }
 

@@ -539,7 +539,8 @@ async fn slugs_are_a_pro_feature_and_unique() {
     assert_eq!(also.status, StatusCode::OK, "{}", also.body);
 
     // The first to publish takes it; the other's publish is refused and changes nothing.
-    app.put_file(&pro, &pro_aide, "index.html", "<p>pro</p>").await;
+    app.put_file(&pro, &pro_aide, "index.html", "<p>pro</p>")
+        .await;
     app.put_file(&other_pro, &other_aide, "index.html", "<p>other</p>")
         .await;
     let first = app

@@ -848,10 +848,53 @@ async fn the_openapi_document_and_docs_page_are_served() {
     }
     let docs = app.send(Req::get("/api/docs")).await;
     assert_eq!(docs.status, StatusCode::OK);
+    assert!(docs.body.contains("/api/openapi.json"));
+    assert!(docs.body.contains("/api/aides/{id}/publish"));
+}
+
+/// The reference page runs no script and loads nothing from another origin: it is rendered on
+/// the server, and its only asset, a stylesheet named by its content, comes from the binary.
+#[tokio::test]
+async fn the_docs_page_loads_nothing_from_another_origin() {
+    let app = TestApp::new().await;
+    let docs = app.send(Req::get("/api/docs")).await;
+    assert_eq!(docs.status, StatusCode::OK);
+    assert_eq!(
+        docs.header("content-security-policy"),
+        Some(
+            "default-src 'none'; style-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        )
+    );
+    assert!(!docs.body.contains("<script"), "no script at all");
+    for attribute in ["src=\"", "href=\""] {
+        for value in docs.body.split(attribute).skip(1) {
+            let target = value.split('"').next().unwrap_or_default();
+            assert!(
+                target.starts_with('/') || target.starts_with('#'),
+                "{attribute}{target} leaves the origin"
+            );
+        }
+    }
+    let css = docs
+        .body
+        .split("rel=\"stylesheet\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a stylesheet")
+        .to_string();
     assert!(
-        docs.body.contains("/api/openapi.json") || docs.body.contains("openapi"),
-        "{}",
-        &docs.body[..200.min(docs.body.len())]
+        css.starts_with("/api/docs/docs-") && css.ends_with(".css"),
+        "{css}"
+    );
+    let sheet = app.send(Req::get(&css)).await;
+    assert_eq!(sheet.status, StatusCode::OK);
+    assert_eq!(
+        sheet.header("content-type"),
+        Some("text/css; charset=utf-8")
+    );
+    assert_eq!(
+        sheet.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
     );
 }
 

@@ -305,7 +305,10 @@ fn start_server(env: &[(&str, &str)]) -> (std::process::Child, u16, tempfile::Te
     let data = dir.path().join("aide-data").to_string_lossy().into_owned();
     let port = free_port();
     let port_str = port.to_string();
-    let mut all = vec![("AIDE_DATA_DIR", data.as_str()), ("PORT", port_str.as_str())];
+    let mut all = vec![
+        ("AIDE_DATA_DIR", data.as_str()),
+        ("PORT", port_str.as_str()),
+    ];
     all.extend_from_slice(env);
     let mut child = aide(dir.path(), &all, &["serve"])
         .stdout(Stdio::null())

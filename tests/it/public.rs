@@ -226,10 +226,7 @@ async fn cached_answers_never_outlive_a_change_in_the_same_process() {
             StatusCode::OK
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        if matches!(
-            app.state.live_pages.lookup(&slug, None),
-            Some(Some(_))
-        ) {
+        if matches!(app.state.live_pages.lookup(&slug, None), Some(Some(_))) {
             break;
         }
         assert!(

@@ -85,10 +85,7 @@ async fn publish_versions_and_restore() {
         read(&app.state.storage, &blob(&id, "<h1>One</h1>")).await,
         "<h1>One</h1>"
     );
-    assert_eq!(
-        read(&app.state.storage, &blob(&id, "h1{}")).await,
-        "h1{}"
-    );
+    assert_eq!(read(&app.state.storage, &blob(&id, "h1{}")).await, "h1{}");
     assert_eq!(count(&app.state.storage, &format!("aides/{id}/")).await, 2);
 
     app.put_file(&token, &id, "index.html", "<h1>Two</h1>")
