@@ -374,7 +374,12 @@ impl Config {
     /// Whether published pages have a host of their own (PUBLIC_URL's host and port differ from
     /// APP_URL's). Then `/s/` answers only on PUBLIC_URL's host and the app only on APP_URL's.
     pub fn pages_apart(&self) -> bool {
-        authority(&self.app_url) != authority(&self.public_url)
+        !(self
+            .app_url
+            .host_str()
+            .zip(self.public_url.host_str())
+            .is_some_and(|(a, p)| a.eq_ignore_ascii_case(p))
+            && self.app_url.port_or_known_default() == self.public_url.port_or_known_default())
     }
 
     /// `path` under APP_URL (which may itself have a path).

@@ -27,8 +27,8 @@ pub struct BlobGuard {
 
 /// How many times to try for the blob lock, and the wait between tries. The worker holds it only
 /// while it deletes one blob.
-const LOCK_TRIES: u32 = 40;
-const LOCK_RETRY: Duration = Duration::from_millis(25);
+const LOCK_TRIES: u32 = 100;
+const LOCK_RETRY: Duration = Duration::from_millis(50);
 
 /// Opens a transaction of the caller's that holds `aide`'s blob lock shared. While the storage
 /// worker holds it, the transaction is given up and tried again after a moment, so no

@@ -136,6 +136,11 @@ async fn record_version(
         .await?
         .ok_or_else(AppError::not_found)?;
     refuse_archived(&locked)?;
+    // Publishing claimed the slug already; a restore of an aide from before slugs were claimed
+    // that way may still need one.
+    repo::claim_slug(tx, aide, &random_slug())
+        .await
+        .map_err(crate::aides::slug_conflict)?;
     if !new_blobs.is_empty() {
         let limits = state.config.limits.tier(&locked.tier);
         let after = crate::files::account_bytes_after(tx, aide, None, new_blobs).await?;

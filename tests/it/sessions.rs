@@ -274,6 +274,19 @@ async fn logging_out_with_a_dead_session_clears_the_cookie() {
         .send(Req::post("/auth/logout").cookie("session=x.y.z"))
         .await;
     assert_eq!(forged.status, StatusCode::NO_CONTENT);
+    // Logging out everywhere needs a live session (a revoked token must not end its owner's
+    // other sessions), but the dead cookie is cleared all the same.
+    let everywhere = app
+        .send(Req::post("/auth/logout-all").cookie(&cookie))
+        .await;
+    assert_eq!(everywhere.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(everywhere.json()["code"], "UNAUTHORIZED");
+    assert!(
+        everywhere
+            .header("set-cookie")
+            .expect("cleared")
+            .contains("Max-Age=0")
+    );
 
     // Only the real logout was audited.
     let logouts = app

@@ -68,23 +68,32 @@ pub async fn logout(
     Ok(signed_out(&state, &headers))
 }
 
-/// Ends every session of the user, on every device.
+/// Ends every session of the user, on every device. Without a live session it ends nothing (a
+/// revoked token must not sign its owner out everywhere), answers 401 and clears the cookie.
 #[utoipa::path(
     post, path = "/auth/logout-all", tag = "auth",
     responses(
         (status = 204, description = "Every session ended; the cookie is cleared"),
         (status = 303, description = "Same, from a form; the browser goes home"),
-        (status = 401, description = "No live session", body = crate::error::ErrorBody),
+        (status = 401, description = "No live session; the cookie is cleared", body = crate::error::ErrorBody),
         (status = 403, description = "Cross-site request (CSRF_REJECTED)", body = crate::error::ErrorBody),
     ),
     security(("session_cookie" = []), ("bearer" = []))
 )]
 pub async fn logout_all(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Option<CurrentUser>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
+    let Some(user) = user else {
+        let mut response = AppError::unauthorized().into_response();
+        response.headers_mut().insert(
+            header::SET_COOKIE,
+            session::clear_cookie(&state.config.app_url),
+        );
+        return Ok(response);
+    };
     let mut tx = state.db.system().await?;
     let ended = repo::revoke_all_sessions(&mut tx, user.user_id).await?;
     audit::record_system(
