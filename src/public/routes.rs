@@ -24,7 +24,9 @@ use crate::limits::Rate;
 /// Never `allow-same-origin`: the page runs in an opaque origin, away from the app's cookies.
 const SANDBOX: &str = "sandbox allow-scripts allow-forms allow-popups";
 const LATEST_CACHE: &str = "public, max-age=60";
-const VERSION_CACHE: &str = "public, max-age=31536000, immutable";
+/// A version's bytes never change, but its owner may take it down (unpublish, archive, delete):
+/// an hour is how long a shared cache may keep serving it after that.
+const VERSION_CACHE: &str = "public, max-age=3600, immutable";
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -123,7 +123,7 @@ async fn version_urls_stay_while_the_latest_moves_and_everything_stops_when_unpu
     assert!(v1.body.contains("one"), "{}", v1.body);
     assert_eq!(
         v1.header("cache-control"),
-        Some("public, max-age=31536000, immutable")
+        Some("public, max-age=3600, immutable")
     );
     assert_sandboxed(&v1);
     let v1_css = app
