@@ -18,16 +18,6 @@ async fn create(app: &TestApp, token: &str, title: &str) -> Value {
     answer.json()
 }
 
-async fn make_pro(app: &TestApp, email: &str) {
-    let mut tx = app.t.db.system().await.expect("system");
-    sqlx::query("update users set tier = 'pro' where email = $1")
-        .bind(email)
-        .execute(tx.conn())
-        .await
-        .expect("pro");
-    tx.commit().await.expect("commit");
-}
-
 #[tokio::test]
 async fn an_aide_from_creation_to_deletion() {
     let app = TestApp::new().await;
@@ -342,7 +332,7 @@ async fn another_users_ids_are_not_found_anywhere() {
     let app = TestApp::new().await;
     let a = app.sign_in("a@example.com").await;
     let b = app.sign_in("b@example.com").await;
-    make_pro(&app, "b@example.com").await;
+    app.make_pro("b@example.com").await;
     let aide = create(&app, &a, "A's plan").await;
     let id = aide["id"].as_str().expect("id").to_string();
     app.send(
@@ -453,7 +443,7 @@ async fn free_accounts_hold_five_active_aides_and_pro_accounts_any_number() {
     );
     assert_eq!(restore.json()["code"], "AIDE_LIMIT_REACHED");
 
-    make_pro(&app, "cat@example.com").await;
+    app.make_pro("cat@example.com").await;
     let restore = app
         .send(Req::post(&format!("/api/aides/{}/restore", ids[0])).bearer(&token))
         .await;
@@ -492,8 +482,8 @@ async fn slugs_are_a_pro_feature_and_unique() {
     let free = app.sign_in("eve@example.com").await;
     let pro = app.sign_in("fay@example.com").await;
     let other_pro = app.sign_in("gus@example.com").await;
-    make_pro(&app, "fay@example.com").await;
-    make_pro(&app, "gus@example.com").await;
+    app.make_pro("fay@example.com").await;
+    app.make_pro("gus@example.com").await;
 
     let free_aide = create(&app, &free, "Mine").await["id"]
         .as_str()
@@ -594,7 +584,7 @@ async fn slugs_are_a_pro_feature_and_unique() {
 async fn pages_neither_repeat_nor_skip_while_aides_are_added() {
     let app = TestApp::with(&[("API_REQUESTS_PER_USER_PER_MINUTE", "100000")]).await;
     let token = app.sign_in("hal@example.com").await;
-    make_pro(&app, "hal@example.com").await;
+    app.make_pro("hal@example.com").await;
     let mut originals = Vec::new();
     for i in 0..23 {
         originals.push(

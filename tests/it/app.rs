@@ -134,6 +134,16 @@ impl TestApp {
 
     /// An app whose configuration adds `vars` to the test defaults.
     pub async fn with(vars: &[(&str, &str)]) -> Self {
+        Self::build(vars, 4, |_| {}).await
+    }
+
+    /// [`TestApp::with`] over a pool of exactly `pool_size` connections (plus one for
+    /// one-round-trip reads), with `adjust` applied to the state before the router is built.
+    pub async fn build(
+        vars: &[(&str, &str)],
+        pool_size: u32,
+        adjust: impl FnOnce(&mut AppState),
+    ) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut all: Vec<(String, String)> = vec![
             ("APP_URL".into(), APP_URL.into()),
@@ -145,12 +155,13 @@ impl TestApp {
         ];
         all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = Config::from_vars(all).expect("test configuration");
-        let t = TestDb::new().await;
+        let t = TestDb::with_pool_size(pool_size).await;
         let key = SessionKey::new(SecretString::from(
             config.jwt_secret.clone().expect("JWT_SECRET is set"),
         ));
         let storage = aide::storage::Storage::from_config(&config).expect("local storage");
-        let state = AppState::new(Arc::new(config), t.db.clone(), key, storage);
+        let mut state = AppState::new(Arc::new(config), t.db.clone(), key, storage);
+        adjust(&mut state);
         let router = build_app(state.clone());
         TestApp {
             t,
@@ -321,4 +332,34 @@ pub async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) 
     .await;
     outputs.extend(done.into_iter().flatten());
     outputs
+}
+
+impl Req {
+    /// Replaces the body with `body` (for one that arrives slowly or never ends).
+    pub fn body(mut self, body: Body) -> Self {
+        self.body = body;
+        self
+    }
+}
+
+impl TestApp {
+    /// Moves `email`'s account to the Pro tier.
+    pub async fn make_pro(&self, email: &str) {
+        let mut tx = self.t.db.system().await.expect("system");
+        sqlx::query("update users set tier = 'pro' where email = $1")
+            .bind(email)
+            .execute(tx.conn())
+            .await
+            .expect("pro");
+        tx.commit().await.expect("commit");
+    }
+
+    /// Rows in `table`, read as the owner role (which sees every user's rows).
+    pub async fn count_rows(&self, table: &str) -> i64 {
+        let mut owner = self.t.owner_conn().await;
+        sqlx::query_scalar(&format!("select count(*) from {table}"))
+            .fetch_one(&mut owner)
+            .await
+            .expect("count")
+    }
 }

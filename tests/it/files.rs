@@ -397,3 +397,149 @@ async fn the_worker_waits_for_uploads_and_publishes_under_way() {
     assert_eq!(cleanup(&app).await, 1);
     assert_eq!(blobs(&app, &id).await.len(), 1);
 }
+
+/// The owner of aide `id`.
+async fn owner_of(app: &TestApp, id: &str) -> aide::db::UserId {
+    let mut admin = app.t.admin_conn().await;
+    let user: uuid::Uuid = sqlx::query_scalar("select user_id from aides where id = $1::uuid")
+        .bind(id)
+        .fetch_one(&mut admin)
+        .await
+        .expect("owner");
+    aide::db::UserId(user)
+}
+
+/// An upload is checked again when it is recorded, after its blob was stored and with no
+/// connection held in between. Refused then (another file took the aide's last place meanwhile),
+/// it removes its guard row, and the blob it stored is queued and deleted.
+#[tokio::test]
+async fn an_upload_refused_after_its_blob_was_stored_leaves_nothing_behind() {
+    use sha2::{Digest, Sha256};
+    use sqlx::Connection;
+
+    let app = std::sync::Arc::new(TestApp::with(&[("FREE_MAX_FILES_PER_AIDE", "1")]).await);
+    let token = app.sign_in("late@example.com").await;
+    let id = aide(&app, &token).await;
+
+    // Another writer holds the aide's row the way the upload's last step wants it, and adds a
+    // file that takes the aide's only place, not yet committed.
+    let mut owner = app.t.owner_conn().await;
+    let mut writer = owner.begin().await.expect("begin");
+    sqlx::query("select 1 from aides where id = $1::uuid for no key update")
+        .bind(&id)
+        .execute(&mut *writer)
+        .await
+        .expect("hold the aide");
+    sqlx::query(
+        "insert into workspace_files (aide_id, user_id, path, size_bytes, content_type, sha256)
+         select id, user_id, 'other.txt', 5, 'text/plain', sha256('other'::bytea)
+         from aides where id = $1::uuid",
+    )
+    .bind(&id)
+    .execute(&mut *writer)
+    .await
+    .expect("another file");
+
+    let upload = {
+        let (app, req) = (
+            app.clone(),
+            put(&id, "a.txt", &token, "refused bytes", None),
+        );
+        tokio::spawn(async move { app.send(req).await })
+    };
+    let sha: String = Sha256::digest(b"refused bytes")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !blobs(&app, &id).await.contains(&sha) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the blob is never stored while another transaction holds the aide"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    writer.commit().await.expect("commit the other file");
+
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), upload)
+        .await
+        .expect("answered")
+        .expect("task");
+    assert_eq!(
+        answer.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        answer.body
+    );
+    assert_eq!(answer.json()["code"], "AIDE_FILE_LIMIT");
+    assert_eq!(app.count_rows("pending_blobs").await, 0, "the guard went");
+    let listed = app
+        .send(Req::get(&format!("/api/aides/{id}/files")).bearer(&token))
+        .await
+        .json();
+    assert_eq!(listed["files"][0]["path"], "other.txt");
+    assert_eq!(listed["files"].as_array().expect("files").len(), 1);
+    assert_eq!(queued(&app).await, 1, "the stored blob is queued");
+    assert_eq!(cleanup(&app).await, 1);
+    assert!(blobs(&app, &id).await.is_empty(), "and deleted");
+}
+
+/// A guard row (an upload or publish between storing or reading bytes and recording them) keeps
+/// its blob from the storage worker. One left by a request that died is removed by the cleanup job
+/// once it is an hour old, and its blob then goes too.
+async fn a_guarded_blob_is_kept_until_its_guard_is_abandoned(app: TestApp) {
+    let token = app.sign_in("guard@example.com").await;
+    let id = aide(&app, &token).await;
+    let sha = stored_sha(&app, &id, "a.html", &token, "guarded bytes").await;
+    let user = owner_of(&app, &id).await;
+    let mut tx = app.t.db.user(user).await.expect("user scope");
+    sqlx::query(
+        "insert into pending_blobs (aide_id, user_id, sha256)
+         values ($1::uuid, $2, decode($3, 'hex'))",
+    )
+    .bind(&id)
+    .bind(user.0)
+    .bind(&sha)
+    .execute(tx.conn())
+    .await
+    .expect("a guard row");
+    tx.commit().await.expect("commit");
+
+    delete_file(&app, &id, "a.html", &token).await;
+    assert_eq!(queued(&app).await, 1, "no file has the bytes any more");
+    assert_eq!(cleanup(&app).await, 1, "the entry is done with");
+    assert_eq!(
+        blobs(&app, &id).await,
+        vec![sha.clone()],
+        "a guard names it"
+    );
+
+    aide::jobs::cleanup(&app.t.db).await.expect("cleanup job");
+    assert_eq!(
+        app.count_rows("pending_blobs").await,
+        1,
+        "a fresh guard stays"
+    );
+    assert_eq!(queued(&app).await, 0);
+
+    let mut owner = app.t.owner_conn().await;
+    sqlx::query("update pending_blobs set created_at = now() - interval '61 minutes'")
+        .execute(&mut owner)
+        .await
+        .expect("an hour old");
+    aide::jobs::cleanup(&app.t.db).await.expect("cleanup job");
+    assert_eq!(app.count_rows("pending_blobs").await, 0, "abandoned");
+    assert_eq!(queued(&app).await, 1, "its blob is queued");
+    assert_eq!(cleanup(&app).await, 1);
+    assert!(blobs(&app, &id).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_guarded_blob_is_kept_until_its_guard_is_abandoned_locally() {
+    a_guarded_blob_is_kept_until_its_guard_is_abandoned(TestApp::new().await).await;
+}
+
+#[tokio::test]
+async fn a_guarded_blob_is_kept_until_its_guard_is_abandoned_on_s3() {
+    a_guarded_blob_is_kept_until_its_guard_is_abandoned(TestApp::on_s3(None).await).await;
+}
