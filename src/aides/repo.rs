@@ -102,7 +102,8 @@ pub async fn insert(tx: &mut UserTx, title: &str) -> Result<AideRow, sqlx::Error
 
 /// Changes the given fields; None when the aide is not the caller's. A slug is taken at once by
 /// an aide that has been published (a unique violation when someone holds it); for one that has
-/// not, it is recorded as requested and taken when the aide is first published.
+/// not, it is recorded as requested and taken when the aide is first published, and a slug that
+/// a failed publish took already is given up for it.
 pub async fn update(
     tx: &mut UserTx,
     id: Uuid,
@@ -115,8 +116,9 @@ pub async fn update(
              select exists (select 1 from published_versions
                             where aide_id = $1 and user_id = $2) as published)
          update aides set title = coalesce($3, title),
-             slug = case when $4::text is not null and (select published from seen)
-                         then $4 else slug end,
+             slug = case when $4::text is null then slug
+                         when (select published from seen) then $4
+                         else null end,
              requested_slug = case when $4::text is null then requested_slug
                                    when (select published from seen) then null
                                    else $4 end

@@ -154,3 +154,39 @@ async fn a_drafts_requested_slug_reveals_nothing() {
     // Alice learns of it only by publishing, and then her page is not published anywhere.
     assert_taken(&publish(&app, &alice, &secret).await);
 }
+
+/// A publish that fails part-way has already taken the draft's requested slug. Choosing another
+/// one before the next attempt must still work: that one is published.
+#[tokio::test]
+async fn a_slug_chosen_after_a_failed_publish_is_the_one_published() {
+    // The published bucket is created only after the first attempt.
+    let bucket = format!("late-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let app = TestApp::on_s3(Some(&bucket)).await;
+    let token = app.sign_in("retry@example.com").await;
+    app.make_pro("retry@example.com").await;
+    let id = page_with(&app, &token, "<p>retry</p>").await;
+    assert_eq!(
+        set_slug(&app, &token, &id, "first-choice").await.status,
+        StatusCode::OK
+    );
+    let failed = publish(&app, &token, &id).await;
+    assert_eq!(
+        failed.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        failed.body
+    );
+
+    let created = reqwest::Client::new()
+        .put(format!("{}/{bucket}", crate::s3::endpoint()))
+        .send()
+        .await
+        .expect("create bucket");
+    assert!(created.status().is_success());
+    let chosen = set_slug(&app, &token, &id, "second-choice").await;
+    assert_eq!(chosen.status, StatusCode::OK, "{}", chosen.body);
+    assert_eq!(chosen.json()["slug"], "second-choice", "{}", chosen.body);
+    let published = publish(&app, &token, &id).await;
+    assert_eq!(published.status, StatusCode::CREATED, "{}", published.body);
+    assert_eq!(published.json()["aide"]["slug"], "second-choice");
+}
