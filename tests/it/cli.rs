@@ -349,8 +349,8 @@ fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
-/// Slowloris: a connection that sends nothing, or half a request's head, is closed once
-/// HTTP_HEADER_TIMEOUT_SECONDS pass; and past HTTP_MAX_CONNECTIONS open connections a new client
+/// Slowloris: a connection that sends nothing, half a request's head, or nothing more after an
+/// answered request, is closed once HTTP_HEADER_TIMEOUT_SECONDS pass; and past HTTP_MAX_CONNECTIONS open connections a new client
 /// waits until one closes, instead of the server accepting without bound.
 #[test]
 fn slow_and_idle_connections_are_closed_and_connections_are_capped() {
@@ -370,6 +370,19 @@ fn slow_and_idle_connections_are_closed_and_connections_are_capped() {
     assert!(
         closed_by_server(&mut half, Duration::from_secs(20)),
         "a half-sent head kept its connection open"
+    );
+    // A keep-alive connection that goes idle after an answered request is closed too.
+    let mut kept = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("request");
+    let mut head = [0u8; 12];
+    kept.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    kept.read_exact(&mut head).expect("an answer");
+    assert_eq!(&head, b"HTTP/1.1 200");
+    assert!(
+        closed_by_server(&mut kept, Duration::from_secs(20)),
+        "an idle keep-alive connection stayed open"
     );
 
     // Sixteen idle connections fill the cap; the seventeenth is not served until they close.
