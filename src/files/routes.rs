@@ -188,8 +188,27 @@ pub async fn put_file(
         }
         Err((e, guard)) => {
             guard.release(&state.db, &api).await;
+            if e.status() == StatusCode::NOT_FOUND {
+                // The aide was deleted while the bytes moved, perhaps after its folder was
+                // emptied: nothing else would remove them.
+                remove_orphan(&state.storage.workspace, &blob_key(aide, &sha256)).await;
+            }
             state.storage_cleanup_wake.notify_one();
             Err(e)
+        }
+    }
+}
+
+/// Deletes an object a request stored for an aide that no longer exists. Best effort: logged when
+/// it fails.
+pub(crate) async fn remove_orphan(
+    store: &std::sync::Arc<dyn object_store::ObjectStore>,
+    key: &object_store::path::Path,
+) {
+    match store.delete(key).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => {
+            tracing::warn!(storage.key = %key, error = %e, "could not remove an orphaned object")
         }
     }
 }

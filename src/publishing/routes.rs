@@ -296,6 +296,14 @@ pub async fn publish(
         Ok(done) => done,
         Err(e) => {
             guard.release(&state.db, &api).await;
+            if e.status() == StatusCode::NOT_FOUND {
+                // Deleted while the bytes were copied: remove what this publish stored.
+                let folder = super::blob_folder(aide);
+                for sha256 in &hashes {
+                    let key = super::object_key(&folder, "", sha256);
+                    crate::files::remove_orphan(&state.storage.published, &key).await;
+                }
+            }
             return Err(e);
         }
     };

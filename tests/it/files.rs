@@ -543,3 +543,47 @@ async fn a_guarded_blob_is_kept_until_its_guard_is_abandoned_locally() {
 async fn a_guarded_blob_is_kept_until_its_guard_is_abandoned_on_s3() {
     a_guarded_blob_is_kept_until_its_guard_is_abandoned(TestApp::on_s3(None).await).await;
 }
+
+/// An upload whose aide is deleted while its bytes are being written, after the deleted aide's
+/// folder was emptied, removes what it wrote itself: nothing else would.
+#[tokio::test]
+async fn an_upload_racing_its_aides_deletion_leaves_no_object_behind() {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let app = TestApp::build(&[], 4, |state| {
+        state.storage.workspace = std::sync::Arc::new(crate::stores::WatchedStore {
+            inner: state.storage.workspace.clone(),
+            reads: crate::stores::Reads::default(),
+            put_gate: Some(gate.clone()),
+        });
+    })
+    .await;
+    let token = app.sign_in("race@example.com").await;
+    let id = aide(&app, &token).await;
+
+    let upload = app.send(put(&id, "index.html", &token, "<p>late</p>", None));
+    let delete_meanwhile = async {
+        // The upload has protected its blob and is writing it (held at the gate).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while app.count_rows("pending_blobs").await == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the upload never began"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let deleted = app
+            .send(Req::new(Method::DELETE, &format!("/api/aides/{id}")).bearer(&token))
+            .await;
+        assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+        assert_eq!(cleanup(&app).await, 1, "the aide's folder was emptied");
+        gate.add_permits(1);
+    };
+    let (answer, ()) = tokio::join!(upload, delete_meanwhile);
+    assert_eq!(answer.status, StatusCode::NOT_FOUND, "{}", answer.body);
+    assert!(
+        blobs(&app, &id).await.is_empty(),
+        "the late blob was removed"
+    );
+    assert_eq!(queued(&app).await, 0);
+    assert_eq!(app.count_rows("pending_blobs").await, 0);
+}

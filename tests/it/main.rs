@@ -4,6 +4,7 @@
 mod app;
 mod resend_stub;
 mod s3;
+mod stores;
 mod support;
 
 mod abuse;

@@ -2,133 +2,15 @@
 //! are streamed whole and never kept, and every HTML file of a free page carries the footer,
 //! with 304 answers for all of them.
 
-use std::collections::HashMap;
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use futures_util::stream::BoxStream;
-use object_store::path::Path;
-use object_store::{
-    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
 use sha2::{Digest, Sha256};
 
 use crate::app::{Req, TestApp, join_all};
 use crate::public::start_listening;
-
-/// Reads of each object, by key.
-type Reads = Arc<Mutex<HashMap<String, usize>>>;
-
-/// A bucket that counts the reads of each object and otherwise passes everything through.
-#[derive(Debug)]
-struct CountingStore {
-    inner: Arc<dyn ObjectStore>,
-    reads: Reads,
-}
-
-impl fmt::Display for CountingStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Counting({})", self.inner)
-    }
-}
-
-type Pending<'a, T> = Pin<Box<dyn Future<Output = object_store::Result<T>> + Send + 'a>>;
-
-// The trait is declared with `async_trait`; these are its methods written out.
-impl ObjectStore for CountingStore {
-    fn put_opts<'a, 'b, 'c>(
-        &'a self,
-        location: &'b Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> Pending<'c, PutResult>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.put_opts(location, payload, opts)
-    }
-
-    fn put_multipart_opts<'a, 'b, 'c>(
-        &'a self,
-        location: &'b Path,
-        opts: PutMultipartOptions,
-    ) -> Pending<'c, Box<dyn MultipartUpload>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.put_multipart_opts(location, opts)
-    }
-
-    fn get_opts<'a, 'b, 'c>(
-        &'a self,
-        location: &'b Path,
-        options: GetOptions,
-    ) -> Pending<'c, GetResult>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        if let Ok(mut reads) = self.reads.lock() {
-            *reads.entry(location.to_string()).or_insert(0) += 1;
-        }
-        self.inner.get_opts(location, options)
-    }
-
-    fn delete<'a, 'b, 'c>(&'a self, location: &'b Path) -> Pending<'c, ()>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.delete(location)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    fn list_with_delimiter<'a, 'b, 'c>(
-        &'a self,
-        prefix: Option<&'b Path>,
-    ) -> Pending<'c, ListResult>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.list_with_delimiter(prefix)
-    }
-
-    fn copy<'a, 'b, 'c, 'd>(&'a self, from: &'b Path, to: &'c Path) -> Pending<'d, ()>
-    where
-        'a: 'd,
-        'b: 'd,
-        'c: 'd,
-        Self: 'd,
-    {
-        self.inner.copy(from, to)
-    }
-
-    fn copy_if_not_exists<'a, 'b, 'c, 'd>(&'a self, from: &'b Path, to: &'c Path) -> Pending<'d, ()>
-    where
-        'a: 'd,
-        'b: 'd,
-        'c: 'd,
-        Self: 'd,
-    {
-        self.inner.copy_if_not_exists(from, to)
-    }
-}
+use crate::stores::{Reads, WatchedStore};
 
 fn sha_hex(content: &str) -> String {
     Sha256::digest(content.as_bytes())
@@ -158,9 +40,10 @@ async fn published(app: &TestApp, email: &str, files: &[(&str, &str)]) -> String
 async fn concurrent_misses_for_one_file_read_it_once() {
     let reads = Reads::default();
     let app = TestApp::build(&[], 4, |state| {
-        state.storage.published = Arc::new(CountingStore {
+        state.storage.published = Arc::new(WatchedStore {
             inner: state.storage.published.clone(),
             reads: reads.clone(),
+            put_gate: None,
         });
     })
     .await;
