@@ -409,7 +409,6 @@ pub async fn list_versions(
               (status = 401, body = crate::error::ErrorBody),
               (status = 404, description = "No such aide or version", body = crate::error::ErrorBody),
               (status = 409, description = "AIDE_ARCHIVED", body = crate::error::ErrorBody),
-              (status = 413, description = "ACCOUNT_STORAGE_FULL", body = crate::error::ErrorBody),
               (status = 422, body = crate::error::ErrorBody),
               (status = 429, description = "RATE_LIMITED (PUBLISHES_PER_USER_PER_HOUR) or UPLOADS_IN_FLIGHT", body = crate::error::ErrorBody)),
     security(("session_cookie" = []), ("bearer" = [])))]
