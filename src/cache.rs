@@ -23,7 +23,11 @@ impl<K: Hash + Eq, V: Clone> WeightedLru<K, V> {
     }
 
     /// The value for `key`, which becomes the most recently used.
-    pub fn get(&mut self, key: &K) -> Option<V> {
+    pub fn get<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.entries.get(key).map(|(value, _)| value.clone())
     }
 

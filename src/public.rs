@@ -11,6 +11,7 @@ mod cache;
 mod inject;
 mod live;
 mod misses;
+mod page;
 mod repo;
 mod routes;
 

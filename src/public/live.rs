@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::repo::LivePage;
+use super::page::Page;
 use crate::cache::WeightedLru;
 use crate::db::Db;
 
@@ -30,12 +30,18 @@ pub const CHANNEL: &str = "aide_pages";
 /// The most the cache holds, in entries: a page counts one per file, "no such page" one.
 pub const MAX_ENTRIES: usize = 200_000;
 
-/// A slug and the version asked for (None: the latest).
-type Key = (String, Option<i32>);
+/// The key of an answer: the slug for its latest version, `{slug}/{n}` for version n (a slug
+/// never holds a `/`), so the hot lookup, the latest version, needs no key built.
+fn key(slug: &str, version: Option<i32>) -> String {
+    match version {
+        Some(n) => format!("{slug}/{n}"),
+        None => slug.to_string(),
+    }
+}
 
 #[derive(Debug)]
 pub struct LiveCache {
-    entries: Mutex<WeightedLru<Key, Option<Arc<LivePage>>>>,
+    entries: Mutex<WeightedLru<String, Option<Arc<Page>>>>,
     generation: AtomicU64,
     listening: AtomicBool,
 }
@@ -57,11 +63,15 @@ impl LiveCache {
     }
 
     /// The cached answer for (slug, version): Some(None) for a cached "no such page".
-    pub fn lookup(&self, slug: &str, version: Option<i32>) -> Option<Option<Arc<LivePage>>> {
+    pub fn lookup(&self, slug: &str, version: Option<i32>) -> Option<Option<Arc<Page>>> {
         if !self.listening.load(Ordering::Acquire) {
             return None;
         }
-        self.entries.lock().ok()?.get(&(slug.to_string(), version))
+        let mut entries = self.entries.lock().ok()?;
+        match version {
+            None => entries.get(slug),
+            Some(_) => entries.get(key(slug, version).as_str()),
+        }
     }
 
     /// Whether answers are being kept (the listening connection is up).
@@ -80,7 +90,7 @@ impl LiveCache {
         generation: u64,
         slug: &str,
         version: Option<i32>,
-        answer: Option<Arc<LivePage>>,
+        answer: Option<Arc<Page>>,
     ) {
         if !self.listening.load(Ordering::Acquire) {
             return;
@@ -93,7 +103,7 @@ impl LiveCache {
             return;
         }
         let weight = 1 + answer.as_ref().map_or(0, |page| page.files.len());
-        entries.insert((slug.to_string(), version), answer, weight);
+        entries.insert(key(slug, version), answer, weight);
     }
 
     /// How many entries (by weight) are held.
@@ -108,7 +118,8 @@ impl LiveCache {
             if slug == "*" {
                 entries.clear();
             } else {
-                entries.retain(|(s, _), _| s != slug);
+                let versions = format!("{slug}/");
+                entries.retain(|k, _| k != slug && !k.starts_with(&versions));
             }
         }
     }

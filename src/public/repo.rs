@@ -12,7 +12,6 @@ pub struct LivePage {
     pub aide_id: Uuid,
     pub title: String,
     pub tier: String,
-    pub version: i32,
     /// Where the version's files are stored (see `publishing::object_key`).
     pub r2_key: String,
     pub files: HashMap<String, LiveFile>,
@@ -31,7 +30,6 @@ struct Row {
     aide_id: Uuid,
     title: String,
     tier: String,
-    version: i32,
     r2_key: String,
     path: String,
     content_type: String,
@@ -47,7 +45,7 @@ pub async fn live_page(
     version: Option<i32>,
 ) -> Result<Option<LivePage>, sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(
-        "select a.id as aide_id, a.title, u.tier, v.version, v.r2_key,
+        "select a.id as aide_id, a.title, u.tier, v.r2_key,
                 f.path, f.content_type, f.sha256, f.size_bytes
          from aides a
          join users u on u.id = a.user_id
@@ -69,7 +67,6 @@ pub async fn live_page(
         aide_id: first.aide_id,
         title: first.title.clone(),
         tier: first.tier.clone(),
-        version: first.version,
         r2_key: first.r2_key.clone(),
         files: HashMap::with_capacity(rows.len()),
     };

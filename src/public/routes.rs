@@ -10,9 +10,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use sha2::{Digest, Sha256};
 
-use super::cache::{Key, MAX_CACHED_BYTES, Served};
+use super::cache::Served;
+use super::page::prepare;
 use super::{inject, repo};
 use crate::error::AppError;
 use crate::files::FilePath;
@@ -94,8 +94,9 @@ async fn serve(
             }
             let generation = state.live_pages.generation();
             let mut tx = state.db.system().await?;
-            let answer = repo::live_page(&mut tx, slug, version).await?.map(Arc::new);
+            let answer = repo::live_page(&mut tx, slug, version).await?;
             tx.commit().await?;
+            let answer = answer.map(|page| Arc::new(prepare(&state.config, slug, page)));
             state
                 .live_pages
                 .store(generation, slug, version, answer.clone());
@@ -109,77 +110,48 @@ async fn serve(
         return Ok(not_found());
     };
 
-    let size = u64::try_from(file.size_bytes).unwrap_or(0);
-    let is_html = file.content_type.starts_with("text/html");
-    let footer = is_html && page.tier != "pro";
-    // Open Graph tags go into the page itself, when it is small enough to hold in memory; the
-    // free tier's footer goes into every HTML file, whatever its size.
-    let open_graph = path.as_str() == "index.html" && size <= MAX_CACHED_BYTES;
-    let page_url = state
-        .config
-        .public_url_for(&format!("s/{slug}/"))
-        .to_string();
-    let additions = if is_html && (footer || open_graph) {
-        format!(
-            "{footer}\u{0}{open_graph}\u{0}{}\u{0}{page_url}",
-            page.title
-        )
-    } else {
-        String::new()
-    };
-    let etag = etag(&file.sha256, &additions);
-    let cache_control = if version.is_some() {
-        VERSION_CACHE
-    } else {
-        LATEST_CACHE
-    };
-    let content_type = with_charset(&file.content_type);
     let not_modified = headers
         .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|list| {
-            list.split(',')
-                .map(|t| t.trim().trim_start_matches("W/"))
-                .any(|t| t == etag || t == "*")
-        });
-    let object = crate::publishing::object_key(&page.r2_key, path.as_str(), &file.sha256);
-
+        .is_some_and(|list| matches_etag(list.as_bytes(), file.etag.as_bytes()));
     let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
-    } else if additions.is_empty() && size > MAX_CACHED_BYTES {
+    } else if file.streams() {
         // Large and served as stored: streamed, never held whole in memory.
         let stream = state
             .storage
             .published
-            .get(&object)
+            .get(&file.object)
             .await
             .map_err(AppError::internal)?
             .into_stream();
         let mut response = Body::from_stream(stream).into_response();
         response
             .headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(file.size));
         response
     } else {
-        let key = Key {
-            object: object.to_string(),
-            additions,
-        };
         let served = state
             .page_cache
-            .get_or_load(&key, size, || async {
-                let bytes = state.storage.published.get(&object).await?.bytes().await?;
-                let body = if key.additions.is_empty() {
-                    bytes
-                } else {
-                    let mut html = String::from_utf8_lossy(&bytes).into_owned();
-                    if open_graph {
-                        html = inject::open_graph(&html, &page.title, &page_url);
+            .get_or_load(&file.key, file.size, || async {
+                let bytes = state
+                    .storage
+                    .published
+                    .get(&file.object)
+                    .await?
+                    .bytes()
+                    .await?;
+                let body = match file.inject {
+                    None => bytes,
+                    Some(inject) => {
+                        let mut html = String::from_utf8_lossy(&bytes).into_owned();
+                        if inject.open_graph {
+                            html = inject::open_graph(&html, &page.title, &page.url);
+                        }
+                        if inject.footer {
+                            html = inject::footer(&html, state.config.app_url.as_str());
+                        }
+                        html.into_bytes().into()
                     }
-                    if footer {
-                        html = inject::footer(&html, state.config.app_url.as_str());
-                    }
-                    html.into_bytes().into()
                 };
                 Ok::<_, object_store::Error>(Served { body })
             })
@@ -188,32 +160,29 @@ async fn serve(
         (StatusCode::OK, served.body.clone()).into_response()
     };
     let out = response.headers_mut();
-    if !not_modified && let Ok(value) = HeaderValue::from_str(&content_type) {
-        out.insert(header::CONTENT_TYPE, value);
+    if !not_modified {
+        out.insert(header::CONTENT_TYPE, file.content_type.clone());
     }
-    if let Ok(value) = HeaderValue::from_str(&etag) {
-        out.insert(header::ETAG, value);
-    }
+    out.insert(header::ETAG, file.etag.clone());
     out.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static(cache_control),
+        HeaderValue::from_static(if version.is_some() {
+            VERSION_CACHE
+        } else {
+            LATEST_CACHE
+        }),
     );
     sandbox(out);
     Ok(response)
 }
 
-/// A strong ETag from the stored content and what serving adds to it.
-fn etag(sha256: &[u8], additions: &str) -> String {
-    let digest: Vec<u8> = if additions.is_empty() {
-        sha256.to_vec()
-    } else {
-        let mut hasher = Sha256::new();
-        hasher.update(sha256);
-        hasher.update(additions.as_bytes());
-        hasher.finalize().to_vec()
-    };
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!("\"{hex}\"")
+/// Whether an If-None-Match list names `etag` (weak or strong), or is `*`.
+fn matches_etag(list: &[u8], etag: &[u8]) -> bool {
+    list.split(|b| *b == b',').any(|candidate| {
+        let candidate = candidate.trim_ascii();
+        let candidate = candidate.strip_prefix(b"W/").unwrap_or(candidate);
+        candidate == etag || candidate == b"*"
+    })
 }
 
 /// The headers that keep a user-written page away from the app: an opaque origin, no sniffing.
@@ -246,18 +215,6 @@ fn too_many(wait: std::time::Duration) -> Response {
     );
     sandbox(headers);
     response
-}
-
-/// Text types get an explicit charset.
-fn with_charset(content_type: &str) -> String {
-    let text = content_type.starts_with("text/")
-        || content_type.starts_with("application/json")
-        || content_type.starts_with("image/svg+xml");
-    if text && !content_type.contains("charset") {
-        format!("{content_type}; charset=utf-8")
-    } else {
-        content_type.to_string()
-    }
 }
 
 fn not_found() -> Response {
