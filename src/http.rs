@@ -38,9 +38,34 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// connection meanwhile.
 pub const UPLOAD_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// What every handler can reach.
+/// What every handler can reach: [`Shared`] behind one `Arc`, so the per-request clones that
+/// handlers and middleware take cost one reference count, not one per field.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl From<Shared> for AppState {
+    fn from(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl AppState {
+    pub fn new(config: Arc<Config>, db: Db, session_key: SessionKey, storage: Storage) -> Self {
+        Shared::new(config, db, session_key, storage).into()
+    }
+}
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
     pub config: Arc<Config>,
     pub db: Db,
     pub session_key: SessionKey,
@@ -62,9 +87,9 @@ pub struct AppState {
     pub in_flight: Arc<crate::limits::InFlight>,
 }
 
-impl AppState {
+impl Shared {
     pub fn new(config: Arc<Config>, db: Db, session_key: SessionKey, storage: Storage) -> Self {
-        AppState {
+        Shared {
             storage,
             page_cache: Arc::new(PageCache::default()),
             storage_cleanup_wake: Arc::new(Notify::new()),
@@ -80,7 +105,7 @@ impl AppState {
     }
 }
 
-impl AppState {
+impl Shared {
     /// After a change to an aide's public page commits: forget what this process knew about it
     /// at once (other processes hear of it through the database's notification).
     pub fn page_changed(&self, aide: uuid::Uuid, slugs: &[Option<&str>]) {
@@ -108,17 +133,8 @@ pub fn build_app(state: AppState) -> Router {
         .merge(docs::router())
         // Layers run bottom-up on the way in: the request id is set first, so every later
         // layer and every error body can use it.
-        .layer(middleware::from_fn_with_state(state.clone(), guard::csrf))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            hosts::route_by_host,
-        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(deadline))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            guard::security_headers,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::front))
         .layer(middleware::from_fn(request_id::middleware))
         .with_state(state)
 }

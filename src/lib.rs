@@ -25,4 +25,4 @@ pub mod storage;
 pub mod telemetry;
 pub mod time;
 
-pub use http::{AppState, build_app};
+pub use http::{AppState, Shared, build_app};

@@ -7,28 +7,23 @@
 //! With one host for both (the development default) nothing is checked, and the server warns at
 //! start (see `Config::warnings`).
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use url::Url;
 
-use super::AppState;
+use crate::config::Config;
 use crate::error::AppError;
 
-/// Sends each request to the side of the service its host serves.
-pub async fn route_by_host(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let config = &state.config;
+/// None when `request` is for the side of the service its host serves; otherwise the answer: a
+/// redirect for a page asked for on the app's host, 404 for anything else.
+pub fn refuse(config: &Config, request: &Request) -> Option<Response> {
     if !config.pages_apart() {
-        return next.run(request).await;
+        return None;
     }
     let path = request.uri().path();
     if path == "/health" || path == "/ready" {
-        return next.run(request).await;
+        return None;
     }
     let host = request
         .headers()
@@ -37,10 +32,10 @@ pub async fn route_by_host(
         .unwrap_or_default();
     let is_page = path == "/s" || path.starts_with("/s/");
     if is_page && is_host_of(host, &config.public_url) {
-        return next.run(request).await;
+        return None;
     }
     if !is_page && is_host_of(host, &config.app_url) {
-        return next.run(request).await;
+        return None;
     }
     if is_page
         && is_host_of(host, &config.app_url)
@@ -54,7 +49,7 @@ pub async fn route_by_host(
             header::CACHE_CONTROL,
             HeaderValue::from_static("public, max-age=3600"),
         );
-        return response;
+        return Some(response);
     }
     tracing::info!(host, path, "request for another host's side of the service");
     let not_here = AppError::client(
@@ -62,7 +57,7 @@ pub async fn route_by_host(
         "NOT_FOUND",
         "There is nothing at this address.",
     );
-    if path.starts_with("/api/") || path.starts_with("/auth/") {
+    Some(if path.starts_with("/api/") || path.starts_with("/auth/") {
         not_here.into_response()
     } else {
         crate::html::page(
@@ -70,7 +65,7 @@ pub async fn route_by_host(
             "Not found",
             "<h1>Not found</h1><p>There is nothing at this address.</p>",
         )
-    }
+    })
 }
 
 /// Whether a Host header names `url`'s host and port. A header without a port means the

@@ -142,7 +142,7 @@ impl TestApp {
     pub async fn build(
         vars: &[(&str, &str)],
         pool_size: u32,
-        adjust: impl FnOnce(&mut AppState),
+        adjust: impl FnOnce(&mut aide::Shared),
     ) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut all: Vec<(String, String)> = vec![
@@ -160,8 +160,9 @@ impl TestApp {
             config.jwt_secret.clone().expect("JWT_SECRET is set"),
         ));
         let storage = aide::storage::Storage::from_config(&config).expect("local storage");
-        let mut state = AppState::new(Arc::new(config), t.db.clone(), key, storage);
-        adjust(&mut state);
+        let mut shared = aide::Shared::new(Arc::new(config), t.db.clone(), key, storage);
+        adjust(&mut shared);
+        let state = AppState::from(shared);
         let router = build_app(state.clone());
         TestApp {
             t,
