@@ -189,14 +189,7 @@ async fn published(app: &TestApp, email: &str) -> String {
     let id = app.create_aide(&token, "Page").await;
     app.put_file(&token, &id, "index.html", "<p>real</p>").await;
     app.put_file(&token, &id, "site.css", "p{}").await;
-    let answer = app
-        .send(Req::post(&format!("/api/aides/{id}/publish")).bearer(&token))
-        .await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
-    answer.json()["aide"]["slug"]
-        .as_str()
-        .expect("slug")
-        .to_string()
+    app.publish(&token, &id).await
 }
 
 /// Sends `paths` from one client, `together` at a time; returns how many got each status.

@@ -287,6 +287,33 @@ impl TestApp {
         answer.json()["id"].as_str().expect("id").to_string()
     }
 
+    /// How many objects the published bucket holds for aide `aide`.
+    pub async fn published_objects(&self, aide: &str) -> usize {
+        use futures_util::TryStreamExt;
+        let prefix = object_store::path::Path::from(format!("aides/{aide}/"));
+        let found: Vec<_> = self
+            .state
+            .storage
+            .published
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .expect("list");
+        found.len()
+    }
+
+    /// Publishes aide `aide` through the API, expecting success; returns its slug.
+    pub async fn publish(&self, token: &str, aide: &str) -> String {
+        let answer = self
+            .send(Req::post(&format!("/api/aides/{aide}/publish")).bearer(token))
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+        answer.json()["aide"]["slug"]
+            .as_str()
+            .expect("slug")
+            .to_string()
+    }
+
     pub async fn put_file(&self, token: &str, aide: &str, path: &str, body: &str) {
         let answer = self
             .send(

@@ -17,14 +17,7 @@ async fn published(app: &TestApp, email: &str) -> (String, String) {
     let id = app.create_aide(&token, "Fair").await;
     app.put_file(&token, &id, "index.html", "<p>the fair</p>")
         .await;
-    let answer = app
-        .send(Req::post(&format!("/api/aides/{id}/publish")).bearer(&token))
-        .await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
-    let slug = answer.json()["aide"]["slug"]
-        .as_str()
-        .expect("slug")
-        .to_string();
+    let slug = app.publish(&token, &id).await;
     (token, slug)
 }
 

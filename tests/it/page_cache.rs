@@ -26,14 +26,7 @@ async fn published(app: &TestApp, email: &str, files: &[(&str, &str)]) -> String
     for (path, content) in files {
         app.put_file(&token, &id, path, content).await;
     }
-    let answer = app
-        .send(Req::post(&format!("/api/aides/{id}/publish")).bearer(&token))
-        .await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
-    answer.json()["aide"]["slug"]
-        .as_str()
-        .expect("slug")
-        .to_string()
+    app.publish(&token, &id).await
 }
 
 #[tokio::test]

@@ -11,14 +11,7 @@ async fn published(app: &TestApp, token: &str, html: &str) -> (String, String) {
     app.put_file(token, &id, "index.html", html).await;
     app.put_file(token, &id, "css/site.css", "h1{color:green}")
         .await;
-    let answer = app
-        .send(Req::post(&format!("/api/aides/{id}/publish")).bearer(token))
-        .await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
-    let slug = answer.json()["aide"]["slug"]
-        .as_str()
-        .expect("slug")
-        .to_string();
+    let slug = app.publish(token, &id).await;
     (id, slug)
 }
 

@@ -2,7 +2,7 @@
 //! published, concurrency, and a storage failure part-way.
 
 use axum::http::{Method, StatusCode};
-use bytes_helper::{blob, count, read};
+use bytes_helper::{blob, read};
 use serde_json::json;
 
 use crate::app::{Req, TestApp, join_all};
@@ -16,19 +16,6 @@ mod bytes_helper {
         let digest = Sha256::digest(content.as_bytes());
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         format!("aides/{id}/blobs/{hex}")
-    }
-
-    /// How many objects the published bucket holds under `prefix`.
-    pub async fn count(storage: &Storage, prefix: &str) -> usize {
-        use futures_util::TryStreamExt;
-        let prefix = object_store::path::Path::from(prefix);
-        let found: Vec<_> = storage
-            .published
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .expect("list");
-        found.len()
     }
 
     /// The content of `key` in the published bucket.
@@ -86,7 +73,7 @@ async fn publish_versions_and_restore() {
         "<h1>One</h1>"
     );
     assert_eq!(read(&app.state.storage, &blob(&id, "h1{}")).await, "h1{}");
-    assert_eq!(count(&app.state.storage, &format!("aides/{id}/")).await, 2);
+    assert_eq!(app.published_objects(&id).await, 2);
 
     app.put_file(&token, &id, "index.html", "<h1>Two</h1>")
         .await;
@@ -106,7 +93,7 @@ async fn publish_versions_and_restore() {
         "versions are immutable"
     );
     assert_eq!(
-        count(&app.state.storage, &format!("aides/{id}/")).await,
+        app.published_objects(&id).await,
         3,
         "the unchanged stylesheet is stored once"
     );
@@ -117,7 +104,7 @@ async fn publish_versions_and_restore() {
     assert_eq!(restored.status, StatusCode::CREATED, "{}", restored.body);
     assert_eq!(restored.json()["version"]["version"], 3);
     assert_eq!(
-        count(&app.state.storage, &format!("aides/{id}/")).await,
+        app.published_objects(&id).await,
         3,
         "a restored version stores nothing new"
     );

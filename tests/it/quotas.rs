@@ -29,21 +29,6 @@ async fn version_count(app: &TestApp, id: &str, token: &str) -> usize {
     versions["versions"].as_array().expect("versions").len()
 }
 
-/// How many objects the published bucket holds for aide `id`.
-async fn published_objects(app: &TestApp, id: &str) -> usize {
-    use futures_util::TryStreamExt;
-    let prefix = object_store::path::Path::from(format!("aides/{id}/"));
-    let found: Vec<_> = app
-        .state
-        .storage
-        .published
-        .list(Some(&prefix))
-        .try_collect()
-        .await
-        .expect("list");
-    found.len()
-}
-
 #[tokio::test]
 async fn an_aide_holds_at_most_its_tiers_number_of_files_even_empty_ones() {
     let app = TestApp::with(&[("FREE_MAX_FILES_PER_AIDE", "3")]).await;
@@ -93,7 +78,7 @@ async fn published_versions_count_against_the_account_and_identical_bytes_count_
     // The same bytes again: nothing new is stored, so it is allowed.
     let v2 = app.send(publish(&id, &token)).await;
     assert_eq!(v2.status, StatusCode::CREATED, "{}", v2.body);
-    assert_eq!(published_objects(&app, &id).await, 1);
+    assert_eq!(app.published_objects(&id).await, 1);
 
     // 400 + 300 in the workspace and 400 published would pass 1,000.
     let more = app
@@ -114,7 +99,7 @@ async fn published_versions_count_against_the_account_and_identical_bytes_count_
         "ACCOUNT_STORAGE_FULL",
     );
     assert_eq!(version_count(&app, &id, &token).await, 2);
-    assert_eq!(published_objects(&app, &id).await, 1);
+    assert_eq!(app.published_objects(&id).await, 1);
     assert_eq!(app.count_rows("pending_blobs").await, 0);
     let publishes = app
         .audit_actions()

@@ -34,14 +34,6 @@ async fn browser_sign_in(app: &TestApp, email: &str, origin: &str) -> String {
     signed_in.session_cookie()
 }
 
-async fn aide_count(app: &TestApp) -> i64 {
-    let mut tx = app.t.db.system().await.expect("system");
-    sqlx::query_scalar("select count(*) from aides")
-        .fetch_one(tx.conn())
-        .await
-        .expect("count")
-}
-
 #[tokio::test]
 async fn only_a_bearer_token_exempts_a_cookie_request_from_the_csrf_check() {
     let app = TestApp::new().await;
@@ -63,7 +55,7 @@ async fn only_a_bearer_token_exempts_a_cookie_request_from_the_csrf_check() {
         );
         assert_eq!(answer.json()["code"], "CSRF_REJECTED");
     }
-    assert_eq!(aide_count(&app).await, 0);
+    assert_eq!(app.count_rows("aides").await, 0);
 
     // A well-formed Bearer token is what the session extractor reads instead of the cookie, and
     // browsers never attach one on their own.
