@@ -4,16 +4,15 @@
 //! pushing tat forward by one emission interval (period / limit) keeps it within one period of
 //! now. That allows `limit` requests in a burst, then one per interval, in one atomic statement.
 
+mod api;
 mod in_flight;
 
 use std::time::Duration;
 
-use sqlx::Row;
-use uuid::Uuid;
-
+pub use api::ApiLimiter;
 pub use in_flight::{InFlight, Slot};
 
-use crate::db::{Caller, Db, SqlLiteral, SystemTx};
+use crate::db::SystemTx;
 
 /// `limit` requests per `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +43,7 @@ impl Rate {
         }
     }
 
-    fn interval_secs(&self) -> f64 {
+    pub(crate) fn interval_secs(&self) -> f64 {
         self.period.as_secs_f64() / f64::from(self.limit.max(1))
     }
 }
@@ -161,142 +160,6 @@ impl Tentative {
             .await
             .map(|_| ())
     }
-}
-
-/// The API rate limit of one server process: per-user tokens leased in batches from the shared
-/// GCRA row in PostgreSQL, then spent locally.
-///
-/// Leased tokens count as spent in the shared row the moment they are leased, so the limit holds
-/// across any number of processes; a process only ever refuses early (tokens it leased and did not
-/// use), never late. A lease is kept for the time its tokens stand for (size × interval) but at
-/// least [`MIN_LEASE`], so unused tokens cannot pile up into a burst later: a process can run
-/// ahead of the shared row by at most one lease per session (a twentieth of the limit, at most
-/// 1,000 tokens). With small limits the lease is one token and every request is counted in
-/// PostgreSQL.
-///
-/// Only a live session spends its user's budget: the statement that takes tokens first checks the
-/// session (`assert_session_live`), and a dead one fails it before anything is charged. Leases are
-/// held per session, so tokens leased to one session are never spent by another, and a revoked
-/// token, once refused, gets no tokens at all.
-#[derive(Debug, Default)]
-pub struct ApiLimiter {
-    local: std::sync::Mutex<std::collections::HashMap<Uuid, Lease>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Lease {
-    tokens: u32,
-    until: std::time::Instant,
-}
-
-/// The shortest time a lease is kept. Without it, a high limit (say 1,000,000 a minute: 60 µs an
-/// interval) would make a lease of 1,000 tokens expire after 60 ms, mostly unused, and a busy user
-/// would cost a database round trip every few requests.
-const MIN_LEASE: Duration = Duration::from_secs(1);
-
-/// Leases above this many entries trigger a sweep of expired ones.
-const SWEEP_AT: usize = 10_000;
-
-impl ApiLimiter {
-    /// Counts one request of `caller`. Err(retry_after) when over the limit. Fails with
-    /// `assert_session_live`'s error (SQLSTATE 28000, see [`crate::db::SESSION_NOT_LIVE`]) when
-    /// the caller's session is not live, having charged nothing.
-    pub async fn check(
-        &self,
-        db: &Db,
-        caller: Caller,
-        rate: Rate,
-    ) -> Result<Result<(), Duration>, sqlx::Error> {
-        let now = std::time::Instant::now();
-        if self.take_local(caller.session, now) {
-            return Ok(Ok(()));
-        }
-        let size = lease_size(rate);
-        let mut granted = size;
-        let mut verdict = take(db, caller, rate, size).await?;
-        if verdict.is_err() && size > 1 {
-            granted = 1;
-            verdict = take(db, caller, rate, 1).await?;
-        }
-        if verdict.is_ok() && granted > 1 {
-            let lease = Lease {
-                tokens: granted - 1,
-                until: now
-                    + Duration::from_secs_f64(rate.interval_secs() * f64::from(granted))
-                        .max(MIN_LEASE),
-            };
-            if let Ok(mut local) = self.local.lock() {
-                if local.len() >= SWEEP_AT {
-                    local.retain(|_, l| l.until > now && l.tokens > 0);
-                }
-                local.insert(caller.session, lease);
-            }
-        }
-        Ok(verdict)
-    }
-
-    fn take_local(&self, session: Uuid, now: std::time::Instant) -> bool {
-        let Ok(mut local) = self.local.lock() else {
-            return false;
-        };
-        match local.get_mut(&session) {
-            Some(lease) if lease.tokens > 0 && lease.until > now => {
-                lease.tokens -= 1;
-                true
-            }
-            _ => false,
-        }
-    }
-}
-
-/// How many tokens one lease takes: a twentieth of the limit (at least 1, at most 1,000), so a
-/// process runs ahead of the shared row by at most 5% of the limit.
-fn lease_size(rate: Rate) -> u32 {
-    (rate.limit / 20).clamp(1, 1_000)
-}
-
-/// Takes `cost` tokens from `api:user:<user>` in PostgreSQL, in one round trip (see
-/// [`Db::system_oneshot`]; the statement holds only typed literals), after checking that the
-/// caller's session is live. The statements form one implicit transaction, so when the check
-/// raises, the charge after it never happens.
-async fn take(
-    db: &Db,
-    caller: Caller,
-    rate: Rate,
-    cost: u32,
-) -> Result<Result<(), Duration>, sqlx::Error> {
-    let key = format!("'api:user:{}'", caller.user.0.hyphenated());
-    let session = caller.session.sql();
-    let user = caller.user.sql();
-    let step = (rate.interval_secs() * f64::from(cost)).sql();
-    let period = rate.period.as_secs_f64().sql();
-    let interval = rate.interval_secs().sql();
-    let statement = format!(
-        "select assert_session_live({session}, {user});
-         with hit as (
-             insert into rate_limits as r (key, tat)
-             values ({key}, now() + make_interval(secs => {step}))
-             on conflict (key) do update
-                 set tat = greatest(r.tat, now()) + make_interval(secs => {step})
-                 where greatest(r.tat, now()) + make_interval(secs => {step}) - now()
-                       <= make_interval(secs => {period})
-             returning 1)
-         select exists (select 1 from hit) as allowed,
-                (select greatest(extract(epoch from (tat + make_interval(secs => {interval})
-                                                    - make_interval(secs => {period}) - now()))::float8, 0)
-                 from rate_limits where key = {key}) as wait"
-    );
-    let row = db
-        .system_oneshot(&statement)
-        .await?
-        .ok_or_else(|| sqlx::Error::Protocol("the rate limit check returned no row".into()))?;
-    let allowed: bool = row.try_get("allowed")?;
-    let wait: Option<f64> = row.try_get("wait")?;
-    Ok(if allowed {
-        Ok(())
-    } else {
-        Err(Duration::from_secs_f64(wait.unwrap_or(1.0).max(0.0)))
-    })
 }
 
 /// Deletes keys whose budget is full again (tat in the past): they behave exactly like absent keys.

@@ -9,6 +9,7 @@ mod support;
 
 mod abuse;
 mod aides;
+mod api_limit;
 mod auth;
 mod conversations;
 mod email;
