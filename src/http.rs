@@ -131,12 +131,43 @@ pub fn build_app(state: AppState) -> Router {
         .merge(crate::public::router())
         .merge(openapi::router())
         .merge(docs::router())
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
         // Layers run bottom-up on the way in: the request id is set first, so every later
         // layer and every error body can use it.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), guard::front))
         .layer(middleware::from_fn(request_id::middleware))
         .with_state(state)
+}
+
+/// Any address no route serves: our 404, as JSON under `/api` and `/auth`, as a page elsewhere.
+async fn unknown_route(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = uri.path();
+    if path.starts_with("/api/") || path.starts_with("/auth/") || path == "/api" {
+        AppError::client(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "There is nothing at this address.",
+        )
+        .into_response()
+    } else {
+        crate::html::page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "<h1>Not found</h1><p>There is nothing at this address. <a href=\"/\">Home</a></p>",
+        )
+    }
+}
+
+/// A method the address does not take: 405 in our error shape (axum adds `Allow`).
+async fn wrong_method(method: axum::http::Method) -> AppError {
+    AppError::client(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!("This address does not take {method} requests."),
+    )
 }
 
 /// Answers 408 when a request runs past its time: [`UPLOAD_TIMEOUT`] for file uploads,

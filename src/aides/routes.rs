@@ -1,6 +1,6 @@
 //! `/api/aides`: list, create, read, rename, choose a slug, archive, restore, delete.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,7 +15,7 @@ use crate::db::UserTx;
 use crate::error::AppError;
 use crate::http::client_ip::ClientIp;
 use crate::http::input::JsonBody;
-use crate::http::params::{IdPath, TimeCursor, page_size};
+use crate::http::params::{IdPath, QueryParams, TimeCursor, page_size};
 use crate::http::{AppState, SizedJson};
 
 pub fn router() -> Router<AppState> {
@@ -46,7 +46,7 @@ pub struct ListParams {
 pub async fn list(
     State(state): State<AppState>,
     api: ApiUser,
-    Query(params): Query<ListParams>,
+    QueryParams(params): QueryParams<ListParams>,
 ) -> Result<SizedJson<AidePage>, AppError> {
     let status = params
         .status

@@ -1,6 +1,6 @@
 //! `GET /api/audit`: the caller's own audit trail, newest first.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::auth::ApiUser;
 use crate::error::AppError;
 use crate::http::AppState;
-use crate::http::params::{decode_id_cursor, encode_id_cursor, page_size};
+use crate::http::params::{QueryParams, decode_id_cursor, encode_id_cursor, page_size};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/audit", get(list))
@@ -53,7 +53,7 @@ pub struct AuditPage {
 pub async fn list(
     State(state): State<AppState>,
     api: ApiUser,
-    Query(params): Query<AuditParams>,
+    QueryParams(params): QueryParams<AuditParams>,
 ) -> Result<Json<AuditPage>, AppError> {
     let before = params.cursor.as_deref().map(decode_id_cursor).transpose()?;
     let limit = page_size(params.limit)?;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -18,7 +18,7 @@ use crate::error::{AppError, Usage};
 use crate::http::AppState;
 use crate::http::client_ip::ClientIp;
 use crate::http::input::JsonBody;
-use crate::http::params::{IdPath, decode_id_cursor, encode_id_cursor, page_size};
+use crate::http::params::{IdPath, QueryParams, decode_id_cursor, encode_id_cursor, page_size};
 
 /// Longest user message, in characters.
 pub const MAX_USER_CHARS: usize = 10_000;
@@ -99,7 +99,7 @@ pub async fn read(
     State(state): State<AppState>,
     api: ApiUser,
     IdPath(aide_id): IdPath,
-    Query(params): Query<PageParams>,
+    QueryParams(params): QueryParams<PageParams>,
 ) -> Result<Json<ConversationPage>, AppError> {
     let after = params.cursor.as_deref().map(decode_id_cursor).transpose()?;
     let limit = page_size(params.limit)?;

@@ -32,6 +32,30 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     }
 }
 
+/// A query string parsed into `T`. Malformed: 422 in our error shape, naming the parameter
+/// (axum's own `Query` answers 400 in plain text).
+#[derive(Debug, Clone)]
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(QueryParams(value)),
+            Err(e) => {
+                // "Failed to deserialize query string: limit: invalid digit found in string"
+                let text = e.body_text();
+                let problem = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                let (field, message) = problem.split_once(": ").unwrap_or(("query", problem));
+                Err(AppError::invalid(field, message))
+            }
+        }
+    }
+}
+
 /// Page size: `limit` (1 to 100, default 20).
 pub fn page_size(limit: Option<u32>) -> Result<i64, AppError> {
     match limit {

@@ -29,5 +29,6 @@ mod page_cache;
 mod public;
 mod publishing;
 mod quotas;
+mod rejections;
 mod scopes;
 mod slugs;

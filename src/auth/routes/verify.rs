@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
@@ -20,6 +20,7 @@ use crate::error::AppError;
 use crate::http::AppState;
 use crate::http::client_ip::{ClientIp, network_key};
 use crate::http::input::{Input, Via};
+use crate::http::params::QueryParams;
 use crate::limits::{self, Rate};
 
 #[derive(Debug, Deserialize, IntoParams, ToSchema)]
@@ -48,10 +49,12 @@ pub struct CodeRequest {
 )]
 pub async fn verify_page(
     State(state): State<AppState>,
-    Query(params): Query<TokenParam>,
+    params: Result<QueryParams<TokenParam>, AppError>,
     current: Option<CurrentUser>,
 ) -> Response {
-    let token = params.token.trim();
+    // A link cut short (no token, or a malformed query) is an unknown link, said as a page.
+    let token = params.map(|QueryParams(p)| p.token).unwrap_or_default();
+    let token = token.trim();
     if !tokens::is_link_token(token) {
         return pages::error(link_error(LinkProblem::Unknown));
     }

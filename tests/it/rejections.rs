@@ -1,0 +1,170 @@
+//! Every rejection the framework makes comes back in our shape: JSON `{detail, code, request_id}`
+//! for programs (with `fields` for bad input), an HTML page for browsers, never axum's plain text.
+
+use axum::http::{Method, StatusCode};
+use serde_json::json;
+
+use crate::app::{Answer, Req, TestApp};
+
+/// Our JSON error: the status, a stable code, a sentence and the request id.
+fn assert_error(answer: &Answer, status: StatusCode, code: &str, what: &str) {
+    assert_eq!(answer.status, status, "{what}: {}", answer.body);
+    assert_eq!(
+        answer.header("content-type"),
+        Some("application/json"),
+        "{what}"
+    );
+    let body = answer.json();
+    assert_eq!(body["code"], code, "{what}: {body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{what}"
+    );
+    assert_eq!(
+        body["request_id"].as_str(),
+        answer.header("x-request-id"),
+        "{what}"
+    );
+}
+
+#[tokio::test]
+async fn framework_rejections_use_our_error_shape() {
+    let app = TestApp::new().await;
+    let token = app.sign_in("rj@example.com").await;
+    let id = app.create_aide(&token, "Mine").await;
+
+    // Query strings: a malformed value names its parameter.
+    for path in [
+        "/api/aides?limit=abc",
+        "/api/aides?limit=-1",
+        "/api/audit?limit=many",
+        &format!("/api/aides/{id}/conversation?limit=x"),
+    ] {
+        let answer = app.send(Req::get(path).bearer(&token)).await;
+        assert_error(
+            &answer,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+            path,
+        );
+        assert_eq!(answer.json()["fields"][0]["field"], "limit", "{path}");
+    }
+
+    // Paths: a malformed id.
+    let answer = app
+        .send(Req::get("/api/aides/not-a-uuid").bearer(&token))
+        .await;
+    assert_error(
+        &answer,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+        "id",
+    );
+
+    // Bodies: wrong content type, malformed JSON, wrong field types, too large.
+    let plain = app
+        .send(
+            Req::post("/api/aides")
+                .bearer(&token)
+                .header("content-type", "text/plain")
+                .raw_body("{}"),
+        )
+        .await;
+    assert_error(
+        &plain,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UNSUPPORTED_MEDIA_TYPE",
+        "type",
+    );
+    let broken = app
+        .send(
+            Req::post("/api/aides")
+                .bearer(&token)
+                .json(json!({}))
+                .raw_body("{"),
+        )
+        .await;
+    assert_error(
+        &broken,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+        "syntax",
+    );
+    let typed = app
+        .send(
+            Req::post("/api/aides")
+                .bearer(&token)
+                .json(json!({"title": 5})),
+        )
+        .await;
+    assert_error(
+        &typed,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+        "types",
+    );
+    let huge = app
+        .send(
+            Req::post("/api/aides")
+                .bearer(&token)
+                .json(json!({"title": "x".repeat(100 * 1024)})),
+        )
+        .await;
+    assert_error(
+        &huge,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+        "size",
+    );
+
+    // Methods an address does not take: 405 with Allow.
+    let wrong = app
+        .send(Req::new(Method::PUT, "/api/aides").bearer(&token))
+        .await;
+    assert_error(
+        &wrong,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "method",
+    );
+    let allow = wrong.header("allow").expect("Allow");
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+
+    // Addresses nobody serves.
+    for path in ["/api/nothing", "/auth/nothing", "/api"] {
+        let answer = app.send(Req::get(path).bearer(&token)).await;
+        assert_error(&answer, StatusCode::NOT_FOUND, "NOT_FOUND", path);
+    }
+}
+
+/// Browsers get pages: an unknown address, and a sign-in link cut short.
+#[tokio::test]
+async fn browsers_get_pages_for_rejections() {
+    let app = TestApp::new().await;
+    let unknown = app.send(Req::get("/no/such/page")).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(
+        unknown
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/html")),
+        "{:?}",
+        unknown.header("content-type")
+    );
+    assert!(unknown.body.contains("Not found"));
+
+    for path in ["/auth/verify", "/auth/verify?token", "/auth/verify?other=1"] {
+        let page = app.send(Req::get(path)).await;
+        assert_eq!(
+            page.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            page.body
+        );
+        assert!(
+            page.header("content-type")
+                .is_some_and(|t| t.starts_with("text/html")),
+            "{path}"
+        );
+        assert!(page.body.contains("not valid"), "{path}: {}", page.body);
+    }
+}
