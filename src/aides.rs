@@ -7,10 +7,6 @@ mod routes;
 
 pub use routes::router;
 pub(crate) use routes::slug_conflict;
-pub(crate) use routes::{
-    __path_archive, __path_create, __path_delete, __path_list, __path_read, __path_restore,
-    __path_update,
-};
 
 /// The slug of the caller's aide `id` (None inside when it has none yet); None when the aide is
 /// not theirs.

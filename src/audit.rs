@@ -9,7 +9,6 @@ use crate::db::{SystemTx, UserId, UserTx};
 
 mod routes;
 
-pub(crate) use routes::__path_list;
 pub use routes::router;
 
 /// One audit row.

@@ -5,4 +5,3 @@ mod repo;
 mod routes;
 
 pub use routes::router;
-pub(crate) use routes::{__path_append, __path_read};

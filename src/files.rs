@@ -16,4 +16,3 @@ pub(crate) use routes::{blob_key, enter_in_flight, remove_orphan};
 /// deletes one that a request is about to write or read.
 pub const BLOB_LOCK_CLASS: i32 = 0x4149_4445;
 pub use routes::router;
-pub(crate) use routes::{__path_delete_file, __path_get_file, __path_list_files, __path_put_file};

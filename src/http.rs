@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::routing::get;
 use axum::{Json, Router, middleware};
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -119,15 +118,8 @@ impl Shared {
 /// The whole application: `main` serves it and the tests call it directly.
 pub fn build_app(state: AppState) -> Router {
     Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
+        .merge(openapi::api().split_for_parts().0)
         .merge(crate::home::router())
-        .merge(crate::auth::router())
-        .merge(crate::aides::router())
-        .merge(crate::conversations::router())
-        .merge(crate::audit::router())
-        .merge(crate::files::router())
-        .merge(crate::publishing::router())
         .merge(crate::public::router())
         .merge(openapi::router())
         .merge(docs::router())
@@ -219,25 +211,25 @@ impl<T: Serialize> axum::response::IntoResponse for SizedJson<T> {
 
 /// Liveness or readiness.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Status {
+pub struct Health {
     /// `ok` or `ready`.
     status: &'static str,
 }
 
 /// The process is alive. Touches nothing else, so it stays cheap for frequent probes.
 #[utoipa::path(get, path = "/health", tag = "operations",
-    responses((status = 200, body = Status)))]
-pub async fn health() -> Json<Status> {
-    Json(Status { status: "ok" })
+    responses((status = 200, body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// The process can serve requests: the database answers.
 #[utoipa::path(get, path = "/ready", tag = "operations",
-    responses((status = 200, body = Status),
+    responses((status = 200, body = Health),
               (status = 503, description = "The database is unreachable", body = crate::error::ErrorBody)))]
-pub async fn ready(State(state): State<AppState>) -> Result<Json<Status>, AppError> {
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
     match state.db.ping().await {
-        Ok(()) => Ok(Json(Status { status: "ready" })),
+        Ok(()) => Ok(Json(Health { status: "ready" })),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check: database unreachable");
             Err(AppError::Unavailable("The database is not reachable."))

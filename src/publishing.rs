@@ -35,6 +35,3 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 pub use routes::router;
-pub(crate) use routes::{
-    __path_list_versions, __path_publish, __path_restore_version, __path_unpublish,
-};

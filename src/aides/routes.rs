@@ -1,11 +1,12 @@
 //! `/api/aides`: list, create, read, rename, choose a slug, archive, restore, delete.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::model::{Aide, AidePage, CreateAide, Slug, Status, Title, UpdateAide};
 use super::repo;
@@ -18,15 +19,16 @@ use crate::http::input::JsonBody;
 use crate::http::params::{IdPath, QueryParams, TimeCursor, page_size};
 use crate::http::{AppState, SizedJson};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/aides", get(list).post(create))
-        .route("/api/aides/{id}", get(read).patch(update).delete(delete))
-        .route("/api/aides/{id}/archive", post(archive))
-        .route("/api/aides/{id}/restore", post(restore))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, update, delete))
+        .routes(routes!(archive))
+        .routes(routes!(restore))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// draft, published or archived; all but archived when left out.
     status: Option<String>,

@@ -1,11 +1,12 @@
 //! `GET /api/audit`: the caller's own audit trail, newest first.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::ApiUser;
@@ -13,11 +14,12 @@ use crate::error::AppError;
 use crate::http::AppState;
 use crate::http::params::{QueryParams, decode_id_cursor, encode_id_cursor, page_size};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/audit", get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
     cursor: Option<String>,
     /// 1 to 100 (default 20).

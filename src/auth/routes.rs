@@ -4,32 +4,26 @@ mod account;
 mod send;
 mod verify;
 
-use axum::Router;
-use axum::routing::{get, post};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::repo::Me;
 use crate::config::Config;
 use crate::http::AppState;
 
-pub use account::{__path_logout, __path_logout_all, __path_me};
-pub use send::__path_send;
-pub use verify::{__path_verify, __path_verify_code, __path_verify_page};
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/send", post(send::send))
-        .route(
-            "/auth/verify",
-            get(verify::verify_page).post(verify::verify),
-        )
-        .route("/auth/verify-code", post(verify::verify_code))
-        .route("/auth/me", get(account::me))
-        .route("/auth/logout", post(account::logout))
-        .route("/auth/logout-all", post(account::logout_all))
+/// The sign-in routes, each declared once with its OpenAPI description.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(send::send))
+        .routes(routes!(verify::verify_page, verify::verify))
+        .routes(routes!(verify::verify_code))
+        .routes(routes!(account::me))
+        .routes(routes!(account::logout))
+        .routes(routes!(account::logout_all))
 }
 
 /// The signed-in user's email and tier, for the home page.
@@ -41,7 +35,7 @@ pub async fn me_summary(
 
 /// A sentence for people.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Message {
+pub struct Notice {
     pub detail: String,
 }
 

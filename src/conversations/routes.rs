@@ -2,13 +2,14 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::repo::{self, Message};
@@ -29,13 +30,14 @@ pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// A turn week.
 const WEEK: chrono::Duration = chrono::Duration::days(7);
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/aides/{id}/conversation", get(read))
-        .route("/api/aides/{id}/conversation/messages", post(append))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(read))
+        .routes(routes!(append))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// From the previous page's `next_cursor`.
     cursor: Option<String>,

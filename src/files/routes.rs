@@ -1,16 +1,17 @@
 //! `/api/aides/{id}/files`: put, get, delete and list an aide's workspace files.
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::guard::{BlobGuard, begin_sharing_blobs};
@@ -24,17 +25,12 @@ use crate::http::body::{BodyError, STALL_TIMEOUT, read_limited};
 use crate::http::client_ip::ClientIp;
 use crate::http::params::IdPath;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/aides/{id}/files", get(list_files))
-        .route(
-            "/api/aides/{id}/files/{*path}",
-            get(get_file)
-                .delete(delete_file)
-                // The tier's own limit is checked while reading the body.
-                .put(put_file)
-                .layer(DefaultBodyLimit::disable()),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    let file = OpenApiRouter::new()
+        .routes(routes!(get_file, put_file, delete_file))
+        // The tier's own limit is checked while reading the body.
+        .route_layer(DefaultBodyLimit::disable());
+    OpenApiRouter::new().routes(routes!(list_files)).merge(file)
 }
 
 /// The `{*path}` of a file route, normalised. Malformed: 422.
@@ -102,7 +98,7 @@ pub(crate) fn blob_key(aide: Uuid, sha256: &[u8]) -> object_store::path::Path {
 /// tier are read first, then the body (cut off after 10 s without data), then the blob is
 /// protected (see [`super::guard`]) and stored, and a last transaction records it after checking
 /// the limits again under the aide's lock.
-#[utoipa::path(put, path = "/api/aides/{id}/files/{path}", tag = "files",
+#[utoipa::path(put, path = "/api/aides/{id}/files/{*path}", tag = "files",
     params(("id" = Uuid, Path, description = "The aide's id"),
            ("path" = String, Path, description = "The file's path, such as index.html or css/site.css")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream",
@@ -289,7 +285,7 @@ pub(crate) fn enter_in_flight(
 }
 
 /// A file's bytes, served so it cannot act with the app's cookies.
-#[utoipa::path(get, path = "/api/aides/{id}/files/{path}", tag = "files",
+#[utoipa::path(get, path = "/api/aides/{id}/files/{*path}", tag = "files",
     params(("id" = Uuid, Path, description = "The aide's id"),
            ("path" = String, Path, description = "The file's path")),
     responses((status = 200, description = "The file, with its content type and an ETag"),
@@ -338,7 +334,7 @@ pub async fn get_file(
 }
 
 /// Removes a file.
-#[utoipa::path(delete, path = "/api/aides/{id}/files/{path}", tag = "files",
+#[utoipa::path(delete, path = "/api/aides/{id}/files/{*path}", tag = "files",
     params(("id" = Uuid, Path, description = "The aide's id"),
            ("path" = String, Path, description = "The file's path")),
     responses((status = 204, description = "Removed"),

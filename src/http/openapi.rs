@@ -3,8 +3,15 @@
 
 use axum::Router;
 use axum::routing::get;
+use std::sync::LazyLock;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use axum::http::header;
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::{ContentBuilder, Ref, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 
@@ -14,35 +21,6 @@ use super::AppState;
         title = "AIde API",
         description = "AIde's backend: sign-in, aides, conversations and the audit trail. \
                        Errors are JSON: {\"detail\", \"code\", \"request_id\"}; 429 answers carry Retry-After.",
-    ),
-    paths(
-        super::health,
-        super::ready,
-        crate::auth::routes::send,
-        crate::auth::routes::verify_page,
-        crate::auth::routes::verify,
-        crate::auth::routes::verify_code,
-        crate::auth::routes::me,
-        crate::auth::routes::logout,
-        crate::auth::routes::logout_all,
-        crate::aides::list,
-        crate::aides::create,
-        crate::aides::read,
-        crate::aides::update,
-        crate::aides::archive,
-        crate::aides::restore,
-        crate::aides::delete,
-        crate::conversations::read,
-        crate::conversations::append,
-        crate::audit::list,
-        crate::files::list_files,
-        crate::files::put_file,
-        crate::files::get_file,
-        crate::files::delete_file,
-        crate::publishing::publish,
-        crate::publishing::unpublish,
-        crate::publishing::list_versions,
-        crate::publishing::restore_version,
     ),
     modifiers(&Security),
     tags(
@@ -82,14 +60,115 @@ impl Modify for Security {
     }
 }
 
-/// The document.
+/// Every documented route, each declared once (`routes!` takes the path, the method and the
+/// description from the handler's `#[utoipa::path]`): the router that runs and the document that
+/// describes it come from the same declarations.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(super::health))
+        .routes(routes!(super::ready))
+        .merge(crate::auth::router())
+        .merge(crate::aides::router())
+        .merge(crate::conversations::router())
+        .merge(crate::audit::router())
+        .merge(crate::files::router())
+        .merge(crate::publishing::router())
+}
+
+static DOCUMENT: LazyLock<(utoipa::openapi::OpenApi, String)> = LazyLock::new(|| {
+    let (_, mut doc) = api().split_for_parts();
+    complete(&mut doc);
+    let json = serde_json::to_string(&doc).unwrap_or_else(|_| "{}".to_string());
+    (doc, json)
+});
+
+/// The document, as served.
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    DOCUMENT.0.clone()
 }
 
 pub fn router() -> Router<AppState> {
     Router::new().route(
         "/api/openapi.json",
-        get(|| async { axum::Json(document()) }),
+        get(|| async {
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                DOCUMENT.1.as_str(),
+            )
+        }),
     )
+}
+
+/// What the handlers' annotations leave to the layers around them, added to every operation the
+/// same way the code answers: wildcard paths written as OpenAPI parameters, and the answers any
+/// route of a kind can give (401 and 429 on signed-in routes, 422 for a malformed id, 404 for an
+/// id that is not the caller's, 415, 413 and 422 for a JSON body).
+fn complete(doc: &mut utoipa::openapi::OpenApi) {
+    let paths = std::mem::take(&mut doc.paths.paths);
+    for (path, mut item) in paths {
+        let path = path.replace("{*", "{");
+        for (_, operation) in operations(&mut item) {
+            let signed_in = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+            let takes_id = path.contains("{id}");
+            let takes_json = operation
+                .request_body
+                .as_ref()
+                .is_some_and(|body| body.content.keys().any(|media| media == "application/json"));
+            let mut add = |status: &str, description: &str| {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| error_response(description).into());
+            };
+            if signed_in {
+                add("401", "No live session (UNAUTHORIZED)");
+                if path.starts_with("/api/") {
+                    add(
+                        "429",
+                        "Over API_REQUESTS_PER_USER_PER_MINUTE (RATE_LIMITED), with Retry-After",
+                    );
+                }
+            }
+            if takes_id {
+                add("404", "No such item of yours (NOT_FOUND)");
+                add("422", "A malformed id (VALIDATION_FAILED)");
+            }
+            if takes_json {
+                add("413", "The body is too large (PAYLOAD_TOO_LARGE)");
+                add("415", "The body is not JSON (UNSUPPORTED_MEDIA_TYPE)");
+                add(
+                    "422",
+                    "The body does not parse or validate (VALIDATION_FAILED)",
+                );
+            }
+        }
+        doc.paths.paths.insert(path, item);
+    }
+}
+
+fn operations(item: &mut PathItem) -> Vec<(&'static str, &mut Operation)> {
+    [
+        ("get", &mut item.get),
+        ("put", &mut item.put),
+        ("post", &mut item.post),
+        ("delete", &mut item.delete),
+        ("patch", &mut item.patch),
+    ]
+    .into_iter()
+    .filter_map(|(method, op)| op.as_mut().map(|op| (method, op)))
+    .collect()
+}
+
+/// A response carrying our error body.
+fn error_response(description: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
 }

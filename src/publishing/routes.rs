@@ -1,14 +1,15 @@
 //! Publish, unpublish, list versions, restore a version.
 
+use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use std::collections::HashSet;
@@ -27,15 +28,12 @@ use crate::http::client_ip::ClientIp;
 use crate::http::input::JsonBody;
 use crate::http::params::IdPath;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/aides/{id}/publish", post(publish))
-        .route("/api/aides/{id}/unpublish", post(unpublish))
-        .route("/api/aides/{id}/versions", get(list_versions))
-        .route(
-            "/api/aides/{id}/versions/{n}/restore",
-            post(restore_version),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(publish))
+        .routes(routes!(unpublish))
+        .routes(routes!(list_versions))
+        .routes(routes!(restore_version))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]

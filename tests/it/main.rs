@@ -25,6 +25,7 @@ mod http;
 mod isolation;
 mod managed;
 mod migrations;
+mod openapi;
 mod page_cache;
 mod public;
 mod publishing;

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::Message;
+use super::Notice;
 use crate::audit::{self, Entry};
 use crate::auth::{EmailAddress, message, pages, repo, tokens};
 use crate::email::outbox;
@@ -34,7 +34,7 @@ const SENT: &str = "If that address can receive email, a sign-in link is on its 
     request_body(content = SendRequest, content_type = "application/json",
                  description = "JSON, or the same field as an HTML form"),
     responses(
-        (status = 200, description = "Link queued (or silently not, for addresses that cannot receive it)", body = Message),
+        (status = 200, description = "Link queued (or silently not, for addresses that cannot receive it)", body = Notice),
         (status = 422, description = "Malformed email address", body = crate::error::ErrorBody),
         (status = 429, description = "Too many links for this address (its `+tags` and, for Gmail, dots ignored), for its domain or in all, or too many requests from this network (IPv6: per /64); see Retry-After. A refused request sends nothing", body = crate::error::ErrorBody),
     )
@@ -52,7 +52,7 @@ pub async fn send(
             }
             Via::Json => (
                 StatusCode::OK,
-                Json(Message {
+                Json(Notice {
                     detail: SENT.to_string(),
                 }),
             )

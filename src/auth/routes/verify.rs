@@ -24,6 +24,7 @@ use crate::http::params::QueryParams;
 use crate::limits::{self, Rate};
 
 #[derive(Debug, Deserialize, IntoParams, ToSchema)]
+#[into_params(parameter_in = Query)]
 pub struct TokenParam {
     /// The token from the emailed link.
     pub token: String,
