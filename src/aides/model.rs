@@ -214,6 +214,7 @@ impl From<AideRow> for Aide {
 /// `POST /api/aides`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"title": "Groceries"}))]
 pub struct CreateAide {
     /// 1 to 200 characters; "Untitled" when left out.
     pub title: Option<String>,
@@ -222,6 +223,7 @@ pub struct CreateAide {
 /// `PATCH /api/aides/{id}`: only the fields given change.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"title": "Weekly groceries"}))]
 pub struct UpdateAide {
     pub title: Option<String>,
     /// Pro only: 3 to 100 characters of a-z, 0-9 and inner hyphens.

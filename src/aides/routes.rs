@@ -31,10 +31,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// draft, published or archived; all but archived when left out.
+    #[param(value_type = Option<Status>)]
     status: Option<String>,
     /// From the previous page's `next_cursor`.
     cursor: Option<String>,
     /// 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 

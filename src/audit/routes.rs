@@ -23,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct AuditParams {
     cursor: Option<String>,
     /// 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 

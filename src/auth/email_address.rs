@@ -76,6 +76,13 @@ impl EmailAddress {
         digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
     }
 
+    /// A short digest of [`EmailAddress::canonical_domain`], for the per-domain limit's key
+    /// (a domain may be up to 253 characters; keys are kept short).
+    pub fn domain_digest(&self) -> String {
+        let digest = Sha256::digest(self.canonical_domain().as_bytes());
+        digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+
     fn parts(&self) -> (&str, &str) {
         // `parse` guarantees exactly one `@`.
         self.0.split_once('@').unwrap_or((self.0.as_str(), ""))

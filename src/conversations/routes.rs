@@ -42,6 +42,7 @@ pub struct PageParams {
     /// From the previous page's `next_cursor`.
     cursor: Option<String>,
     /// 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 
@@ -64,9 +65,11 @@ pub enum Role {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"role": "user", "content": "add milk to the list"}))]
 pub struct NewMessage {
     pub role: Role,
-    /// Up to 10,000 characters for a user message, 100,000 for an assistant's.
+    /// Up to 10,000 characters for a user message, 100,000 for an assistant's; not blank.
+    #[schema(min_length = 1, max_length = 100000)]
     pub content: String,
     /// Any JSON object (at most 16 KiB).
     pub metadata: Option<serde_json::Value>,
@@ -162,6 +165,12 @@ pub async fn append(
     if !metadata.is_object() {
         return Err(AppError::invalid("metadata", "must be a JSON object"));
     }
+    if !numbers_are_safe(&metadata) {
+        return Err(AppError::invalid(
+            "metadata",
+            "numbers must be within ±9007199254740991 (2^53 - 1, what every JSON reader keeps exactly), and not smaller than 1e-300 unless 0",
+        ));
+    }
     if metadata.to_string().len() > MAX_METADATA_BYTES {
         return Err(AppError::invalid("metadata", "must be at most 16 KiB"));
     }
@@ -228,6 +237,21 @@ pub async fn append(
             turns,
         }),
     ))
+}
+
+/// Whether every number in `value` reads back the same from the database: PostgreSQL keeps JSON
+/// numbers as exact decimals and prints them without an exponent, and numbers near the edges of
+/// a double (1.7e308, 5e-324) then no longer parse as one, so the message could never be read.
+fn numbers_are_safe(value: &serde_json::Value) -> bool {
+    const MAX: f64 = 9_007_199_254_740_991.0;
+    match value {
+        serde_json::Value::Number(n) => n
+            .as_f64()
+            .is_some_and(|x| x.abs() <= MAX && (x == 0.0 || x.abs() >= 1e-300)),
+        serde_json::Value::Array(items) => items.iter().all(numbers_are_safe),
+        serde_json::Value::Object(fields) => fields.values().all(numbers_are_safe),
+        _ => true,
+    }
 }
 
 fn turn_limit(used: i32, limit: u32, resets_at: DateTime<Utc>) -> AppError {

@@ -38,6 +38,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"notes": "First version"}))]
 pub struct PublishRequest {
     /// Up to 1,000 characters, for the owner's own history.
     pub notes: Option<String>,

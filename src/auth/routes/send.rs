@@ -19,9 +19,11 @@ use crate::http::input::{Input, Via};
 use crate::limits::{self, Rate};
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"email": "ada@example.com"}))]
 pub struct SendRequest {
     /// Where to send the link. Trimmed and lower-cased; the part before the @ must be ASCII, and the
     /// domain is stored in its IDNA ASCII form (look-alike mixes of scripts are refused).
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
 }
 
@@ -135,7 +137,7 @@ async fn check_send_limits(
         ));
     }
     let mailbox = format!("send:email:{}", email.mailbox_digest());
-    let domain = format!("send:domain:{}", email.canonical_domain());
+    let domain = format!("send:domain:{}", email.domain_digest());
     let shared = [
         (
             mailbox.as_str(),

@@ -27,6 +27,8 @@ use crate::limits::{self, Rate};
 #[into_params(parameter_in = Query)]
 pub struct TokenParam {
     /// The token from the emailed link.
+    #[param(pattern = "^[A-Za-z0-9_-]{43}$")]
+    #[schema(pattern = "^[A-Za-z0-9_-]{43}$")]
     pub token: String,
 }
 
