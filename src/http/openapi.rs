@@ -8,7 +8,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 
 use axum::http::header;
 use utoipa::openapi::path::{Operation, PathItem};
-use utoipa::openapi::{ContentBuilder, Ref, Response, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -141,6 +141,23 @@ fn complete(doc: &mut utoipa::openapi::OpenApi) {
                     "422",
                     "The body does not parse or validate (VALIDATION_FAILED)",
                 );
+            }
+            let takes_form = operation.request_body.as_ref().is_some_and(|body| {
+                body.content
+                    .keys()
+                    .any(|media| media == "application/x-www-form-urlencoded")
+            });
+            if takes_form {
+                // A browser's form gets its answers as pages (its successes may be redirects).
+                for (status, response) in operation.responses.responses.iter_mut() {
+                    let has_body = !status.starts_with('3') && status != "204";
+                    if let (true, RefOr::T(response)) = (has_body, response) {
+                        response
+                            .content
+                            .entry("text/html".to_string())
+                            .or_insert_with(|| ContentBuilder::new().build());
+                    }
+                }
             }
         }
         doc.paths.paths.insert(path, item);

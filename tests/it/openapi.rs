@@ -166,3 +166,27 @@ async fn every_operation_documents_the_answers_its_layers_give() {
         }
     }
 }
+
+/// The sign-in routes take JSON or a browser's form, and answer a form with pages.
+#[tokio::test]
+async fn sign_in_routes_document_forms_and_their_pages() {
+    let app = TestApp::new().await;
+    let doc = document(&app).await;
+    for path in ["/auth/send", "/auth/verify", "/auth/verify-code"] {
+        let op = &doc["paths"][path]["post"];
+        let content = &op["requestBody"]["content"];
+        assert!(content["application/json"].is_object(), "{path}");
+        assert!(
+            content["application/x-www-form-urlencoded"].is_object(),
+            "{path}"
+        );
+        for (status, response) in op["responses"].as_object().expect("responses") {
+            if status.starts_with('4') {
+                assert!(
+                    response["content"]["text/html"].is_object(),
+                    "{path} {status}"
+                );
+            }
+        }
+    }
+}

@@ -33,7 +33,7 @@ const SENT: &str = "If that address can receive email, a sign-in link is on its 
 /// exists; the email goes out from a background worker.
 #[utoipa::path(
     post, path = "/auth/send", tag = "auth",
-    request_body(content = SendRequest, content_type = "application/json",
+    request_body(content((SendRequest = "application/json"), (SendRequest = "application/x-www-form-urlencoded")),
                  description = "JSON, or the same field as an HTML form"),
     responses(
         (status = 200, description = "Link queued (or silently not, for addresses that cannot receive it)", body = Notice),

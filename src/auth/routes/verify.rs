@@ -84,7 +84,7 @@ pub async fn verify_page(
 /// Signs in with the link's token. Exactly one of several concurrent attempts succeeds.
 #[utoipa::path(
     post, path = "/auth/verify", tag = "auth",
-    request_body(content = TokenParam, content_type = "application/json",
+    request_body(content((TokenParam = "application/json"), (TokenParam = "application/x-www-form-urlencoded")),
                  description = "JSON, or the same field as an HTML form (what the page posts)"),
     responses(
         (status = 200, description = "JSON clients: signed in; the session cookie is set", body = SignedIn),
@@ -142,7 +142,7 @@ pub async fn verify(
 /// after which only the emailed link signs in. Every refusal answers alike.
 #[utoipa::path(
     post, path = "/auth/verify-code", tag = "auth",
-    request_body(content = CodeRequest, content_type = "application/json",
+    request_body(content((CodeRequest = "application/json"), (CodeRequest = "application/x-www-form-urlencoded")),
                  description = "JSON, or the same fields as an HTML form"),
     responses(
         (status = 200, description = "JSON clients: signed in; the session cookie is set", body = SignedIn),
