@@ -3,6 +3,7 @@
 
 use axum::extract::{Form, FromRequest, Json, Request};
 use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use crate::error::AppError;
@@ -21,14 +22,46 @@ pub struct Input<T> {
     pub via: Via,
 }
 
+/// An [`Input`] that could not be read: our JSON error for programs, an error page for a browser's
+/// form.
+#[derive(Debug)]
+pub struct InputRejection {
+    error: AppError,
+    via: Via,
+}
+
+impl IntoResponse for InputRejection {
+    fn into_response(self) -> Response {
+        match self.via {
+            Via::Json => self.error.into_response(),
+            Via::Form => {
+                let body = format!(
+                    "<h1>That didn't work</h1><p class=\"error\">{}</p><p><a href=\"/\">Home</a></p>",
+                    crate::html::escape(&self.error.detail_for_client())
+                );
+                let mut response =
+                    crate::html::page(self.error.status(), "Something was missing", &body);
+                self.error.decorate(&mut response);
+                response
+            }
+        }
+    }
+}
+
 impl<S, T> FromRequest<S> for Input<T>
 where
     S: Send + Sync,
     T: DeserializeOwned,
 {
-    type Rejection = AppError;
+    type Rejection = InputRejection;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, AppError> {
+    async fn from_request(request: Request, state: &S) -> Result<Self, InputRejection> {
+        Self::read(request, state).await
+    }
+}
+
+impl<T: DeserializeOwned> Input<T> {
+    async fn read<S: Send + Sync>(request: Request, state: &S) -> Result<Self, InputRejection> {
         let content_type = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -36,27 +69,38 @@ where
             .unwrap_or_default()
             .to_ascii_lowercase();
         if content_type.starts_with("application/x-www-form-urlencoded") {
-            let Form(value) = Form::<T>::from_request(request, state)
-                .await
-                .map_err(|e| invalid_body(e.status(), e.body_text()))?;
+            let Form(value) =
+                Form::<T>::from_request(request, state)
+                    .await
+                    .map_err(|e| InputRejection {
+                        error: invalid_body(e.status(), e.body_text()),
+                        via: Via::Form,
+                    })?;
             Ok(Input {
                 value,
                 via: Via::Form,
             })
         } else if content_type.starts_with("application/json") {
-            let Json(value) = Json::<T>::from_request(request, state)
-                .await
-                .map_err(|e| invalid_body(e.status(), e.body_text()))?;
+            let Json(value) =
+                Json::<T>::from_request(request, state)
+                    .await
+                    .map_err(|e| InputRejection {
+                        error: invalid_body(e.status(), e.body_text()),
+                        via: Via::Json,
+                    })?;
             Ok(Input {
                 value,
                 via: Via::Json,
             })
         } else {
-            Err(AppError::client(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "UNSUPPORTED_MEDIA_TYPE",
-                "Send the body as JSON (Content-Type: application/json) or as a form.",
-            ))
+            Err(InputRejection {
+                error: AppError::client(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UNSUPPORTED_MEDIA_TYPE",
+                    "Send the body as JSON (Content-Type: application/json) or as a form.",
+                ),
+                via: Via::Json,
+            })
         }
     }
 }

@@ -152,6 +152,24 @@ async fn browsers_get_pages_for_rejections() {
     );
     assert!(unknown.body.contains("Not found"));
 
+    // A form that does not parse: the error page, not axum's plain text.
+    let form = app
+        .send(Req::post("/auth/send").form(&[("address", "ada@example.com")]))
+        .await;
+    assert_eq!(
+        form.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        form.body
+    );
+    assert!(
+        form.header("content-type")
+            .is_some_and(|t| t.starts_with("text/html")),
+        "{:?}",
+        form.header("content-type")
+    );
+    assert!(form.body.contains("That didn"), "{}", form.body);
+
     for path in ["/auth/verify", "/auth/verify?token", "/auth/verify?other=1"] {
         let page = app.send(Req::get(path)).await;
         assert_eq!(
