@@ -42,6 +42,14 @@ security definer
 set search_path = pg_catalog, public
 as $$
 begin
+    -- Two transactions taking and giving up one slug at once must see each other's rows: each
+    -- first takes a lock per slug it touches, in a fixed order, so the checks below run on
+    -- committed state.
+    perform pg_advisory_xact_lock(hashtext('slug:' || s))
+    from (select distinct s from unnest(array[
+              case when tg_op <> 'DELETE' then new.slug end,
+              case when tg_op <> 'INSERT' then old.slug end]) as s
+          where s is not null order by s) as slugs;
     if tg_op in ('INSERT', 'UPDATE') and new.slug is not null
        and (tg_op = 'INSERT' or new.slug is distinct from old.slug) then
         if exists (select 1 from retired_slugs r

@@ -169,9 +169,12 @@ async fn deadline(
     next: middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let upload = request.method() == axum::http::Method::PUT
-        && request.uri().path().starts_with("/api/aides/")
-        && request.uri().path().contains("/files/");
+    let path = request.uri().path();
+    // Uploads, and publishes and restores, which copy every new file to the published bucket.
+    let upload = path.starts_with("/api/aides/")
+        && ((request.method() == axum::http::Method::PUT && path.contains("/files/"))
+            || (request.method() == axum::http::Method::POST
+                && (path.ends_with("/publish") || path.ends_with("/restore"))));
     let limit = if upload {
         UPLOAD_TIMEOUT
     } else {

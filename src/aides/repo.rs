@@ -111,6 +111,13 @@ pub async fn update(
     slug: Option<&str>,
 ) -> Result<Option<AideRow>, sqlx::Error> {
     let user = tx.user_id();
+    // The aide's row first: a first publish running at the same moment then finishes (or has not
+    // begun) before "has it been published" is read, rather than after, from a stale snapshot.
+    sqlx::query("select 1 from aides where id = $1 and user_id = $2 for update")
+        .bind(id)
+        .bind(user.0)
+        .execute(tx.conn())
+        .await?;
     sqlx::query_as(&format!(
         "with seen as (
              select exists (select 1 from published_versions

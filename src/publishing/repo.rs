@@ -34,14 +34,23 @@ pub async fn aide_state(
         .await
 }
 
-/// The contents (SHA-256) the aide already has in the published bucket.
-pub async fn published_hashes(tx: &mut UserTx, aide: Uuid) -> Result<Vec<Vec<u8>>, sqlx::Error> {
+/// The contents (SHA-256) the aide already has in its blob folder of the published bucket: those
+/// of versions stored there (`r2_key` = `blob_folder`), not of versions stored before that layout.
+pub async fn published_hashes(
+    tx: &mut UserTx,
+    aide: Uuid,
+    blob_folder: &str,
+) -> Result<Vec<Vec<u8>>, sqlx::Error> {
     let user = tx.user_id();
     sqlx::query_scalar(
-        "select distinct sha256 from published_files where aide_id = $1 and user_id = $2",
+        "select distinct f.sha256 from published_files f
+         join published_versions v
+           on v.aide_id = f.aide_id and v.user_id = f.user_id and v.version = f.version
+         where f.aide_id = $1 and f.user_id = $2 and v.r2_key = $3",
     )
     .bind(aide)
     .bind(user.0)
+    .bind(blob_folder)
     .fetch_all(tx.conn())
     .await
 }

@@ -247,7 +247,7 @@ pub async fn publish(
             "there is no index.html to publish; upload the page as index.html first",
         ));
     }
-    let stored: HashSet<Vec<u8>> = repo::published_hashes(&mut tx, aide)
+    let stored: HashSet<Vec<u8>> = repo::published_hashes(&mut tx, aide, &super::blob_folder(aide))
         .await?
         .into_iter()
         .collect();

@@ -365,3 +365,33 @@ async fn deleting_an_aide_removes_its_objects_from_both_buckets() {
         );
     }
 }
+
+/// A version stored before published bytes were kept by content (at `aides/{id}/v{N}/{path}`):
+/// publishing the same page again copies its bytes into the blob folder rather than counting
+/// them as there already.
+#[tokio::test]
+async fn republishing_after_a_version_of_the_old_layout_serves_every_file() {
+    let app = TestApp::new().await;
+    let token = app.sign_in("legacy@example.com").await;
+    let id = aide_with_page(&app, &token, "<p>old</p>").await;
+    let slug = app.publish(&token, &id).await;
+    // Turn version 1 into one of the old layout: its row and its object.
+    let store = &app.state.storage.published;
+    let blob_path = object_store::path::Path::from(blob(&id, "<p>old</p>"));
+    let legacy = object_store::path::Path::from(format!("aides/{id}/v1/index.html"));
+    store.copy(&blob_path, &legacy).await.expect("copy");
+    store.delete(&blob_path).await.expect("delete");
+    let mut owner = app.t.owner_conn().await;
+    sqlx::query("update published_versions set r2_key = $1 where version = 1")
+        .bind(format!("aides/{id}/v1/"))
+        .execute(&mut owner)
+        .await
+        .expect("old layout");
+    let old = app.send(Req::get(&format!("/s/{slug}/v/1/"))).await;
+    assert_eq!(old.status, StatusCode::OK, "the old layout is still served");
+
+    app.publish(&token, &id).await;
+    let page = app.send(Req::get(&format!("/s/{slug}/v/2/"))).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("<p>old</p>"));
+}
