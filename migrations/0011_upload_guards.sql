@@ -35,22 +35,36 @@ create policy pending_blobs_system_delete on pending_blobs for delete to aide_sy
 grant select, insert, delete on pending_blobs to aide_user;
 grant select, delete on pending_blobs to aide_system;
 
-create function pending_blobs_queue_blob_cleanup() returns trigger
+-- Queues a workspace blob for removal unless something still needs it: a file of its aide, or a
+-- pending row. The one rule both triggers below apply.
+create function queue_blob_cleanup(aide uuid, sha bytea) returns void
 language plpgsql
 security definer
 set search_path = pg_catalog, public
 as $$
 begin
     -- Deleted with its aide: the aide's prefix entry removes everything.
-    if not exists (select 1 from aides where id = old.aide_id) then
-        return null;
+    if not exists (select 1 from aides where id = aide) then
+        return;
     end if;
-    if exists (select 1 from workspace_files where aide_id = old.aide_id and sha256 = old.sha256)
-       or exists (select 1 from pending_blobs where aide_id = old.aide_id and sha256 = old.sha256) then
-        return null;
+    if exists (select 1 from workspace_files where aide_id = aide and sha256 = sha)
+       or exists (select 1 from pending_blobs where aide_id = aide and sha256 = sha) then
+        return;
     end if;
     insert into storage_cleanup (prefix)
-        values ('aides/' || old.aide_id::text || '/blobs/' || encode(old.sha256, 'hex'));
+        values ('aides/' || aide::text || '/blobs/' || encode(sha, 'hex'));
+end
+$$;
+
+revoke all on function queue_blob_cleanup(uuid, bytea) from public;
+
+create function pending_blobs_queue_blob_cleanup() returns trigger
+language plpgsql
+security definer
+set search_path = pg_catalog, public
+as $$
+begin
+    perform queue_blob_cleanup(old.aide_id, old.sha256);
     return null;
 end
 $$;
@@ -59,3 +73,18 @@ revoke all on function pending_blobs_queue_blob_cleanup() from public;
 
 create trigger pending_blobs_queue_blob_cleanup after delete on pending_blobs
     for each row execute function pending_blobs_queue_blob_cleanup();
+
+-- A file's old bytes follow the same rule (0010 did not know of pending rows).
+create or replace function workspace_files_queue_blob_cleanup() returns trigger
+language plpgsql
+security definer
+set search_path = pg_catalog, public
+as $$
+begin
+    if tg_op = 'UPDATE' and new.sha256 = old.sha256 then
+        return null;
+    end if;
+    perform queue_blob_cleanup(old.aide_id, old.sha256);
+    return null;
+end
+$$;

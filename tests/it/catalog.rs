@@ -369,6 +369,12 @@ async fn security_definer_functions_are_pinned_and_narrow() {
                 vec!["aide_owner".to_string()],
             ),
             (
+                "queue_blob_cleanup".to_string(),
+                "aide_owner".to_string(),
+                true,
+                vec!["aide_owner".to_string()],
+            ),
+            (
                 "workspace_files_queue_blob_cleanup".to_string(),
                 "aide_owner".to_string(),
                 true,

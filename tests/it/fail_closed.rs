@@ -5,7 +5,7 @@ use sqlx::{Connection, PgConnection};
 
 use crate::support::{INSUFFICIENT_PRIVILEGE, Owned, TestDb, seed_user, sqlstate};
 
-const USER_TABLES: [&str; 8] = [
+const USER_TABLES: [&str; 9] = [
     "users",
     "aides",
     "conversations",
@@ -14,6 +14,7 @@ const USER_TABLES: [&str; 8] = [
     "audit_log",
     "workspace_files",
     "published_files",
+    "pending_blobs",
 ];
 
 /// Runs, inside an open transaction already switched to aide_user, every read and write a user
@@ -42,7 +43,7 @@ async fn assert_sees_and_changes_nothing(conn: &mut PgConnection, a: &Owned, lab
             .unwrap_or_else(|e| panic!("{label}: update of {table} raised {e}"));
         assert_eq!(done.rows_affected(), 0, "{label}: update of {table}");
     }
-    for table in ["aides", "conversations"] {
+    for table in ["aides", "conversations", "pending_blobs"] {
         let done = sqlx::query(&format!("delete from {table}"))
             .execute(&mut *conn)
             .await

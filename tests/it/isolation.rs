@@ -181,6 +181,34 @@ async fn another_user_can_neither_see_nor_change_nor_create_rows() {
         "no unique-key oracle: the key includes the owner"
     );
 
+    // Pending blobs: none of A's visible or removable, and none can be planted on A's aide.
+    let pending: i64 = sqlx::query_scalar("select count(*) from pending_blobs where aide_id = $1")
+        .bind(a.aide)
+        .fetch_one(tx.conn())
+        .await
+        .expect("count");
+    assert_eq!(pending, 0);
+    let done = sqlx::query("delete from pending_blobs where aide_id = $1")
+        .bind(a.aide)
+        .execute(tx.conn())
+        .await
+        .expect("delete");
+    assert_eq!(done.rows_affected(), 0);
+    let plant =
+        "insert into pending_blobs (aide_id, user_id, sha256) values ($1, $2, sha256('x'::bytea))";
+    assert_eq!(
+        attempt(&mut tx, plant, &[a.aide, a.user.0])
+            .await
+            .as_deref(),
+        Some(INSUFFICIENT_PRIVILEGE)
+    );
+    assert_eq!(
+        attempt(&mut tx, plant, &[a.aide, b.user.0])
+            .await
+            .as_deref(),
+        Some(FOREIGN_KEY_VIOLATION)
+    );
+
     // Published files: invisible, and immutable for everyone in user scope.
     let published: i64 =
         sqlx::query_scalar("select count(*) from published_files where aide_id = $1")
@@ -324,6 +352,9 @@ async fn sign_in_tables_are_system_scope_only() {
         "delete from rate_limits",
         "select count(*) from storage_cleanup",
         "delete from storage_cleanup",
+        "select count(*) from retired_slugs",
+        "delete from retired_slugs",
+        "insert into retired_slugs (slug) values ('stolen-slug')",
     ] {
         assert_eq!(
             attempt(&mut tx, sql, &[]).await.as_deref(),

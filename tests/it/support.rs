@@ -260,6 +260,14 @@ pub async fn seed_user(t: &TestDb, email: &str) -> Owned {
     .execute(tx.conn())
     .await
     .expect("insert workspace file");
+    sqlx::query(
+        "insert into pending_blobs (aide_id, user_id, sha256) values ($1, $2, sha256('page'::bytea))",
+    )
+    .bind(aide)
+    .bind(user.0)
+    .execute(tx.conn())
+    .await
+    .expect("insert pending blob");
     let audit: i64 = sqlx::query_scalar(
         "insert into audit_log (user_id, action, resource_type, resource_id)
          values ($1, 'aide.create', 'aide', $2) returning id",
