@@ -153,6 +153,12 @@ pub async fn append(
     if message.content.trim().is_empty() {
         return Err(AppError::invalid("content", "must not be empty"));
     }
+    if message.content.contains('\0') {
+        return Err(AppError::invalid(
+            "content",
+            "must not contain the NUL character (\\u0000)",
+        ));
+    }
     if chars > max_chars {
         return Err(AppError::invalid(
             "content",
@@ -164,6 +170,12 @@ pub async fn append(
     let metadata = message.metadata.unwrap_or_else(|| serde_json::json!({}));
     if !metadata.is_object() {
         return Err(AppError::invalid("metadata", "must be a JSON object"));
+    }
+    if !storable(&metadata) {
+        return Err(AppError::invalid(
+            "metadata",
+            "must not contain the NUL character (\\u0000) in a key or a string",
+        ));
     }
     if !numbers_are_safe(&metadata) {
         return Err(AppError::invalid(
@@ -250,6 +262,18 @@ fn numbers_are_safe(value: &serde_json::Value) -> bool {
             .is_some_and(|x| x.abs() <= MAX && (x == 0.0 || x.abs() >= 1e-300)),
         serde_json::Value::Array(items) => items.iter().all(numbers_are_safe),
         serde_json::Value::Object(fields) => fields.values().all(numbers_are_safe),
+        _ => true,
+    }
+}
+
+/// Whether PostgreSQL can store `value` as `jsonb`: it refuses `\u0000` in keys and strings.
+fn storable(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => !s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().all(storable),
+        serde_json::Value::Object(fields) => fields
+            .iter()
+            .all(|(key, value)| !key.contains('\0') && storable(value)),
         _ => true,
     }
 }

@@ -225,6 +225,12 @@ pub async fn publish(
         .as_deref()
         .map(str::trim)
         .filter(|n| !n.is_empty());
+    if notes.is_some_and(|n| n.contains('\0')) {
+        return Err(AppError::invalid(
+            "notes",
+            "must not contain the NUL character (\\u0000)",
+        ));
+    }
     if notes.is_some_and(|n| n.chars().count() > 1000) {
         return Err(AppError::invalid(
             "notes",

@@ -215,6 +215,33 @@ async fn edge_inputs_the_fuzzer_found_are_answered_properly() {
         "VALIDATION_FAILED",
         "huge",
     );
+    // PostgreSQL stores no NUL character in text or jsonb: refused up front, not a 500.
+    for body in [
+        json!({"role": "assistant", "content": "0", "metadata": {"\u{0}": 1}}),
+        json!({"role": "user", "content": "a\u{0}b"}),
+        json!({"role": "user", "content": "x", "metadata": {"k": ["\u{0}"]}}),
+    ] {
+        let nul = app.send(Req::post(&path).bearer(&token).json(body)).await;
+        assert_error(
+            &nul,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+            "nul",
+        );
+    }
+    let notes = app
+        .send(
+            Req::post(&format!("/api/aides/{id}/publish"))
+                .bearer(&token)
+                .json(json!({"notes": "a\u{0}"})),
+        )
+        .await;
+    assert_error(
+        &notes,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+        "notes",
+    );
     let fine = app
         .send(Req::post(&path).bearer(&token).json(json!({
             "role": "user", "content": "x", "metadata": {"n": 9_007_199_254_740_991_i64, "f": [0.5]}
