@@ -1,93 +1,294 @@
 //! The two transaction scopes. See the parent module for why they exist.
+//!
+//! A scope is opened lazily: taking one from [`super::Db`] only takes a pooled connection. Its
+//! first statement goes out behind `BEGIN`, the session check and the role and user id settings,
+//! all in the same round trip, and every value among them is bound. Statements issued together
+//! (joined futures, see [`super::in_order`] and [`UserTx::commit_queued`]) share a round trip
+//! too: the connection sends each request when its future is first polled, and answers them in
+//! that order.
+//!
+//! Dropping a scope that was opened and not committed queues a `ROLLBACK` on its connection
+//! without waiting for it; the next transaction on that connection goes out behind it.
 
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use std::sync::atomic::{AtomicU8, Ordering};
 
-use super::{SYSTEM_ROLE, USER_ROLE, UserId};
+use deadpool::managed::Object;
+use futures_util::FutureExt;
+use tokio_postgres::Row;
+use tokio_postgres::types::FromSqlOwned;
+use uuid::Uuid;
 
-/// The statement that opens a scoped transaction: the role and the user id for the rest of the
-/// transaction only (`set_config(name, value, true)` is `SET LOCAL`), then `BEGIN`, sent as one
-/// simple query so a scope costs one round trip to open.
-///
-/// `BEGIN` comes last on purpose. Statements of one simple query form one implicit transaction,
-/// which `BEGIN` turns into a regular one, keeping the settings. Anything that fails before it
-/// rolls the implicit transaction back, so a failed begin leaves the pooled connection idle and
-/// clean rather than inside an aborted transaction.
-///
-/// Values are formatted into the text rather than bound, because the simple-query protocol takes
-/// no parameters: the role names are constants and a [`UserId`] prints as hex digits and dashes
-/// only, so nothing here can carry SQL.
-fn begin_statement(role: &'static str, user: Option<UserId>) -> String {
-    let user = user
-        .map(|u| u.0.hyphenated().to_string())
-        .unwrap_or_default();
-    format!(
-        "select set_config('role', '{role}', true), set_config('app.user_id', '{user}', true); begin"
-    )
-}
+use super::pool::{Manager, in_order};
+use super::statement::{FromRow, Params, Sql, System, User, Value};
+use super::{Error, UserId};
 
-/// Read-only (`begin read only`) or read-write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Access {
-    ReadWrite,
-    ReadOnly,
-}
-
-impl Access {
-    fn begin(self) -> &'static str {
-        match self {
-            Access::ReadWrite => "begin",
-            Access::ReadOnly => "begin read only",
-        }
-    }
-}
-
-/// Like [`begin_statement`] for a user, after checking as `aide_system` that `session` is a live
-/// session of that user (`assert_session_live` raises SQLSTATE 28000 otherwise): one round trip
-/// for the check and the scope.
-fn begin_checked_statement(user: UserId, session: uuid::Uuid, access: Access) -> String {
-    format!("{}; {}", checked_scope(user, session), access.begin())
-}
-
-/// The statements that check `session` as `aide_system` and then enter `user`'s scope, all
-/// transaction-local. Values are formatted in as for [`begin_statement`].
-fn checked_scope(user: UserId, session: uuid::Uuid) -> String {
-    let uid = user.0.hyphenated();
-    format!(
-        "select set_config('role', '{SYSTEM_ROLE}', true); \
-         select assert_session_live('{}'::uuid, '{uid}'::uuid); \
-         select set_config('role', '{USER_ROLE}', true), set_config('app.user_id', '{uid}', true)",
-        session.hyphenated()
-    )
+crate::statement! {
+    BEGIN: System = "begin";
+    BEGIN_READ_ONLY: System = "begin read only";
+    COMMIT: System = "commit";
+    ROLLBACK: System = "rollback";
+    /// The system scope: role `aide_system`, no user, for the rest of the transaction.
+    ENTER_SYSTEM: System =
+        "select set_config('role', 'aide_system', true), set_config('app.user_id', '', true)";
+    /// [`ENTER_SYSTEM`], committing without waiting for the disk (see [`super::Db::bookkeeping`]).
+    ENTER_BOOKKEEPING: System = "select set_config('role', 'aide_system', true), \
+         set_config('app.user_id', '', true), set_config('synchronous_commit', 'off', true)";
+    /// Raises SQLSTATE 28000 ([`SESSION_NOT_LIVE`]) unless `$1` is a live session of user `$2`.
+    CHECK_SESSION: System = "select assert_session_live($1, $2)";
+    /// The user scope: role `aide_user` and `app.user_id` for the rest of the transaction.
+    ENTER_USER: System =
+        "select set_config('role', 'aide_user', true), set_config('app.user_id', $1, true)";
 }
 
 /// SQLSTATE raised by `assert_session_live`.
 pub const SESSION_NOT_LIVE: &str = "28000";
 
+/// How a scope opens.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Opening {
+    User {
+        user: UserId,
+        /// Checked as `aide_system` before the scope is entered.
+        session: Option<Uuid>,
+        read_only: bool,
+    },
+    System {
+        bookkeeping: bool,
+    },
+}
+
+const NOT_BEGUN: u8 = 0;
+const OPEN: u8 = 1;
+const FINISHED: u8 = 2;
+
+/// What both scopes share: a pooled connection and the state of its transaction.
+struct Tx {
+    conn: Object<Manager>,
+    opening: Opening,
+    state: AtomicU8,
+}
+
+impl Tx {
+    fn new(conn: Object<Manager>, opening: Opening) -> Self {
+        Tx {
+            conn,
+            opening,
+            state: AtomicU8::new(NOT_BEGUN),
+        }
+    }
+
+    /// Sends the opening statements (on its first poll) and waits for their answers.
+    async fn open(&self) -> Result<(), Error> {
+        let client = &self.conn.client;
+        let run = |sql: &'static Sql<System>, params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>| {
+            let statement = self.conn.statement(sql.text());
+            async move {
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    params.iter().map(|p| p.as_ref() as _).collect();
+                client.execute(statement?, &refs).await?;
+                Ok::<(), Error>(())
+            }
+            .boxed()
+        };
+        let steps = match self.opening {
+            Opening::System { bookkeeping } => vec![
+                run(&BEGIN, vec![]),
+                run(
+                    if bookkeeping { &ENTER_BOOKKEEPING } else { &ENTER_SYSTEM },
+                    vec![],
+                ),
+            ],
+            Opening::User {
+                user,
+                session,
+                read_only,
+            } => {
+                let mut steps =
+                    vec![run(if read_only { &BEGIN_READ_ONLY } else { &BEGIN }, vec![])];
+                if let Some(session) = session {
+                    steps.push(run(&ENTER_SYSTEM, vec![]));
+                    steps.push(run(&CHECK_SESSION, vec![Box::new(session), Box::new(user.0)]));
+                }
+                steps.push(run(&ENTER_USER, vec![Box::new(user.0.hyphenated().to_string())]));
+                steps
+            }
+        };
+        in_order(steps).await.map(|_| ())
+    }
+
+    /// Runs one statement, behind the opening statements if it is the first.
+    async fn rows(&self, text: &'static str, params: Params<'_>) -> Result<Vec<Row>, Error> {
+        let statement = self.conn.statement(text)?;
+        let query = async { Ok::<_, Error>(self.conn.client.query(statement, params).await?) };
+        match self.state.compare_exchange(NOT_BEGUN, OPEN, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => futures_util::future::try_join(self.open(), query)
+                .await
+                .map(|((), rows)| rows),
+            Err(OPEN) => query.await,
+            Err(_) => Err(Error::Finished),
+        }
+    }
+
+    async fn execute(&self, text: &'static str, params: Params<'_>) -> Result<u64, Error> {
+        let statement = self.conn.statement(text)?;
+        let execute = async { Ok::<_, Error>(self.conn.client.execute(statement, params).await?) };
+        match self.state.compare_exchange(NOT_BEGUN, OPEN, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => futures_util::future::try_join(self.open(), execute)
+                .await
+                .map(|((), n)| n),
+            Err(OPEN) => execute.await,
+            Err(_) => Err(Error::Finished),
+        }
+    }
+
+    /// Sends `COMMIT` now (behind whatever was sent before) and waits for its answer. A scope
+    /// that never ran a statement has nothing to commit.
+    async fn commit(&self) -> Result<(), Error> {
+        match self.state.swap(FINISHED, Ordering::AcqRel) {
+            OPEN => {
+                let statement = self.conn.statement(COMMIT.text())?;
+                self.conn.client.execute(statement, &[]).await?;
+                Ok(())
+            }
+            NOT_BEGUN => Ok(()),
+            _ => Err(Error::Finished),
+        }
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if self.state.load(Ordering::Acquire) == OPEN {
+            if let Ok(statement) = self.conn.statement(ROLLBACK.text()) {
+                // The first poll sends the request; its answer is read and dropped by the
+                // connection's task. The connection goes back to the pool at once.
+                let _ = self.conn.client.execute(statement, &[]).now_or_never();
+            }
+        }
+    }
+}
+
+macro_rules! scope_methods {
+    ($scope:ident) => {
+        /// Runs a statement and returns how many rows it changed.
+        pub async fn execute(&self, sql: &Sql<$scope>, params: Params<'_>) -> Result<u64, Error> {
+            self.tx.execute(sql.text(), params).await
+        }
+
+        /// Runs a statement and reads every row it returns.
+        pub async fn rows<R: FromRow>(
+            &self,
+            sql: &Sql<$scope>,
+            params: Params<'_>,
+        ) -> Result<Vec<R>, Error> {
+            let rows = self.tx.rows(sql.text(), params).await?;
+            rows.iter().map(R::from_row).collect()
+        }
+
+        /// Runs a statement that returns at most one row (the first is read if it returns more).
+        pub async fn row_opt<R: FromRow>(
+            &self,
+            sql: &Sql<$scope>,
+            params: Params<'_>,
+        ) -> Result<Option<R>, Error> {
+            let rows = self.tx.rows(sql.text(), params).await?;
+            rows.first().map(R::from_row).transpose()
+        }
+
+        /// Runs a statement that returns a row.
+        pub async fn row<R: FromRow>(&self, sql: &Sql<$scope>, params: Params<'_>) -> Result<R, Error> {
+            self.row_opt(sql, params).await?.ok_or(Error::NoRow)
+        }
+
+        /// Runs a statement that returns a row of one column, and reads that column.
+        pub async fn value<T: FromSqlOwned>(
+            &self,
+            sql: &Sql<$scope>,
+            params: Params<'_>,
+        ) -> Result<T, Error> {
+            self.row::<Value<T>>(sql, params).await.map(|v| v.0)
+        }
+
+        /// Runs a statement that returns rows of one column, and reads that column of each.
+        pub async fn values<T: FromSqlOwned>(
+            &self,
+            sql: &Sql<$scope>,
+            params: Params<'_>,
+        ) -> Result<Vec<T>, Error> {
+            Ok(self.rows::<Value<T>>(sql, params).await?.into_iter().map(|v| v.0).collect())
+        }
+
+        /// Like [`Self::value`], for a statement that may return no row.
+        pub async fn value_opt<T: FromSqlOwned>(
+            &self,
+            sql: &Sql<$scope>,
+            params: Params<'_>,
+        ) -> Result<Option<T>, Error> {
+            Ok(self.row_opt::<Value<T>>(sql, params).await?.map(|v| v.0))
+        }
+
+        /// Commits, one round trip.
+        pub async fn commit(self) -> Result<(), Error> {
+            self.tx.commit().await
+        }
+
+        /// Sends `COMMIT` behind the statements already sent, for joining with them so a whole
+        /// transaction takes one round trip:
+        /// `try_join(repo::insert(&tx, ..), tx.commit_queued())`. Poll it after them (join it
+        /// last). The scope takes no statement after it.
+        pub async fn commit_queued(&self) -> Result<(), Error> {
+            self.tx.commit().await
+        }
+
+        /// Rolls back (queued; nothing to wait for). Dropping the scope does the same.
+        pub fn rollback(self) {
+            drop(self);
+        }
+
+        /// Runs text that is not a registered statement, prepared on the spot (an extra round
+        /// trip). For tests, which probe scopes with statements of their own; code under `src/`
+        /// uses registered statements only (the statement test checks that).
+        #[doc(hidden)]
+        pub async fn unregistered(
+            &self,
+            text: &str,
+            params: Params<'_>,
+        ) -> Result<Vec<Row>, Error> {
+            if self.tx.state.load(Ordering::Acquire) == NOT_BEGUN {
+                // Open the scope with a harmless registered statement first.
+                self.tx.execute(ENTER_NOTHING.text(), &[]).await?;
+            }
+            let statement = self.tx.conn.client.prepare(text).await?;
+            Ok(self.tx.conn.client.query(&statement, params).await?)
+        }
+    };
+}
+
+crate::statement! {
+    /// Does nothing: opens a scope before an unregistered statement (tests only).
+    ENTER_NOTHING: System = "select 1";
+}
+
 /// A transaction confined by row-level security to one user's rows. Rolled back when dropped
 /// without [`UserTx::commit`].
 pub struct UserTx {
-    tx: Transaction<'static, Postgres>,
+    tx: Tx,
     user: UserId,
 }
 
 impl UserTx {
-    pub(super) async fn begin(pool: &PgPool, user: UserId) -> Result<Self, sqlx::Error> {
-        let tx = pool
-            .begin_with(begin_statement(USER_ROLE, Some(user)))
-            .await?;
-        Ok(UserTx { tx, user })
-    }
-
-    pub(super) async fn begin_checked(
-        pool: &PgPool,
-        user: UserId,
-        session: uuid::Uuid,
-        access: Access,
-    ) -> Result<Self, sqlx::Error> {
-        let tx = pool
-            .begin_with(begin_checked_statement(user, session, access))
-            .await?;
-        Ok(UserTx { tx, user })
+    pub(super) fn new(conn: Object<Manager>, user: UserId, session: Option<Uuid>, read_only: bool) -> Self {
+        UserTx {
+            tx: Tx::new(
+                conn,
+                Opening::User {
+                    user,
+                    session,
+                    read_only,
+                },
+            ),
+            user,
+        }
     }
 
     /// The user this transaction is confined to.
@@ -95,27 +296,15 @@ impl UserTx {
         self.user
     }
 
-    /// The connection, for repository functions. Everything run on it stays inside the scope.
-    pub fn conn(&mut self) -> &mut PgConnection {
-        &mut self.tx
-    }
-
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
-    }
-
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
-    }
+    scope_methods!(User);
 }
 
 /// A read-only [`UserTx`] (`begin read only`: PostgreSQL refuses any write in it). Repository
-/// functions take it as a `&mut UserTx`.
+/// functions take it as a `&UserTx`.
 ///
 /// [`ReadTx::finish`] ends it without waiting for the database: the `ROLLBACK` is queued on the
-/// connection and goes out with the pool's check when the connection is returned, so a read
-/// costs one round trip less than a committed transaction. Rolling back and committing are the
-/// same thing for a transaction that cannot write.
+/// connection, so a read costs one round trip. Rolling back and committing are the same thing for
+/// a transaction that cannot write.
 pub struct ReadTx(UserTx);
 
 impl ReadTx {
@@ -137,63 +326,18 @@ impl std::ops::Deref for ReadTx {
     }
 }
 
-impl std::ops::DerefMut for ReadTx {
-    fn deref_mut(&mut self) -> &mut UserTx {
-        &mut self.0
-    }
-}
-
 /// A system-scoped transaction, for sign-in, webhooks and background work. Rolled back when
 /// dropped without [`SystemTx::commit`].
 pub struct SystemTx {
-    tx: Transaction<'static, Postgres>,
+    tx: Tx,
 }
 
 impl SystemTx {
-    pub(super) async fn begin(pool: &PgPool) -> Result<Self, sqlx::Error> {
-        let tx = pool.begin_with(begin_statement(SYSTEM_ROLE, None)).await?;
-        Ok(SystemTx { tx })
+    pub(super) fn new(conn: Object<Manager>, bookkeeping: bool) -> Self {
+        SystemTx {
+            tx: Tx::new(conn, Opening::System { bookkeeping }),
+        }
     }
 
-    /// The connection, for repository functions. Everything run on it stays inside the scope.
-    pub fn conn(&mut self) -> &mut PgConnection {
-        &mut self.tx
-    }
-
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
-    }
-
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_checked_begin_statement_ends_with_the_chosen_begin() {
-        let user = UserId(uuid::Uuid::nil());
-        let session = uuid::Uuid::from_u128(1);
-        let read = begin_checked_statement(user, session, Access::ReadOnly);
-        assert!(read.ends_with("; begin read only"), "{read}");
-        assert!(read.contains("assert_session_live('00000000-0000-0000-0000-000000000001'::uuid"));
-        let write = begin_checked_statement(user, session, Access::ReadWrite);
-        assert!(write.ends_with("; begin"), "{write}");
-    }
-
-    #[test]
-    fn the_begin_statement_holds_only_constants_and_a_uuid() {
-        let user = UserId(uuid::Uuid::nil());
-        assert_eq!(
-            begin_statement(USER_ROLE, Some(user)),
-            "select set_config('role', 'aide_user', true), set_config('app.user_id', '00000000-0000-0000-0000-000000000000', true); begin"
-        );
-        assert!(
-            begin_statement(SYSTEM_ROLE, None)
-                .ends_with("set_config('app.user_id', '', true); begin")
-        );
-    }
+    scope_methods!(System);
 }
