@@ -11,8 +11,8 @@ pub(crate) use routes::slug_conflict;
 /// The slug of the caller's aide `id` (None inside when it has none yet); None when the aide is
 /// not theirs.
 pub(crate) async fn find_slug(
-    tx: &mut crate::db::UserTx,
+    tx: &crate::db::UserTx,
     id: uuid::Uuid,
-) -> Result<Option<Option<String>>, sqlx::Error> {
+) -> Result<Option<Option<String>>, crate::db::Error> {
     Ok(repo::find(tx, id).await?.map(|row| row.slug))
 }

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use uuid::Uuid;
 
-use crate::db::{SystemTx, UserId, UserTx};
+use crate::db::{self, SystemTx, UserId, UserTx};
 
 mod routes;
 
@@ -61,48 +61,60 @@ impl Entry {
     }
 }
 
-const INSERT: &str =
-    "insert into audit_log (user_id, action, resource_type, resource_id, details, ip_address)
-                      values ($1, $2, $3, $4, $5, $6::inet)";
+crate::statement! {
+    /// One audit row, from system scope.
+    INSERT_SYSTEM: System = "insert into audit_log (user_id, action, resource_type, resource_id, details, ip_address)
+         values ($1, $2, $3, $4, $5, $6::inet)";
+    /// The same, from user scope (the policy allows only the transaction's user).
+    INSERT_USER: User = "insert into audit_log (user_id, action, resource_type, resource_id, details, ip_address)
+         values ($1, $2, $3, $4, $5, $6::inet)";
+    /// The caller's own entries, newest first, before entry `$2` (none when null).
+    LIST: User = "select id, action, resource_type, resource_id, details, host(ip_address) as ip_address, created_at
+         from audit_log
+         where user_id = $1 and id < coalesce($2, 9223372036854775807)
+         order by id desc
+         limit $3";
+}
 
 /// Records `entry` from system scope (sign-in, webhooks, background work).
-pub async fn record_system(tx: &mut SystemTx, entry: &Entry) -> Result<(), sqlx::Error> {
-    bind(entry).execute(tx.conn()).await.map(|_| ())
+pub async fn record_system(tx: &SystemTx, entry: &Entry) -> Result<(), db::Error> {
+    tx.execute(
+        &INSERT_SYSTEM,
+        &[
+            &entry.user_id,
+            &entry.action,
+            &entry.resource_type,
+            &entry.resource_id,
+            &entry.details,
+            &entry.ip,
+        ],
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Records `entry` from user scope, as the transaction's user (the policy allows no other).
-pub async fn record_user(tx: &mut UserTx, entry: &Entry) -> Result<(), sqlx::Error> {
-    let entry = entry.clone().user(tx.user_id());
-    bind(&entry).execute(tx.conn()).await.map(|_| ())
-}
-
-fn bind(entry: &Entry) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    sqlx::query(INSERT)
-        .bind(entry.user_id.map(|u| u.0))
-        .bind(entry.action)
-        .bind(entry.resource_type)
-        .bind(entry.resource_id)
-        .bind(&entry.details)
-        .bind(entry.ip.map(|ip| ip.to_string()))
+pub async fn record_user(tx: &UserTx, entry: &Entry) -> Result<(), db::Error> {
+    tx.execute(
+        &INSERT_USER,
+        &[
+            &Some(tx.user_id()),
+            &entry.action,
+            &entry.resource_type,
+            &entry.resource_id,
+            &entry.details,
+            &entry.ip,
+        ],
+    )
+    .await
+    .map(|_| ())
 }
 
 /// The caller's own entries, newest first, before entry `before`.
 pub async fn list(
-    tx: &mut UserTx,
+    tx: &UserTx,
     before: Option<i64>,
     limit: i64,
-) -> Result<Vec<routes::AuditEntry>, sqlx::Error> {
-    let user = tx.user_id();
-    sqlx::query_as(
-        "select id, action, resource_type, resource_id, details, host(ip_address) as ip_address, created_at
-         from audit_log
-         where user_id = $1 and id < coalesce($2, 9223372036854775807)
-         order by id desc
-         limit $3",
-    )
-    .bind(user.0)
-    .bind(before)
-    .bind(limit)
-    .fetch_all(tx.conn())
-    .await
+) -> Result<Vec<routes::AuditEntry>, db::Error> {
+    tx.rows(&LIST, &[&tx.user_id(), &before, &limit]).await
 }

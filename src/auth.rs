@@ -18,9 +18,9 @@ pub use session::{
 };
 
 /// Removes links and sessions that can no longer be used. Run by the background jobs.
-pub async fn delete_stale(db: &crate::db::Db) -> Result<(u64, u64), sqlx::Error> {
-    let mut tx = db.system().await?;
-    let counts = repo::delete_stale(&mut tx).await?;
-    tx.commit().await?;
+pub async fn delete_stale(db: &crate::db::Db) -> Result<(u64, u64), crate::db::Error> {
+    let tx = db.system().await?;
+    let (counts, ()) =
+        futures_util::future::try_join(repo::delete_stale(&tx), tx.commit_queued()).await?;
     Ok(counts)
 }

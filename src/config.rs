@@ -91,8 +91,8 @@ pub struct DatabaseConfig {
     /// DATABASE_ADMIN_URL: a role that may create roles and owns the database, used only to run
     /// migrations. Defaults to DATABASE_URL.
     pub admin_url: Option<SecretString>,
-    /// DATABASE_MAX_CONNECTIONS: connections in all (default 10), split between the transaction
-    /// pool and one-round-trip reads (see `Db::connect`).
+    /// DATABASE_MAX_CONNECTIONS: connections in all (default 10): one listens for page changes,
+    /// the rest are the pool.
     pub max_connections: u32,
     /// PG_BINDIR: the folder holding the PostgreSQL server binaries for the managed cluster.
     /// Found automatically when unset (`pg_config --bindir`, then /usr/lib/postgresql/*/bin).

@@ -17,10 +17,10 @@
 //! Everything goes through tokio-postgres, which pipelines: a scope opens in the round trip of its
 //! first statement (see [`scope`]), and statements joined together share a round trip.
 
-pub mod managed;
-pub mod migrate;
 mod error;
 mod listen;
+pub mod managed;
+pub mod migrate;
 mod pool;
 mod scope;
 mod statement;
@@ -33,17 +33,19 @@ use deadpool::managed::{Pool, PoolError, Timeouts};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+#[doc(hidden)]
+pub use bytes::BytesMut;
 pub use error::Error;
 #[doc(hidden)]
 pub use inventory;
 pub use listen::Listener;
 pub use pool::connect;
 pub use scope::{ReadTx, SESSION_NOT_LIVE, SystemTx, UserTx};
-pub use statement::{FromRow, Params, Registered, Scope, Sql, System, User, Value, all as statements};
+pub use statement::{
+    FromRow, Params, Registered, Scope, Sql, System, User, Value, all as statements,
+};
 pub use tokio_postgres::Config as ConnectOptions;
 pub use tokio_postgres::Row;
-#[doc(hidden)]
-pub use bytes::BytesMut;
 pub use tokio_postgres::types::{FromSql, IsNull, Json, ToSql, Type, to_sql_checked};
 
 /// The role user-scoped transactions run as.
@@ -157,7 +159,7 @@ impl Db {
     /// [`Db::new`], then checks that one connection opens (every statement prepared on it).
     pub async fn connect(options: ConnectOptions, max_connections: u32) -> Result<Self, Error> {
         let db = Self::new(options, max_connections);
-        db.conn().await?;
+        drop(db.conn().await?);
         Ok(db)
     }
 
@@ -221,8 +223,9 @@ impl Db {
 
     /// Closes connections idle for longer than the pool keeps them (run now and then).
     pub fn close_idle(&self) {
-        self.pool
-            .retain(|_, metrics| metrics.last_used() < pool::MAX_IDLE && metrics.age() < pool::MAX_LIFETIME);
+        self.pool.retain(|_, metrics| {
+            metrics.last_used() < pool::MAX_IDLE && metrics.age() < pool::MAX_LIFETIME
+        });
     }
 
     /// Closes the pool: connections in use close when they are returned.

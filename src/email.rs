@@ -29,7 +29,7 @@ pub struct NewEmail {
 }
 
 /// An email claimed from the outbox for delivery.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct QueuedEmail {
     /// Also the idempotency key sent to the provider.
     pub id: Uuid,
@@ -40,6 +40,21 @@ pub struct QueuedEmail {
     pub text_body: Option<String>,
     pub attempts: i32,
     pub deliver_before: Option<DateTime<Utc>>,
+}
+
+impl crate::db::FromRow for QueuedEmail {
+    fn from_row(row: &crate::db::Row) -> Result<Self, crate::db::Error> {
+        Ok(QueuedEmail {
+            id: row.try_get("id")?,
+            kind: row.try_get("kind")?,
+            to_address: row.try_get("to_address")?,
+            subject: row.try_get("subject")?,
+            html_body: row.try_get("html_body")?,
+            text_body: row.try_get("text_body")?,
+            attempts: row.try_get("attempts")?,
+            deliver_before: row.try_get("deliver_before")?,
+        })
+    }
 }
 
 /// Why a delivery failed.

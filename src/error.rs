@@ -43,6 +43,9 @@ pub enum AppError {
     Internal(#[source] anyhow::Error),
 }
 
+/// When a client should try again after a 503.
+const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
+
 /// One field's validation problem.
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
 pub struct FieldError {
@@ -166,6 +169,7 @@ impl AppError {
             AppError::RateLimited { retry_after, .. } => {
                 Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
             }
+            AppError::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_SECS),
             _ => None,
         }
     }
@@ -205,8 +209,19 @@ impl IntoResponse for AppError {
     }
 }
 
-impl From<sqlx::Error> for AppError {
-    fn from(e: sqlx::Error) -> Self {
-        AppError::Internal(e.into())
+impl From<crate::db::Error> for AppError {
+    fn from(e: crate::db::Error) -> Self {
+        if e.is_session_not_live() {
+            // Raised only by the session check a user scope opens with.
+            tracing::info!("session revoked or expired");
+            AppError::unauthorized()
+        } else if e.is_unavailable() {
+            tracing::warn!(error = %e, "the database is unavailable");
+            AppError::Unavailable(
+                "The database is not reachable right now. Please try again shortly.",
+            )
+        } else {
+            AppError::Internal(e.into())
+        }
     }
 }

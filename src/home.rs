@@ -23,9 +23,9 @@ async fn home(
     let Some(user) = user else {
         return Ok(page(StatusCode::OK, "Sign in", SIGNED_OUT));
     };
-    let mut tx = state.db.user(user.user_id).await?;
-    let me: Option<(String, String)> = crate::auth::routes::me_summary(&mut tx).await?;
-    tx.commit().await?;
+    let tx = state.db.user(user.user_id).await?;
+    let me: Option<(String, String)> = crate::auth::routes::me_summary(&tx).await?;
+    tx.rollback();
     let Some((email, tier)) = me else {
         return Ok(page(StatusCode::OK, "Sign in", SIGNED_OUT));
     };

@@ -4,20 +4,24 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::db::Db;
+use crate::db::{self, Db};
 
 /// How often the cleanup runs.
 pub const CLEANUP_EVERY: Duration = Duration::from_secs(600);
 
 /// One cleanup pass: dead links and sessions, idle rate-limit keys, old finished emails, uploads
 /// abandoned part-way.
-pub async fn cleanup(db: &Db) -> Result<(), sqlx::Error> {
+pub async fn cleanup(db: &Db) -> Result<(), db::Error> {
     let (links, sessions) = crate::auth::delete_stale(db).await?;
-    let mut tx = db.system().await?;
-    let rate_keys = crate::limits::delete_idle(&mut tx).await?;
-    let emails = crate::email::outbox::delete_finished(&mut tx).await?;
-    let pending = crate::storage::release_abandoned(&mut tx).await?;
-    tx.commit().await?;
+    let tx = db.system().await?;
+    // Independent deletes: one round trip, commit included.
+    let (rate_keys, emails, pending, ()) = futures_util::future::try_join4(
+        crate::limits::delete_idle(&tx),
+        crate::email::outbox::delete_finished(&tx),
+        crate::storage::release_abandoned(&tx),
+        tx.commit_queued(),
+    )
+    .await?;
     tracing::info!(
         deleted.magic_links = links,
         deleted.sessions = sessions,
@@ -29,9 +33,11 @@ pub async fn cleanup(db: &Db) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Runs [`cleanup`] now and every [`CLEANUP_EVERY`] until `shutdown` turns true.
+/// Runs [`cleanup`] now and every [`CLEANUP_EVERY`] until `shutdown` turns true, closing the
+/// pool's idle connections each round.
 pub async fn run_cleanup(db: Db, mut shutdown: watch::Receiver<bool>) {
     loop {
+        db.close_idle();
         if let Err(e) = cleanup(&db).await {
             tracing::warn!(error = %e, "cleanup failed; will try again");
         }

@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod limits;
 pub mod public;
 pub mod publishing;
+pub mod retry;
 pub mod secrets;
 pub mod server;
 pub mod storage;

@@ -12,7 +12,7 @@ use std::time::Duration;
 pub use api::ApiLimiter;
 pub use in_flight::{InFlight, Slot};
 
-use crate::db::SystemTx;
+use crate::db::{self, SystemTx};
 
 /// `limit` requests per `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,42 +48,41 @@ impl Rate {
     }
 }
 
-/// Counts one request against `key`. Ok(()) when allowed; Err(retry_after) when over the limit
-/// (and then nothing is counted).
-pub async fn hit(
-    tx: &mut SystemTx,
-    key: &str,
-    rate: Rate,
-) -> Result<Result<(), Duration>, sqlx::Error> {
-    let interval = rate.interval_secs();
-    let period = rate.period.as_secs_f64();
-    let allowed = sqlx::query_scalar::<_, i32>(
-        "insert into rate_limits as r (key, tat)
+crate::statement! {
+    /// The GCRA update: counts one request against key `$1` (interval `$2` and period `$3`, in
+    /// seconds), returning a row only when it is allowed.
+    HIT: System = "insert into rate_limits as r (key, tat)
          values ($1, now() + make_interval(secs => $2))
          on conflict (key) do update
              set tat = greatest(r.tat, now()) + make_interval(secs => $2)
              where greatest(r.tat, now()) + make_interval(secs => $2) - now()
                    <= make_interval(secs => $3)
-         returning 1",
-    )
-    .bind(key)
-    .bind(interval)
-    .bind(period)
-    .fetch_optional(tx.conn())
-    .await?;
+         returning 1";
+    /// Over the limit: the next request fits once tat + interval - period has passed.
+    WAIT: System = "select greatest(extract(epoch from (tat + make_interval(secs => $2) - make_interval(secs => $3) - now()))::float8, 0)
+         from rate_limits where key = $1";
+    SAVEPOINT_HIT_ALL: System = "savepoint limits_hit_all";
+    ROLLBACK_TO_HIT_ALL: System = "rollback to savepoint limits_hit_all";
+    RELEASE_HIT_ALL: System = "release savepoint limits_hit_all";
+    SAVEPOINT_TENTATIVE: System = "savepoint limits_tentative";
+    ROLLBACK_TO_TENTATIVE: System = "rollback to savepoint limits_tentative";
+    RELEASE_TENTATIVE: System = "release savepoint limits_tentative";
+    /// Keys whose budget is full again.
+    DELETE_IDLE: System = "delete from rate_limits where tat < now()";
+}
+
+/// Counts one request against `key`. Ok(()) when allowed; Err(retry_after) when over the limit
+/// (and then nothing is counted).
+pub async fn hit(tx: &SystemTx, key: &str, rate: Rate) -> Result<Result<(), Duration>, db::Error> {
+    let interval = rate.interval_secs();
+    let period = rate.period.as_secs_f64();
+    let allowed = tx
+        .value_opt::<i32>(&HIT, &[&key, &interval, &period])
+        .await?;
     if allowed.is_some() {
         return Ok(Ok(()));
     }
-    // Over the limit: the next request fits once tat + interval - period has passed.
-    let wait: f64 = sqlx::query_scalar(
-        "select greatest(extract(epoch from (tat + make_interval(secs => $2) - make_interval(secs => $3) - now()))::float8, 0)
-         from rate_limits where key = $1",
-    )
-    .bind(key)
-    .bind(interval)
-    .bind(period)
-    .fetch_one(tx.conn())
-    .await?;
+    let wait: f64 = tx.value(&WAIT, &[&key, &interval, &period]).await?;
     Ok(Err(Duration::from_secs_f64(wait)))
 }
 
@@ -92,23 +91,17 @@ pub async fn hit(
 /// Err((index of that key, retry_after)) is returned. So a request that one budget refuses spends
 /// nothing of the others. Put the cheapest-to-refuse, most specific keys first.
 pub async fn hit_all(
-    tx: &mut SystemTx,
+    tx: &SystemTx,
     hits: &[(&str, Rate)],
-) -> Result<Result<(), (usize, Duration)>, sqlx::Error> {
-    sqlx::query("savepoint limits_hit_all")
-        .execute(tx.conn())
-        .await?;
+) -> Result<Result<(), (usize, Duration)>, db::Error> {
+    tx.execute(&SAVEPOINT_HIT_ALL, &[]).await?;
     for (index, (key, rate)) in hits.iter().enumerate() {
         if let Err(wait) = hit(tx, key, *rate).await? {
-            sqlx::query("rollback to savepoint limits_hit_all")
-                .execute(tx.conn())
-                .await?;
+            tx.execute(&ROLLBACK_TO_HIT_ALL, &[]).await?;
             return Ok(Err((index, wait)));
         }
     }
-    sqlx::query("release savepoint limits_hit_all")
-        .execute(tx.conn())
-        .await?;
+    tx.execute(&RELEASE_HIT_ALL, &[]).await?;
     Ok(Ok(()))
 }
 
@@ -122,20 +115,16 @@ pub struct Tentative(());
 /// budget of failures, charged before the attempt so that concurrent attempts cannot overspend
 /// it, and refunded when the attempt turns out to succeed.
 pub async fn hit_tentatively(
-    tx: &mut SystemTx,
+    tx: &SystemTx,
     key: &str,
     rate: Rate,
-) -> Result<Result<Tentative, Duration>, sqlx::Error> {
-    sqlx::query("savepoint limits_tentative")
-        .execute(tx.conn())
-        .await?;
+) -> Result<Result<Tentative, Duration>, db::Error> {
+    tx.execute(&SAVEPOINT_TENTATIVE, &[]).await?;
     match hit(tx, key, rate).await? {
         Ok(()) => Ok(Ok(Tentative(()))),
         Err(wait) => {
             // Refused: nothing was charged, so there is nothing to keep or refund.
-            sqlx::query("release savepoint limits_tentative")
-                .execute(tx.conn())
-                .await?;
+            tx.execute(&RELEASE_TENTATIVE, &[]).await?;
             Ok(Err(wait))
         }
     }
@@ -143,29 +132,22 @@ pub async fn hit_tentatively(
 
 impl Tentative {
     /// Makes the charge final.
-    pub async fn keep(self, tx: &mut SystemTx) -> Result<(), sqlx::Error> {
-        sqlx::query("release savepoint limits_tentative")
-            .execute(tx.conn())
-            .await
-            .map(|_| ())
+    pub async fn keep(self, tx: &SystemTx) -> Result<(), db::Error> {
+        tx.execute(&RELEASE_TENTATIVE, &[]).await.map(|_| ())
     }
 
     /// Undoes the charge (and anything else done in the transaction since it was made).
-    pub async fn refund(self, tx: &mut SystemTx) -> Result<(), sqlx::Error> {
-        sqlx::query("rollback to savepoint limits_tentative")
-            .execute(tx.conn())
-            .await?;
-        sqlx::query("release savepoint limits_tentative")
-            .execute(tx.conn())
-            .await
-            .map(|_| ())
+    pub async fn refund(self, tx: &SystemTx) -> Result<(), db::Error> {
+        futures_util::future::try_join(
+            tx.execute(&ROLLBACK_TO_TENTATIVE, &[]),
+            tx.execute(&RELEASE_TENTATIVE, &[]),
+        )
+        .await
+        .map(|_| ())
     }
 }
 
 /// Deletes keys whose budget is full again (tat in the past): they behave exactly like absent keys.
-pub async fn delete_idle(tx: &mut SystemTx) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("delete from rate_limits where tat < now()")
-        .execute(tx.conn())
-        .await?;
-    Ok(done.rows_affected())
+pub async fn delete_idle(tx: &SystemTx) -> Result<u64, db::Error> {
+    tx.execute(&DELETE_IDLE, &[]).await
 }

@@ -9,15 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::SessionKey;
 use crate::config::Config;
 use crate::db::managed::{self, ClusterOptions, ManagedPostgres};
-use crate::db::{Db, migrate};
+use crate::db::{ConnectOptions, Db, migrate};
 use crate::email::{self, Mailer};
 use crate::http::{AppState, build_app};
 use crate::storage::Storage;
@@ -26,8 +24,8 @@ use crate::{jobs, secrets};
 /// Where the database is, once resolved: connection options for the server's login role and for
 /// migrations, and the managed cluster when there is one.
 pub struct Database {
-    pub app: PgConnectOptions,
-    pub admin: PgConnectOptions,
+    pub app: ConnectOptions,
+    pub admin: ConnectOptions,
     pub managed: Option<ManagedPostgres>,
 }
 
@@ -36,7 +34,7 @@ impl Database {
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
         match &config.database.url {
             Some(url) => {
-                let app: PgConnectOptions = url
+                let app: ConnectOptions = url
                     .expose_secret()
                     .parse()
                     .map_err(|e| anyhow::anyhow!("DATABASE_URL could not be used: {e}"))?;
@@ -47,8 +45,8 @@ impl Database {
                     None => app.clone(),
                 };
                 Ok(Database {
-                    app: app.disable_statement_logging(),
-                    admin: admin.disable_statement_logging(),
+                    app,
+                    admin,
                     managed: None,
                 })
             }
@@ -73,10 +71,8 @@ impl Database {
 
     /// Applies pending migrations over the administrative connection.
     pub async fn migrate(&self) -> anyhow::Result<Vec<i32>> {
-        let mut conn = PgConnection::connect_with(&self.admin).await?;
-        let applied = migrate::run(&mut conn).await?;
-        conn.close().await?;
-        Ok(applied)
+        let conn = crate::db::connect(&self.admin).await?;
+        Ok(migrate::run(&conn).await?)
     }
 
     /// Stops the managed cluster, if any.
@@ -110,7 +106,11 @@ async fn serve_on(
     }
     let session_key = SessionKey::new(secrets::jwt_secret(config).map_err(anyhow::Error::msg)?);
     let mailer = Mailer::from_config(config)?;
-    let db = Db::connect_lazy(database.app.clone(), config.database.max_connections);
+    // One connection of the budget listens for page changes; the rest are the pool.
+    let db = Db::new(
+        database.app.clone(),
+        config.database.max_connections.saturating_sub(1),
+    );
     let listener = TcpListener::bind(config.listen_addr())
         .await
         .map_err(|e| anyhow::anyhow!("could not listen on {}: {e}", config.listen_addr()))?;
@@ -167,7 +167,7 @@ async fn serve_on(
     {
         tracing::warn!("background workers did not stop in time");
     }
-    db.close().await;
+    db.close();
     Ok(())
 }
 

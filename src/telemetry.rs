@@ -8,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::Environment;
 
-const DEFAULT_FILTER: &str = "info,sqlx=warn";
+const DEFAULT_FILTER: &str = "info,tokio_postgres=warn";
 
 /// Installs the global subscriber. Call once, early in `main`.
 pub fn init(environment: Environment) {

@@ -1,17 +1,13 @@
-//! Timestamps on the hot paths, without chrono's general-purpose format machinery: writing them
-//! into JSON responses, and reading PostgreSQL's text form (rows of one-round-trip reads arrive
-//! as text). Both were among the largest costs of listing aides in a profile of the server.
+//! Timestamps in responses, written without chrono's general-purpose format machinery: formatting
+//! them was among the largest costs of listing aides in a profile of the server.
 //!
 //! Responses carry RFC 3339 in UTC with exactly six fractional digits
 //! (`2026-11-25T04:49:24.081682Z`, PostgreSQL's precision), so every timestamp the API returns has
 //! the same width and sorts as text. (Years outside 0 to 9999, which nothing here stores, fall back
 //! to chrono's form; a leap second, which PostgreSQL never returns, prints as `:59.999999`.)
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::Serializer;
-use sqlx::error::BoxDynError;
-use sqlx::postgres::{PgTypeInfo, PgValueFormat, PgValueRef};
-use sqlx::{Decode, Postgres, Type};
 
 /// `serialize_with` for a timestamp in a response.
 pub fn rfc3339<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
@@ -58,62 +54,6 @@ fn write_rfc3339<'b>(at: &DateTime<Utc>, buf: &'b mut [u8; 27]) -> Option<&'b st
     std::str::from_utf8(buf).ok()
 }
 
-/// A `timestamptz` column, decoded quickly from PostgreSQL's text form when a row arrives as text
-/// (and as usual otherwise): `row.try_get::<PgTimestamp, _>("created_at")?.0`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PgTimestamp(pub DateTime<Utc>);
-
-impl Type<Postgres> for PgTimestamp {
-    fn type_info() -> PgTypeInfo {
-        <DateTime<Utc> as Type<Postgres>>::type_info()
-    }
-
-    fn compatible(ty: &PgTypeInfo) -> bool {
-        <DateTime<Utc> as Type<Postgres>>::compatible(ty)
-    }
-}
-
-impl<'r> Decode<'r, Postgres> for PgTimestamp {
-    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
-        if value.format() == PgValueFormat::Text {
-            if let Some(at) = parse_pg_text(value.as_str()?) {
-                return Ok(PgTimestamp(at));
-            }
-        }
-        <DateTime<Utc> as Decode<'r, Postgres>>::decode(value).map(PgTimestamp)
-    }
-}
-
-/// PostgreSQL's ISO output of a `timestamptz` in UTC, as sqlx's connections ask for it:
-/// `YYYY-MM-DD HH:MM:SS[.f…]+00`. None for anything else (other zones, BC, infinity), which then
-/// goes to chrono.
-fn parse_pg_text(text: &str) -> Option<DateTime<Utc>> {
-    let b = text.as_bytes();
-    let body = b.strip_suffix(b"+00")?;
-    if body.len() < 19 || body[4] != b'-' || body[7] != b'-' || body[10] != b' ' {
-        return None;
-    }
-    if body[13] != b':' || body[16] != b':' {
-        return None;
-    }
-    let num = |range: std::ops::Range<usize>| -> Option<u32> {
-        body[range].iter().try_fold(0u32, |acc, c| {
-            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-        })
-    };
-    let micros = match &body[19..] {
-        [] => 0,
-        [b'.', digits @ ..] if (1..=6).contains(&digits.len()) => {
-            let value = num(20..body.len())?;
-            value * 10u32.pow(6 - digits.len() as u32)
-        }
-        _ => return None,
-    };
-    let date = NaiveDate::from_ymd_opt(i32::try_from(num(0..4)?).ok()?, num(5..7)?, num(8..10)?)?;
-    let time = NaiveTime::from_hms_micro_opt(num(11..13)?, num(14..16)?, num(17..19)?, micros)?;
-    Some(NaiveDateTime::new(date, time).and_utc())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,35 +96,6 @@ mod tests {
             );
             assert_eq!(json(at), expected);
             at += chrono::Duration::microseconds(123_456_789 + step * 7);
-        }
-    }
-
-    #[test]
-    fn reads_postgres_text() {
-        let at = |s| parse_pg_text(s);
-        let base = Utc.with_ymd_and_hms(2026, 11, 25, 4, 49, 24).unwrap();
-        assert_eq!(at("2026-11-25 04:49:24+00"), Some(base));
-        assert_eq!(
-            at("2026-11-25 04:49:24.081682+00"),
-            Some(base + chrono::Duration::microseconds(81_682))
-        );
-        assert_eq!(
-            at("2026-11-25 04:49:24.5+00"),
-            Some(base + chrono::Duration::microseconds(500_000))
-        );
-        // Not this fast path's: another zone, BC, infinity, junk, impossible dates.
-        for other in [
-            "2026-11-25 04:49:24+02",
-            "2026-11-25 04:49:24.081682+05:30",
-            "0044-03-15 12:00:00+00 BC",
-            "infinity",
-            "2026-11-25T04:49:24+00",
-            "2026-02-30 04:49:24+00",
-            "2026-11-25 04:49:24.1234567+00",
-            "2026-11-25 04:49:2x+00",
-            "",
-        ] {
-            assert_eq!(at(other), None, "{other}");
         }
     }
 }

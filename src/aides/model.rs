@@ -7,10 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use sqlx::Row;
-use sqlx::postgres::PgRow;
-
-use crate::time::PgTimestamp;
+use crate::db;
 
 /// An aide's title: 1 to 200 characters once trimmed, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,9 +101,8 @@ impl Slug {
 }
 
 /// Where an aide is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum Status {
     Draft,
     Published,
@@ -122,36 +118,34 @@ impl Status {
             _ => Err("must be draft, published or archived"),
         }
     }
-}
 
-impl crate::db::SqlLiteral for Status {
-    fn sql(&self) -> String {
-        format!("'{self}'")
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+    /// As stored in `aides.status`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
             Status::Draft => "draft",
             Status::Published => "published",
             Status::Archived => "archived",
-        })
+        }
     }
 }
 
-/// The columns of an [`AideRow`], in the order it reads them: every query that returns aide rows
-/// selects exactly these (`concat!` needs a macro rather than a constant). The slug is the one the
-/// aide holds or, before its first publish, the one its owner asked for.
+crate::text_column!(Status);
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The columns an [`AideRow`] reads, by name: every query that returns aide rows selects exactly
+/// these (`concat!` needs a macro rather than a constant). The slug is the one the aide holds or,
+/// before its first publish, the one its owner asked for.
 macro_rules! aide_columns {
     () => {
-        "id, user_id, title, coalesce(slug, requested_slug), status, r2_prefix, created_at, updated_at"
+        "id, user_id, title, coalesce(slug, requested_slug) as slug, status, created_at, updated_at"
     };
 }
 pub(crate) use aide_columns;
-
-/// [`aide_columns!`] as a constant.
-pub const AIDE_COLUMNS: &str = aide_columns!();
 
 /// An aide as stored.
 #[derive(Debug, Clone)]
@@ -161,24 +155,20 @@ pub struct AideRow {
     pub title: String,
     pub slug: Option<String>,
     pub status: Status,
-    pub r2_prefix: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-// By hand rather than derived: the timestamps use the fast text decoding (see [`PgTimestamp`]),
-// and columns are read by position, in the order of [`AIDE_COLUMNS`].
-impl<'r> sqlx::FromRow<'r, PgRow> for AideRow {
-    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+impl db::FromRow for AideRow {
+    fn from_row(row: &db::Row) -> Result<Self, db::Error> {
         Ok(AideRow {
-            id: row.try_get(0)?,
-            user_id: row.try_get(1)?,
-            title: row.try_get(2)?,
-            slug: row.try_get(3)?,
-            status: row.try_get(4)?,
-            r2_prefix: row.try_get(5)?,
-            created_at: row.try_get::<PgTimestamp, _>(6)?.0,
-            updated_at: row.try_get::<PgTimestamp, _>(7)?.0,
+            id: row.try_get("id")?,
+            user_id: row.try_get("user_id")?,
+            title: row.try_get("title")?,
+            slug: row.try_get("slug")?,
+            status: row.try_get("status")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
         })
     }
 }

@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use futures_util::future::try_join;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -12,7 +13,7 @@ use super::model::{Aide, AidePage, CreateAide, Slug, Status, Title, UpdateAide};
 use super::repo;
 use crate::audit::{self, Entry};
 use crate::auth::ApiUser;
-use crate::db::UserTx;
+use crate::db::{self, UserTx};
 use crate::error::AppError;
 use crate::http::client_ip::ClientIp;
 use crate::http::input::JsonBody;
@@ -65,8 +66,9 @@ pub async fn list(
         .transpose()?;
     let limit = page_size(params.limit)?;
     // One more than asked tells whether there is a next page.
-    let mut rows =
-        api.checked(repo::list(&api.reader(&state.db), status, cursor, limit + 1).await)?;
+    let tx = api.begin_read(&state.db).await?;
+    let mut rows = repo::list(&tx, status, cursor, limit + 1).await?;
+    tx.finish();
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|r| {
@@ -108,15 +110,17 @@ pub async fn create(
         Some(raw) => Title::parse(raw).map_err(|m| AppError::invalid("title", m))?,
         None => Title::parse("Untitled").map_err(|m| AppError::invalid("title", m))?,
     };
-    let mut tx = api.begin(&state.db).await?;
-    check_aide_limit(&state, &mut tx).await?;
-    let row = repo::insert(&mut tx, title.as_str()).await?;
-    audit::record_user(
-        &mut tx,
-        &Entry::new("aide.create", "aide").resource(row.id).ip(ip),
+    let tx = api.begin(&state.db).await?;
+    check_aide_limit(&state, &tx).await?;
+    let row = repo::insert(&tx, title.as_str()).await?;
+    try_join(
+        audit::record_user(
+            &tx,
+            &Entry::new("aide.create", "aide").resource(row.id).ip(ip),
+        ),
+        tx.commit_queued(),
     )
     .await?;
-    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(row.into())))
 }
 
@@ -133,10 +137,8 @@ pub async fn read(
     api: ApiUser,
     IdPath(id): IdPath,
 ) -> Result<Json<Aide>, AppError> {
-    let mut tx = api.begin_read(&state.db).await?;
-    let row = repo::find(&mut tx, id)
-        .await?
-        .ok_or_else(AppError::not_found)?;
+    let tx = api.begin_read(&state.db).await?;
+    let row = repo::find(&tx, id).await?.ok_or_else(AppError::not_found)?;
     tx.finish();
     Ok(Json(row.into()))
 }
@@ -176,18 +178,16 @@ pub async fn update(
             "give a title or a slug to change",
         ));
     }
-    let mut tx = api.begin(&state.db).await?;
-    let before = repo::find(&mut tx, id)
-        .await?
-        .ok_or_else(AppError::not_found)?;
-    if slug.is_some() && repo::tier(&mut tx).await? != "pro" {
+    let tx = api.begin(&state.db).await?;
+    let before = repo::find(&tx, id).await?.ok_or_else(AppError::not_found)?;
+    if slug.is_some() && repo::tier(&tx).await? != "pro" {
         return Err(AppError::forbidden(
             "PRO_REQUIRED",
             "Choosing your page's address is a Pro feature. Upgrade to Pro to pick a slug; free pages get one assigned when first published.",
         ));
     }
     let row = repo::update(
-        &mut tx,
+        &tx,
         id,
         title.as_ref().map(Title::as_str),
         slug.as_ref().map(Slug::as_str),
@@ -202,15 +202,17 @@ pub async fn update(
     if slug.is_some() && row.slug != before.slug {
         changed.push("slug");
     }
-    audit::record_user(
-        &mut tx,
-        &Entry::new("aide.update", "aide")
-            .resource(id)
-            .details(serde_json::json!({ "changed": changed, "slug": row.slug }))
-            .ip(ip),
+    try_join(
+        audit::record_user(
+            &tx,
+            &Entry::new("aide.update", "aide")
+                .resource(id)
+                .details(serde_json::json!({ "changed": changed, "slug": row.slug }))
+                .ip(ip),
+        ),
+        tx.commit_queued(),
     )
     .await?;
-    tx.commit().await?;
     state.page_changed(id, &[before.slug.as_deref(), row.slug.as_deref()]);
     Ok(Json(row.into()))
 }
@@ -229,16 +231,15 @@ pub async fn archive(
     ClientIp(ip): ClientIp,
     IdPath(id): IdPath,
 ) -> Result<Json<Aide>, AppError> {
-    let mut tx = api.begin(&state.db).await?;
-    let row = repo::set_status(&mut tx, id, Status::Archived)
+    let tx = api.begin(&state.db).await?;
+    let row = repo::set_status(&tx, id, Status::Archived)
         .await?
         .ok_or_else(AppError::not_found)?;
-    audit::record_user(
-        &mut tx,
-        &Entry::new("aide.archive", "aide").resource(id).ip(ip),
+    try_join(
+        audit::record_user(&tx, &Entry::new("aide.archive", "aide").resource(id).ip(ip)),
+        tx.commit_queued(),
     )
     .await?;
-    tx.commit().await?;
     state.page_changed(id, &[row.slug.as_deref()]);
     Ok(Json(row.into()))
 }
@@ -258,23 +259,20 @@ pub async fn restore(
     ClientIp(ip): ClientIp,
     IdPath(id): IdPath,
 ) -> Result<Json<Aide>, AppError> {
-    let mut tx = api.begin(&state.db).await?;
-    let current = repo::find(&mut tx, id)
-        .await?
-        .ok_or_else(AppError::not_found)?;
+    let tx = api.begin(&state.db).await?;
+    let current = repo::find(&tx, id).await?.ok_or_else(AppError::not_found)?;
     if current.status != Status::Archived {
         return Ok(Json(current.into()));
     }
-    check_aide_limit(&state, &mut tx).await?;
-    let row = repo::set_status(&mut tx, id, Status::Draft)
+    check_aide_limit(&state, &tx).await?;
+    let row = repo::set_status(&tx, id, Status::Draft)
         .await?
         .ok_or_else(AppError::not_found)?;
-    audit::record_user(
-        &mut tx,
-        &Entry::new("aide.restore", "aide").resource(id).ip(ip),
+    try_join(
+        audit::record_user(&tx, &Entry::new("aide.restore", "aide").resource(id).ip(ip)),
+        tx.commit_queued(),
     )
     .await?;
-    tx.commit().await?;
     state.page_changed(id, &[row.slug.as_deref()]);
     Ok(Json(row.into()))
 }
@@ -293,18 +291,16 @@ pub async fn delete(
     ClientIp(ip): ClientIp,
     IdPath(id): IdPath,
 ) -> Result<StatusCode, AppError> {
-    let mut tx = api.begin(&state.db).await?;
-    if !repo::delete(&mut tx, id).await? {
+    let tx = api.begin(&state.db).await?;
+    if !repo::delete(&tx, id).await? {
         return Err(AppError::not_found());
     }
-
-    audit::record_user(
-        &mut tx,
-        &Entry::new("aide.delete", "aide").resource(id).ip(ip),
+    // The deletion queued the aide's objects for removal (a trigger); remove them once committed.
+    try_join(
+        audit::record_user(&tx, &Entry::new("aide.delete", "aide").resource(id).ip(ip)),
+        tx.commit_queued(),
     )
     .await?;
-    // The deletion queued the aide's objects for removal (a trigger); remove them now.
-    tx.commit().await?;
     state.page_changed(id, &[]);
     state.page_cache.forget(id);
     state.storage_cleanup_wake.notify_one();
@@ -313,7 +309,7 @@ pub async fn delete(
 
 /// Refuses one more active aide for a free account at its limit. Locks the account row first, so
 /// concurrent creates and restores are counted one after another.
-async fn check_aide_limit(state: &AppState, tx: &mut UserTx) -> Result<(), AppError> {
+async fn check_aide_limit(state: &AppState, tx: &UserTx) -> Result<(), AppError> {
     let tier = repo::lock_account(tx).await?;
     if tier == "pro" {
         return Ok(());
@@ -331,14 +327,13 @@ async fn check_aide_limit(state: &AppState, tx: &mut UserTx) -> Result<(), AppEr
 }
 
 /// A slug someone else holds (or once published under) is a conflict, named by the constraint.
-pub(crate) fn slug_conflict(e: sqlx::Error) -> AppError {
-    match &e {
-        sqlx::Error::Database(db) if db.constraint() == Some("aides_slug_key") => {
-            AppError::conflict(
-                "SLUG_TAKEN",
-                "That address is taken, or was used by another page. Choose another slug.",
-            )
-        }
-        _ => e.into(),
+pub(crate) fn slug_conflict(e: db::Error) -> AppError {
+    if e.constraint() == Some("aides_slug_key") {
+        AppError::conflict(
+            "SLUG_TAKEN",
+            "That address is taken, or was used by another page. Choose another slug.",
+        )
+    } else {
+        e.into()
     }
 }

@@ -28,7 +28,7 @@ pub struct AuditParams {
 }
 
 /// One entry of the caller's audit trail.
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     /// Such as `auth.sign_in`, `aide.create`.
@@ -39,6 +39,20 @@ pub struct AuditEntry {
     pub ip_address: Option<String>,
     #[serde(serialize_with = "crate::time::rfc3339")]
     pub created_at: DateTime<Utc>,
+}
+
+impl crate::db::FromRow for AuditEntry {
+    fn from_row(row: &crate::db::Row) -> Result<Self, crate::db::Error> {
+        Ok(AuditEntry {
+            id: row.try_get("id")?,
+            action: row.try_get("action")?,
+            resource_type: row.try_get("resource_type")?,
+            resource_id: row.try_get("resource_id")?,
+            details: row.try_get("details")?,
+            ip_address: row.try_get("ip_address")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -60,8 +74,8 @@ pub async fn list(
 ) -> Result<Json<AuditPage>, AppError> {
     let before = params.cursor.as_deref().map(decode_id_cursor).transpose()?;
     let limit = page_size(params.limit)?;
-    let mut tx = api.begin_read(&state.db).await?;
-    let mut items = super::list(&mut tx, before, limit + 1).await?;
+    let tx = api.begin_read(&state.db).await?;
+    let mut items = super::list(&tx, before, limit + 1).await?;
     tx.finish();
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);

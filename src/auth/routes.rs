@@ -28,8 +28,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// The signed-in user's email and tier, for the home page.
 pub async fn me_summary(
-    tx: &mut crate::db::UserTx,
-) -> Result<Option<(String, String)>, sqlx::Error> {
+    tx: &crate::db::UserTx,
+) -> Result<Option<(String, String)>, crate::db::Error> {
     Ok(super::repo::me(tx).await?.map(|me| (me.email, me.tier)))
 }
 

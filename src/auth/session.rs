@@ -13,7 +13,7 @@ use url::Url;
 use uuid::Uuid;
 
 use super::{jwt, repo};
-use crate::db::{Caller, Db, ReadTx, SESSION_NOT_LIVE, SystemTx, UserId, UserRead, UserTx};
+use crate::db::{self, Db, ReadTx, SystemTx, UserId, UserTx};
 use crate::error::AppError;
 use crate::http::AppState;
 use crate::limits::Rate;
@@ -57,13 +57,13 @@ pub struct NewSession {
 
 /// Creates the session row and signs its token, in the caller's transaction.
 pub async fn start(
-    tx: &mut SystemTx,
+    tx: &SystemTx,
     key: &SessionKey,
     user: UserId,
     ttl_hours: u32,
     ip: IpAddr,
     user_agent: Option<&str>,
-) -> Result<NewSession, sqlx::Error> {
+) -> Result<NewSession, db::Error> {
     let (id, created_at, expires_at) =
         repo::create_session(tx, user, ttl_hours, ip, user_agent).await?;
     let claims = jwt::Claims {
@@ -105,9 +105,10 @@ impl FromRequestParts<AppState> for CurrentUser {
     }
 }
 
-/// A caller whose token is valid and whose session is checked in the same round trip that opens
-/// the request's transaction: [`SessionUser::begin`] is the only way to its data, so the check
-/// cannot be skipped, and it costs no round trip of its own. A dead session gets 401 there.
+/// A caller whose token is valid and whose session is checked in the same round trip as the
+/// first statement of the request's transaction: [`SessionUser::begin`] is the only way to its
+/// data, so the check cannot be skipped, and it costs no round trip of its own. A dead session
+/// fails that first statement with SQLSTATE 28000, which `?` turns into 401.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionUser {
     user: UserId,
@@ -115,37 +116,15 @@ pub struct SessionUser {
 }
 
 impl SessionUser {
-    /// Opens the caller's user-scoped transaction, after checking their session is live.
+    /// The caller's user-scoped transaction, which checks their session is live before its first
+    /// statement. Does no I/O beyond taking a pooled connection.
     pub async fn begin(&self, db: &Db) -> Result<UserTx, AppError> {
-        let begun = db.user_with_session(self.user, self.session).await;
-        self.checked(begun)
+        Ok(db.user_with_session(self.user, self.session).await?)
     }
 
     /// Like [`SessionUser::begin`], for a handler that only reads (see [`ReadTx`]).
     pub async fn begin_read(&self, db: &Db) -> Result<ReadTx, AppError> {
-        let begun = db.user_read_with_session(self.user, self.session).await;
-        self.checked(begun)
-    }
-
-    /// The caller's one-round-trip reads ([`UserRead`]), which check the session in the read's own
-    /// round trip. Pass what they return through [`SessionUser::checked`].
-    pub fn reader<'d>(&self, db: &'d Db) -> UserRead<'d> {
-        db.reader(Caller {
-            user: self.user,
-            session: self.session,
-        })
-    }
-
-    /// A database result of this caller's, with a dead session turned into 401.
-    pub fn checked<T>(&self, begun: Result<T, sqlx::Error>) -> Result<T, AppError> {
-        match begun {
-            Ok(tx) => Ok(tx),
-            Err(sqlx::Error::Database(e)) if session_not_live(e.as_ref()) => {
-                tracing::info!(user_id = %self.user, "session revoked or expired");
-                Err(AppError::unauthorized())
-            }
-            Err(e) => Err(e.into()),
-        }
+        Ok(db.user_read_with_session(self.user, self.session).await?)
     }
 }
 
@@ -181,16 +160,6 @@ impl ApiUser {
     pub async fn begin_read(&self, db: &Db) -> Result<ReadTx, AppError> {
         self.0.begin_read(db).await
     }
-
-    /// See [`SessionUser::reader`].
-    pub fn reader<'d>(&self, db: &'d Db) -> UserRead<'d> {
-        self.0.reader(db)
-    }
-
-    /// See [`SessionUser::checked`].
-    pub fn checked<T>(&self, result: Result<T, sqlx::Error>) -> Result<T, AppError> {
-        self.0.checked(result)
-    }
 }
 
 impl FromRequestParts<AppState> for ApiUser {
@@ -202,12 +171,11 @@ impl FromRequestParts<AppState> for ApiUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let session = SessionUser::from_request_parts(parts, state).await?;
         let rate = Rate::per_minute(state.config.limits.api_requests_per_user_per_minute);
-        let caller = Caller {
-            user: session.user,
-            session: session.session,
-        };
-        let verdict = state.api_limiter.check(&state.db, caller, rate).await;
-        if let Err(wait) = session.checked(verdict)? {
+        let verdict = state
+            .api_limiter
+            .check(&state.db, session.user, session.session, rate)
+            .await?;
+        if let Err(wait) = verdict {
             return Err(AppError::rate_limited(
                 "Too many requests. Please slow down and try again shortly.",
                 wait,
@@ -215,15 +183,6 @@ impl FromRequestParts<AppState> for ApiUser {
         }
         Ok(ApiUser(session))
     }
-}
-
-/// Whether `error` is `assert_session_live`'s refusal. The same SQLSTATE at FATAL severity comes
-/// from the server refusing a connection (no pg_hba.conf entry, say): a fault of ours, not 401.
-fn session_not_live(error: &dyn sqlx::error::DatabaseError) -> bool {
-    error.code().as_deref() == Some(SESSION_NOT_LIVE)
-        && error
-            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-            .is_some_and(|e| e.severity() == sqlx::postgres::PgSeverity::Error)
 }
 
 /// The claims of a correctly signed, unexpired token from the Authorization header or the session

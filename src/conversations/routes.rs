@@ -108,11 +108,11 @@ pub async fn read(
 ) -> Result<Json<ConversationPage>, AppError> {
     let after = params.cursor.as_deref().map(decode_id_cursor).transpose()?;
     let limit = page_size(params.limit)?;
-    let mut tx = api.begin_read(&state.db).await?;
-    let conversation = repo::conversation_of(&mut tx, aide_id)
+    let tx = api.begin_read(&state.db).await?;
+    let conversation = repo::conversation_of(&tx, aide_id)
         .await?
         .ok_or_else(AppError::not_found)?;
-    let mut messages = repo::list_messages(&mut tx, conversation, after, limit + 1).await?;
+    let mut messages = repo::list_messages(&tx, conversation, after, limit + 1).await?;
     tx.finish();
     let next_cursor = if messages.len() as i64 > limit {
         messages.truncate(limit as usize);
@@ -188,14 +188,14 @@ pub async fn append(
     }
 
     let free_limit = state.config.limits.free_turns_per_week;
-    let mut tx = api.begin(&state.db).await?;
-    let conversation = repo::conversation_of(&mut tx, aide_id)
+    let tx = api.begin(&state.db).await?;
+    let conversation = repo::conversation_of(&tx, aide_id)
         .await?
         .ok_or_else(AppError::not_found)?;
     let turns = if message.role == Role::User {
-        match repo::consume_turn(&mut tx, free_limit).await? {
+        match repo::consume_turn(&tx, free_limit).await? {
             Some((used, week_start)) => {
-                let (tier, _, _) = repo::usage(&mut tx).await?;
+                let (tier, _, _) = repo::usage(&tx).await?;
                 Some(Turns {
                     used,
                     limit: (tier != "pro").then_some(free_limit),
@@ -203,7 +203,7 @@ pub async fn append(
                 })
             }
             None => {
-                let (_, used, week_start) = repo::usage(&mut tx).await?;
+                let (_, used, week_start) = repo::usage(&tx).await?;
                 return Err(turn_limit(used, free_limit, week_start + WEEK));
             }
         }
@@ -212,7 +212,7 @@ pub async fn append(
     };
     // After the turn (which locks the account row): every append takes the account before the
     // conversation, so two appends never wait on each other in opposite orders.
-    let (held, tier) = repo::lock_for_append(&mut tx, conversation).await?;
+    let (held, tier) = repo::lock_for_append(&tx, conversation).await?;
     let max = state.config.limits.tier(&tier).max_conversation_bytes;
     let adding = message.content.len() as u64;
     if held as u64 + adding > max {
@@ -231,17 +231,18 @@ pub async fn append(
             ),
         ));
     }
-    let stored =
-        repo::insert_message(&mut tx, conversation, role, &message.content, &metadata).await?;
-    audit::record_user(
-        &mut tx,
-        &Entry::new("conversation.message", "aide")
-            .resource(aide_id)
-            .details(serde_json::json!({"message_id": stored.id, "role": role, "chars": chars}))
-            .ip(ip),
+    let stored = repo::insert_message(&tx, conversation, role, &message.content, &metadata).await?;
+    futures_util::future::try_join(
+        audit::record_user(
+            &tx,
+            &Entry::new("conversation.message", "aide")
+                .resource(aide_id)
+                .details(serde_json::json!({"message_id": stored.id, "role": role, "chars": chars}))
+                .ip(ip),
+        ),
+        tx.commit_queued(),
     )
     .await?;
-    tx.commit().await?;
     Ok((
         StatusCode::CREATED,
         Json(Appended {

@@ -27,6 +27,17 @@ impl Error {
         }
     }
 
+    /// Whether this is the session check refusing a dead session (`assert_session_live` raises
+    /// SQLSTATE 28000 at ERROR severity; a FATAL 28000 is a refused login, not a dead session).
+    pub fn is_session_not_live(&self) -> bool {
+        match self {
+            Error::Postgres(e) => e.as_db_error().is_some_and(|db| {
+                db.code().code() == super::SESSION_NOT_LIVE && db.severity() == "ERROR"
+            }),
+            _ => false,
+        }
+    }
+
     /// The constraint a statement violated, if any.
     pub fn constraint(&self) -> Option<&str> {
         match self {

@@ -42,7 +42,9 @@ impl Listener {
 
     /// Subscribes to `channel`, a constant identifier of this crate.
     pub async fn listen(&self, channel: &'static str) -> Result<(), Error> {
-        self.client.batch_execute(&format!("listen {channel}")).await?;
+        self.client
+            .batch_execute(&format!("listen {channel}"))
+            .await?;
         Ok(())
     }
 

@@ -19,13 +19,11 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, PgConnection};
 
 pub use binaries::PgBinaries;
 pub use os_user::OsUser;
 
-use super::LOGIN_ROLE;
+use super::{ConnectOptions, Error, LOGIN_ROLE, connect};
 
 /// The cluster's superuser. Used for set-up and migrations only, never for serving data.
 pub const SUPERUSER: &str = "postgres";
@@ -109,12 +107,12 @@ impl ManagedPostgres {
     }
 
     /// Connection options for the superuser, for set-up and migrations.
-    pub fn admin_options(&self, database: &str) -> PgConnectOptions {
+    pub fn admin_options(&self, database: &str) -> ConnectOptions {
         options_for(&self.socket_dir, SUPERUSER, database)
     }
 
     /// Connection options for the server's login role.
-    pub fn app_options(&self, database: &str) -> PgConnectOptions {
+    pub fn app_options(&self, database: &str) -> ConnectOptions {
         options_for(&self.socket_dir, LOGIN_ROLE, database)
     }
 
@@ -124,21 +122,22 @@ impl ManagedPostgres {
     }
 
     /// Creates `database` when it does not exist.
-    pub async fn ensure_database(&self, database: &str) -> Result<(), sqlx::Error> {
-        let mut conn = PgConnection::connect_with(&self.admin_options("postgres")).await?;
-        let exists: bool =
-            sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-                .bind(database)
-                .fetch_one(&mut conn)
-                .await?;
+    pub async fn ensure_database(&self, database: &str) -> Result<(), Error> {
+        let conn = connect(&self.admin_options("postgres")).await?;
+        let exists: bool = conn
+            .query_one(
+                "select exists (select 1 from pg_database where datname = $1)",
+                &[&database],
+            )
+            .await?
+            .try_get(0)?;
         if !exists {
             // Identifiers cannot be parameters; quote it as PostgreSQL's quote_ident would.
             let quoted = format!("\"{}\"", database.replace('"', "\"\""));
-            sqlx::raw_sql(&format!("create database {quoted}"))
-                .execute(&mut conn)
+            conn.batch_execute(&format!("create database {quoted}"))
                 .await?;
         }
-        conn.close().await
+        Ok(())
     }
 
     async fn wait_ready(&mut self) -> Result<(), String> {
@@ -152,11 +151,8 @@ impl ManagedPostgres {
                     log_tail(&self.root)
                 ));
             }
-            match PgConnection::connect_with(&options).await {
-                Ok(conn) => {
-                    conn.close().await.ok();
-                    return Ok(());
-                }
+            match connect(&options).await {
+                Ok(_) => return Ok(()),
                 Err(e) if Instant::now() > deadline => {
                     return Err(format!(
                         "PostgreSQL did not accept connections within {}s ({e}). Its log says:\n{}",
@@ -459,23 +455,26 @@ fn absolute(path: &Path) -> Result<PathBuf, String> {
     std::path::absolute(path).map_err(|e| format!("could not resolve {}: {e}", path.display()))
 }
 
-fn options_for(socket_dir: &Path, user: &str, database: &str) -> PgConnectOptions {
-    PgConnectOptions::new()
-        .socket(socket_dir)
+fn options_for(socket_dir: &Path, user: &str, database: &str) -> ConnectOptions {
+    let mut options = ConnectOptions::new();
+    options
+        .host_path(socket_dir)
         .port(PORT)
-        .username(user)
-        .database(database)
-        .disable_statement_logging()
+        .user(user)
+        .dbname(database)
+        .application_name("aide");
+    options
 }
 
-/// `postgresql://user@localhost/db?host=/socket/dir&port=5432`: libpq (psql) and sqlx both read
+/// `postgresql://user@/db?host=/socket/dir&port=5432`: libpq (psql) and tokio-postgres both read
 /// `host=` as the socket folder.
 fn socket_url(socket_dir: &Path, user: &str, database: &str) -> String {
-    let mut url = url::Url::parse("postgresql://localhost/").expect("constant URL parses");
-    let _ = url.set_username(user);
-    url.set_path(database);
-    url.query_pairs_mut()
-        .append_pair("host", &socket_dir.to_string_lossy())
-        .append_pair("port", &PORT.to_string());
-    url.to_string()
+    // No host before the path: a URL client that reads both would try it first.
+    let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    format!(
+        "postgresql://{}@/{}?host={}&port={PORT}",
+        encode(user),
+        encode(database),
+        encode(&socket_dir.to_string_lossy())
+    )
 }

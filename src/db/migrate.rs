@@ -10,7 +10,9 @@
 //! lock keeps several servers starting at once from migrating together.
 
 use sha2::{Digest, Sha256};
-use sqlx::{Connection, PgConnection};
+use tokio_postgres::Client;
+
+use super::Error;
 
 use super::OWNER_ROLE;
 
@@ -86,29 +88,30 @@ pub enum MigrateError {
         version: i32,
         name: &'static str,
         #[source]
-        source: sqlx::Error,
+        source: Error,
     },
     #[error("could not read or record the applied migrations: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] Error),
 }
 
 /// Applies every pending migration; returns the versions applied.
-pub async fn run(conn: &mut PgConnection) -> Result<Vec<i32>, MigrateError> {
-    sqlx::query("select pg_advisory_lock($1)")
-        .bind(LOCK_KEY)
-        .execute(&mut *conn)
-        .await?;
+///
+/// These statements run over an administrative connection, not through the scopes, so they are
+/// not registered statements; every test run applies them to a fresh database.
+pub async fn run(conn: &Client) -> Result<Vec<i32>, MigrateError> {
+    conn.execute("select pg_advisory_lock($1)", &[&LOCK_KEY])
+        .await
+        .map_err(Error::from)?;
     let result = run_locked(conn).await;
     // The lock is also released when the connection closes, so a failed unlock loses nothing.
-    let _ = sqlx::query("select pg_advisory_unlock($1)")
-        .bind(LOCK_KEY)
-        .execute(&mut *conn)
+    let _ = conn
+        .execute("select pg_advisory_unlock($1)", &[&LOCK_KEY])
         .await;
     result
 }
 
-async fn run_locked(conn: &mut PgConnection) -> Result<Vec<i32>, MigrateError> {
-    sqlx::raw_sql(
+async fn run_locked(conn: &Client) -> Result<Vec<i32>, MigrateError> {
+    conn.batch_execute(
         "create schema if not exists aide_meta;
          create table if not exists aide_meta.schema_migrations (
              version integer primary key,
@@ -117,14 +120,20 @@ async fn run_locked(conn: &mut PgConnection) -> Result<Vec<i32>, MigrateError> {
              applied_at timestamptz not null default now()
          );",
     )
-    .execute(&mut *conn)
-    .await?;
+    .await
+    .map_err(Error::from)?;
 
-    let applied: Vec<(i32, Vec<u8>)> = sqlx::query_as(
-        "select version, checksum from aide_meta.schema_migrations order by version",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
+    let applied: Vec<(i32, Vec<u8>)> = conn
+        .query(
+            "select version, checksum from aide_meta.schema_migrations order by version",
+            &[],
+        )
+        .await
+        .map_err(Error::from)?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(Error::from)?;
     for (version, checksum) in &applied {
         match MIGRATIONS.iter().find(|m| m.version == *version) {
             None => return Err(MigrateError::Unknown { version: *version }),
@@ -160,23 +169,33 @@ async fn run_locked(conn: &mut PgConnection) -> Result<Vec<i32>, MigrateError> {
     Ok(done)
 }
 
-async fn apply(conn: &mut PgConnection, migration: &Migration) -> Result<(), sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    if !migration.runs_as_admin() {
-        sqlx::query("select set_config('role', $1, true)")
-            .bind(OWNER_ROLE)
-            .execute(&mut *tx)
-            .await?;
+async fn apply(conn: &Client, migration: &Migration) -> Result<(), Error> {
+    // One simple query: one transaction, so a failed migration leaves nothing behind.
+    let role = if migration.runs_as_admin() {
+        String::new()
+    } else {
+        format!("select set_config('role', '{OWNER_ROLE}', true);\n")
+    };
+    let script = format!("begin;\n{role}{}\n;reset role;", migration.sql);
+    let recorded = match conn.batch_execute(&script).await {
+        Ok(()) => conn
+            .execute(
+                "insert into aide_meta.schema_migrations (version, name, checksum) \
+                 values ($1, $2, $3)",
+                &[&migration.version, &migration.name, &migration.checksum()],
+            )
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match recorded {
+        Ok(_) => {
+            conn.batch_execute("commit").await?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = conn.batch_execute("rollback").await;
+            Err(e.into())
+        }
     }
-    sqlx::raw_sql(migration.sql).execute(&mut *tx).await?;
-    sqlx::raw_sql("reset role").execute(&mut *tx).await?;
-    sqlx::query(
-        "insert into aide_meta.schema_migrations (version, name, checksum) values ($1, $2, $3)",
-    )
-    .bind(migration.version)
-    .bind(migration.name)
-    .bind(migration.checksum())
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await
 }

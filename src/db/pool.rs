@@ -29,9 +29,7 @@ pub struct Conn {
 impl Conn {
     /// The prepared form of a registered statement.
     pub(super) fn statement(&self, text: &'static str) -> Result<&Statement, Error> {
-        self.statements
-            .get(text)
-            .ok_or(Error::Unregistered(text))
+        self.statements.get(text).ok_or(Error::Unregistered(text))
     }
 }
 
@@ -86,13 +84,22 @@ async fn prepare_all(client: &Client) -> Result<HashMap<&'static str, Statement>
     for registered in statement::all() {
         by_role.entry(registered.role).or_default().push(registered);
     }
-    let mut steps: Vec<Pin<Box<dyn Future<Output = Result<Option<Prepared>, Error>> + Send + '_>>> =
-        vec![Box::pin(async { client.batch_execute("begin").await.map(|()| None).map_err(Error::from) })];
+    let mut steps: Vec<Step<'_, Option<Prepared>, Error>> = vec![Box::pin(async {
+        client
+            .batch_execute("begin")
+            .await
+            .map(|()| None)
+            .map_err(Error::from)
+    })];
     for (role, statements) in by_role {
         // A role name is a constant of this crate, never input.
         let enter = format!("select set_config('role', '{role}', true)");
         steps.push(Box::pin(async move {
-            client.batch_execute(&enter).await.map(|()| None).map_err(Error::from)
+            client
+                .batch_execute(&enter)
+                .await
+                .map(|()| None)
+                .map_err(Error::from)
         }));
         for registered in statements {
             steps.push(Box::pin(async move {
@@ -113,7 +120,11 @@ async fn prepare_all(client: &Client) -> Result<HashMap<&'static str, Statement>
         }
     }
     steps.push(Box::pin(async {
-        client.batch_execute("rollback").await.map(|()| None).map_err(Error::from)
+        client
+            .batch_execute("rollback")
+            .await
+            .map(|()| None)
+            .map_err(Error::from)
     }));
     let prepared = in_order(steps).await;
     if prepared.is_err() {
@@ -125,12 +136,13 @@ async fn prepare_all(client: &Client) -> Result<HashMap<&'static str, Statement>
 
 type Prepared = (&'static str, Statement);
 
+/// One request of a pipeline: a boxed future that sends on its first poll.
+pub(super) type Step<'a, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'a>>;
+
 /// Runs `futures` concurrently, polling them in the order given, so a connection receives their
 /// requests in that order (tokio-postgres sends a request when its future is first polled).
 /// Fails with the first error.
-pub(super) async fn in_order<T: Unpin, E>(
-    futures: Vec<Pin<Box<dyn Future<Output = Result<T, E>> + Send + '_>>>,
-) -> Result<Vec<T>, E> {
+pub(super) async fn in_order<T: Unpin, E>(futures: Vec<Step<'_, T, E>>) -> Result<Vec<T>, E> {
     InOrder {
         pending: futures.into_iter().map(Some).collect(),
         done: Vec::new(),
@@ -139,7 +151,7 @@ pub(super) async fn in_order<T: Unpin, E>(
 }
 
 struct InOrder<'a, T, E> {
-    pending: Vec<Option<Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'a>>>>,
+    pending: Vec<Option<Step<'a, T, E>>>,
     done: Vec<Option<T>>,
 }
 

@@ -80,21 +80,27 @@ impl Tx {
     /// Sends the opening statements (on its first poll) and waits for their answers.
     async fn open(&self) -> Result<(), Error> {
         let client = &self.conn.client;
-        let run = |sql: &'static Sql<System>, params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>| {
-            let statement = self.conn.statement(sql.text());
-            async move {
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                    params.iter().map(|p| p.as_ref() as _).collect();
-                client.execute(statement?, &refs).await?;
-                Ok::<(), Error>(())
-            }
-            .boxed()
-        };
+        let run =
+            |sql: &'static Sql<System>,
+             params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>| {
+                let statement = self.conn.statement(sql.text());
+                async move {
+                    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                        params.iter().map(|p| p.as_ref() as _).collect();
+                    client.execute(statement?, &refs).await?;
+                    Ok::<(), Error>(())
+                }
+                .boxed()
+            };
         let steps = match self.opening {
             Opening::System { bookkeeping } => vec![
                 run(&BEGIN, vec![]),
                 run(
-                    if bookkeeping { &ENTER_BOOKKEEPING } else { &ENTER_SYSTEM },
+                    if bookkeeping {
+                        &ENTER_BOOKKEEPING
+                    } else {
+                        &ENTER_SYSTEM
+                    },
                     vec![],
                 ),
             ],
@@ -103,13 +109,21 @@ impl Tx {
                 session,
                 read_only,
             } => {
-                let mut steps =
-                    vec![run(if read_only { &BEGIN_READ_ONLY } else { &BEGIN }, vec![])];
+                let mut steps = vec![run(
+                    if read_only { &BEGIN_READ_ONLY } else { &BEGIN },
+                    vec![],
+                )];
                 if let Some(session) = session {
                     steps.push(run(&ENTER_SYSTEM, vec![]));
-                    steps.push(run(&CHECK_SESSION, vec![Box::new(session), Box::new(user.0)]));
+                    steps.push(run(
+                        &CHECK_SESSION,
+                        vec![Box::new(session), Box::new(user.0)],
+                    ));
                 }
-                steps.push(run(&ENTER_USER, vec![Box::new(user.0.hyphenated().to_string())]));
+                steps.push(run(
+                    &ENTER_USER,
+                    vec![Box::new(user.0.hyphenated().to_string())],
+                ));
                 steps
             }
         };
@@ -120,7 +134,10 @@ impl Tx {
     async fn rows(&self, text: &'static str, params: Params<'_>) -> Result<Vec<Row>, Error> {
         let statement = self.conn.statement(text)?;
         let query = async { Ok::<_, Error>(self.conn.client.query(statement, params).await?) };
-        match self.state.compare_exchange(NOT_BEGUN, OPEN, Ordering::AcqRel, Ordering::Acquire) {
+        match self
+            .state
+            .compare_exchange(NOT_BEGUN, OPEN, Ordering::AcqRel, Ordering::Acquire)
+        {
             Ok(_) => futures_util::future::try_join(self.open(), query)
                 .await
                 .map(|((), rows)| rows),
@@ -132,7 +149,10 @@ impl Tx {
     async fn execute(&self, text: &'static str, params: Params<'_>) -> Result<u64, Error> {
         let statement = self.conn.statement(text)?;
         let execute = async { Ok::<_, Error>(self.conn.client.execute(statement, params).await?) };
-        match self.state.compare_exchange(NOT_BEGUN, OPEN, Ordering::AcqRel, Ordering::Acquire) {
+        match self
+            .state
+            .compare_exchange(NOT_BEGUN, OPEN, Ordering::AcqRel, Ordering::Acquire)
+        {
             Ok(_) => futures_util::future::try_join(self.open(), execute)
                 .await
                 .map(|((), n)| n),
@@ -196,7 +216,11 @@ macro_rules! scope_methods {
         }
 
         /// Runs a statement that returns a row.
-        pub async fn row<R: FromRow>(&self, sql: &Sql<$scope>, params: Params<'_>) -> Result<R, Error> {
+        pub async fn row<R: FromRow>(
+            &self,
+            sql: &Sql<$scope>,
+            params: Params<'_>,
+        ) -> Result<R, Error> {
             self.row_opt(sql, params).await?.ok_or(Error::NoRow)
         }
 
@@ -215,7 +239,12 @@ macro_rules! scope_methods {
             sql: &Sql<$scope>,
             params: Params<'_>,
         ) -> Result<Vec<T>, Error> {
-            Ok(self.rows::<Value<T>>(sql, params).await?.into_iter().map(|v| v.0).collect())
+            Ok(self
+                .rows::<Value<T>>(sql, params)
+                .await?
+                .into_iter()
+                .map(|v| v.0)
+                .collect())
         }
 
         /// Like [`Self::value`], for a statement that may return no row.
@@ -277,7 +306,12 @@ pub struct UserTx {
 }
 
 impl UserTx {
-    pub(super) fn new(conn: Object<Manager>, user: UserId, session: Option<Uuid>, read_only: bool) -> Self {
+    pub(super) fn new(
+        conn: Object<Manager>,
+        user: UserId,
+        session: Option<Uuid>,
+        read_only: bool,
+    ) -> Self {
         UserTx {
             tx: Tx::new(
                 conn,

@@ -48,8 +48,8 @@ pub struct Sql<S> {
 }
 
 impl<S> Sql<S> {
-    #[doc(hidden)]
-    pub const fn declared(text: &'static str) -> Self {
+    /// Only through [`statement!`](crate::statement), which also registers it.
+    pub(crate) const fn declared(text: &'static str) -> Self {
         Sql {
             text,
             scope: PhantomData,

@@ -10,125 +10,127 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
+use futures_util::future::try_join;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 use super::{Mailer, NewEmail, QueuedEmail, SendError};
-use crate::db::{Db, SystemTx};
+use crate::db::{self, Db, SystemTx};
+use crate::retry::{MAX_BACKOFF, backoff};
 
 /// Attempts before a message is dead-lettered.
 pub const MAX_ATTEMPTS: i32 = 8;
-/// How long a claimed message is left to its worker before another may retry it.
-const LEASE: &str = "2 minutes";
 /// How many messages a worker claims at once.
 const BATCH: i64 = 10;
 /// How often the worker looks for due messages when nothing wakes it.
 const POLL: Duration = Duration::from_secs(2);
-/// The longest wait between attempts, whatever the provider asks.
-const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// How long a claimed message is left to its worker before another may retry it (an interval
+/// literal, spliced into [`CLAIM`]).
+macro_rules! lease {
+    () => {
+        "2 minutes"
+    };
+}
+
+/// The columns of a [`QueuedEmail`].
+macro_rules! queued_columns {
+    () => {
+        "id, kind, to_address, subject, html_body, text_body, attempts, deliver_before"
+    };
+}
+
+crate::statement! {
+    /// Queues an email; returns its id.
+    ENQUEUE: System = "insert into email_outbox (kind, to_address, subject, html_body, text_body, deliver_before) \
+         values ($1, $2, $3, $4, $5, $6) returning id";
+    /// Claims up to `$1` due messages for a lease.
+    CLAIM: System = concat!(
+        "update email_outbox \
+         set attempts = attempts + 1, next_attempt_at = now() + interval '",
+        lease!(),
+        "' where id in ( \
+             select id from email_outbox \
+             where status = 'pending' and next_attempt_at <= now() \
+             order by next_attempt_at \
+             limit $1 \
+             for update skip locked) \
+         returning ",
+        queued_columns!()
+    );
+    /// Marks message `$1` sent by the provider's id `$2`, and erases its bodies.
+    MARK_SENT: System = "update email_outbox \
+         set status = 'sent', sent_at = now(), provider_id = $2, last_error = null, \
+             html_body = null, text_body = null \
+         where id = $1";
+    /// Schedules another attempt of message `$1` in `$2` seconds, for reason `$3`.
+    MARK_RETRY: System = "update email_outbox \
+         set next_attempt_at = now() + make_interval(secs => $2), last_error = $3 \
+         where id = $1";
+    /// Gives up on message `$1` for reason `$2`, and erases its bodies.
+    MARK_DEAD: System = "update email_outbox \
+         set status = 'dead', last_error = $2, html_body = null, text_body = null \
+         where id = $1";
+    /// Sent and dead-lettered emails (already without bodies) older than a week.
+    DELETE_FINISHED: System =
+        "delete from email_outbox where status <> 'pending' and created_at < now() - interval '7 days'";
+}
 
 /// Queues `email` in the caller's transaction: it is sent only if that transaction commits.
-pub async fn enqueue(tx: &mut SystemTx, email: &NewEmail) -> Result<Uuid, sqlx::Error> {
-    sqlx::query_scalar(
-        "insert into email_outbox (kind, to_address, subject, html_body, text_body, deliver_before)
-         values ($1, $2, $3, $4, $5, $6) returning id",
+pub async fn enqueue(tx: &SystemTx, email: &NewEmail) -> Result<Uuid, db::Error> {
+    tx.value(
+        &ENQUEUE,
+        &[
+            &email.kind,
+            &email.to,
+            &email.subject,
+            &email.html,
+            &email.text,
+            &email.deliver_before,
+        ],
     )
-    .bind(email.kind)
-    .bind(&email.to)
-    .bind(&email.subject)
-    .bind(&email.html)
-    .bind(&email.text)
-    .bind(email.deliver_before)
-    .fetch_one(tx.conn())
     .await
 }
 
 /// Claims up to `BATCH` due messages.
-async fn claim(db: &Db) -> Result<Vec<QueuedEmail>, sqlx::Error> {
-    let mut tx = db.system().await?;
-    let claimed = sqlx::query_as::<_, QueuedEmail>(&format!(
-        "update email_outbox
-         set attempts = attempts + 1, next_attempt_at = now() + interval '{LEASE}'
-         where id in (
-             select id from email_outbox
-             where status = 'pending' and next_attempt_at <= now()
-             order by next_attempt_at
-             limit $1
-             for update skip locked)
-         returning id, kind, to_address, subject, html_body, text_body, attempts, deliver_before"
-    ))
-    .bind(BATCH)
-    .fetch_all(tx.conn())
-    .await?;
-    tx.commit().await?;
+async fn claim(db: &Db) -> Result<Vec<QueuedEmail>, db::Error> {
+    let tx = db.system().await?;
+    let (claimed, ()) = try_join(tx.rows(&CLAIM, &[&BATCH]), tx.commit_queued()).await?;
     Ok(claimed)
 }
 
 /// Marks a message sent and erases its bodies.
-async fn mark_sent(db: &Db, id: Uuid, provider_id: Option<&str>) -> Result<(), sqlx::Error> {
-    let mut tx = db.system().await?;
-    sqlx::query(
-        "update email_outbox
-         set status = 'sent', sent_at = now(), provider_id = $2, last_error = null,
-             html_body = null, text_body = null
-         where id = $1",
+async fn mark_sent(db: &Db, id: Uuid, provider_id: Option<&str>) -> Result<(), db::Error> {
+    let tx = db.system().await?;
+    try_join(
+        tx.execute(&MARK_SENT, &[&id, &provider_id]),
+        tx.commit_queued(),
     )
-    .bind(id)
-    .bind(provider_id)
-    .execute(tx.conn())
     .await?;
-    tx.commit().await
+    Ok(())
 }
 
 /// Schedules another attempt after `wait`.
-async fn mark_retry(db: &Db, id: Uuid, wait: Duration, reason: &str) -> Result<(), sqlx::Error> {
-    let mut tx = db.system().await?;
-    sqlx::query(
-        "update email_outbox
-         set next_attempt_at = now() + make_interval(secs => $2), last_error = $3
-         where id = $1",
+async fn mark_retry(db: &Db, id: Uuid, wait: Duration, reason: &str) -> Result<(), db::Error> {
+    let tx = db.system().await?;
+    try_join(
+        tx.execute(&MARK_RETRY, &[&id, &wait.as_secs_f64(), &reason]),
+        tx.commit_queued(),
     )
-    .bind(id)
-    .bind(wait.as_secs_f64())
-    .bind(reason)
-    .execute(tx.conn())
     .await?;
-    tx.commit().await
+    Ok(())
 }
 
 /// Gives up on a message and erases its bodies.
-async fn mark_dead(db: &Db, id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
-    let mut tx = db.system().await?;
-    sqlx::query(
-        "update email_outbox
-         set status = 'dead', last_error = $2, html_body = null, text_body = null
-         where id = $1",
-    )
-    .bind(id)
-    .bind(reason)
-    .execute(tx.conn())
-    .await?;
-    tx.commit().await
+async fn mark_dead(db: &Db, id: Uuid, reason: &str) -> Result<(), db::Error> {
+    let tx = db.system().await?;
+    try_join(tx.execute(&MARK_DEAD, &[&id, &reason]), tx.commit_queued()).await?;
+    Ok(())
 }
 
 /// Deletes sent and dead-lettered emails (already without bodies) after a week.
-pub async fn delete_finished(tx: &mut SystemTx) -> Result<u64, sqlx::Error> {
-    sqlx::query(
-        "delete from email_outbox where status <> 'pending' and created_at < now() - interval '7 days'",
-    )
-    .execute(tx.conn())
-    .await
-    .map(|done| done.rows_affected())
-}
-
-/// Exponential backoff with jitter: about 2s, 4s, 8s... capped at an hour.
-pub fn backoff(attempts: i32) -> Duration {
-    let exp = attempts.clamp(1, 20) - 1;
-    let base = Duration::from_secs(2).saturating_mul(1u32 << exp.min(16));
-    let capped = base.min(MAX_BACKOFF);
-    let jitter = rand::rng().random_range(0.8..1.2);
-    capped.mul_f64(jitter).min(MAX_BACKOFF)
+pub async fn delete_finished(tx: &SystemTx) -> Result<u64, db::Error> {
+    tx.execute(&DELETE_FINISHED, &[]).await
 }
 
 /// The background worker that delivers the outbox.
@@ -165,7 +167,7 @@ impl Worker {
     }
 
     /// One pass: claims due messages and tries each once. Returns how many were claimed.
-    pub async fn deliver_due(&self) -> Result<usize, sqlx::Error> {
+    pub async fn deliver_due(&self) -> Result<usize, db::Error> {
         let batch = claim(&self.db).await?;
         for email in &batch {
             self.deliver(email).await?;
@@ -173,7 +175,7 @@ impl Worker {
         Ok(batch.len())
     }
 
-    async fn deliver(&self, email: &QueuedEmail) -> Result<(), sqlx::Error> {
+    async fn deliver(&self, email: &QueuedEmail) -> Result<(), db::Error> {
         if email
             .deliver_before
             .is_some_and(|deadline| deadline <= chrono::Utc::now())
@@ -200,19 +202,5 @@ impl Worker {
                 mark_retry(&self.db, email.id, wait, &reason).await
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let first = backoff(1);
-        assert!(first >= Duration::from_millis(1600) && first <= Duration::from_millis(2400));
-        let third = backoff(3);
-        assert!(third >= Duration::from_millis(6400) && third <= Duration::from_millis(9600));
-        assert!(backoff(30) <= MAX_BACKOFF);
     }
 }

@@ -35,11 +35,11 @@ const LOCK_RETRY: Duration = Duration::from_millis(50);
 /// connection is held while waiting.
 pub async fn begin_sharing_blobs(db: &Db, api: &ApiUser, aide: Uuid) -> Result<UserTx, AppError> {
     for _ in 0..LOCK_TRIES {
-        let mut tx = api.begin(db).await?;
-        if repo::try_share_blobs(&mut tx, aide).await? {
+        let tx = api.begin(db).await?;
+        if repo::try_share_blobs(&tx, aide).await? {
             return Ok(tx);
         }
-        tx.rollback().await?;
+        tx.rollback();
         tokio::time::sleep(LOCK_RETRY).await;
     }
     Err(AppError::Unavailable(
@@ -51,10 +51,10 @@ impl BlobGuard {
     /// Records `sha256s` of `aide` as pending in `tx`, which must hold the blob lock (see
     /// [`begin_sharing_blobs`]); they are protected once `tx` commits. 404 when the aide is not
     /// the caller's.
-    pub async fn take(tx: &mut UserTx, aide: Uuid, sha256s: &[Vec<u8>]) -> Result<Self, AppError> {
+    pub async fn take(tx: &UserTx, aide: Uuid, sha256s: &[Vec<u8>]) -> Result<Self, AppError> {
         match repo::insert_pending(tx, aide, sha256s).await {
             Ok(ids) => Ok(BlobGuard { ids }),
-            Err(sqlx::Error::Database(e)) if e.constraint() == Some("pending_blobs_aide_fkey") => {
+            Err(e) if e.constraint() == Some("pending_blobs_aide_fkey") => {
                 Err(AppError::not_found())
             }
             Err(e) => Err(e.into()),
@@ -62,7 +62,7 @@ impl BlobGuard {
     }
 
     /// Removes the rows in `tx`, the transaction that records what the blobs became.
-    pub async fn settle(&self, tx: &mut UserTx) -> Result<(), AppError> {
+    pub async fn settle(&self, tx: &UserTx) -> Result<(), AppError> {
         repo::delete_pending(tx, &self.ids).await?;
         Ok(())
     }
@@ -71,9 +71,12 @@ impl BlobGuard {
     /// behind are removed by the cleanup job after an hour.
     pub async fn release(self, db: &Db, api: &ApiUser) {
         let result = async {
-            let mut tx = api.begin(db).await?;
-            repo::delete_pending(&mut tx, &self.ids).await?;
-            tx.commit().await?;
+            let tx = api.begin(db).await?;
+            futures_util::future::try_join(
+                repo::delete_pending(&tx, &self.ids),
+                tx.commit_queued(),
+            )
+            .await?;
             Ok::<_, AppError>(())
         }
         .await;

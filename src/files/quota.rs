@@ -20,11 +20,21 @@ pub struct Upload<'a> {
 
 /// Refuses an upload that would pass the aide's byte or file limit or the account's.
 pub async fn check_upload(
-    tx: &mut UserTx,
+    tx: &UserTx,
     limits: &TierLimits,
     upload: &Upload<'_>,
 ) -> Result<(), AppError> {
-    let (used, files) = repo::usage_except(tx, upload.aide, upload.path).await?;
+    // Both in one round trip; the aide's limits are checked first.
+    let ((used, files), account) = futures_util::future::try_join(
+        repo::usage_except(tx, upload.aide, upload.path),
+        repo::account_bytes_after(
+            tx,
+            upload.aide,
+            Some((upload.path, upload.sha256, upload.size)),
+            &[],
+        ),
+    )
+    .await?;
     if files + 1 > i64::from(limits.max_files_per_aide) {
         return Err(too_large(
             "AIDE_FILE_LIMIT",
@@ -46,13 +56,6 @@ pub async fn check_upload(
             ),
         ));
     }
-    let account = repo::account_bytes_after(
-        tx,
-        upload.aide,
-        Some((upload.path, upload.sha256, upload.size)),
-        &[],
-    )
-    .await?;
     check_account(limits, account)
 }
 

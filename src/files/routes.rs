@@ -7,6 +7,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use futures_util::TryFutureExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -121,8 +122,8 @@ pub async fn put_file(
     body: Body,
 ) -> Result<Json<FileInfo>, AppError> {
     let _slot = enter_in_flight(&state, &api)?;
-    let mut tx = api.begin_read(&state.db).await?;
-    let tier = repo::aide_tier(&mut tx, aide)
+    let tx = api.begin_read(&state.db).await?;
+    let tier = repo::aide_tier(&tx, aide)
         .await?
         .ok_or_else(AppError::not_found)?;
     tx.finish();
@@ -161,10 +162,13 @@ pub async fn put_file(
     };
 
     // Refuse now what would be refused anyway, before storing anything.
-    let mut tx = begin_sharing_blobs(&state.db, &api, aide).await?;
-    quota::check_upload(&mut tx, &limits, &upload).await?;
-    let guard = BlobGuard::take(&mut tx, aide, std::slice::from_ref(&sha256)).await?;
-    tx.commit().await?;
+    let tx = begin_sharing_blobs(&state.db, &api, aide).await?;
+    quota::check_upload(&tx, &limits, &upload).await?;
+    let (guard, ()) = futures_util::future::try_join(
+        BlobGuard::take(&tx, aide, std::slice::from_ref(&sha256)),
+        tx.commit_queued().map_err(AppError::from),
+    )
+    .await?;
 
     let stored = state
         .storage
@@ -220,48 +224,47 @@ async fn record_upload(
     content_type: &str,
     guard: BlobGuard,
 ) -> Result<FileRow, (AppError, BlobGuard)> {
-    let mut tx = match api.begin(&state.db).await {
+    let tx = match api.begin(&state.db).await {
         Ok(tx) => tx,
         Err(e) => return Err((e, guard)),
     };
-    let checked = async {
-        let tier = repo::lock_aide(&mut tx, upload.aide)
+    let recorded = async {
+        let tier = repo::lock_aide(&tx, upload.aide)
             .await?
             .ok_or_else(AppError::not_found)?;
-        quota::check_upload(&mut tx, &state.config.limits.tier(&tier), upload).await?;
-        let row = repo::upsert(
-            &mut tx,
-            upload.aide,
-            upload.path,
-            upload.size,
-            content_type,
-            upload.sha256,
-        )
-        .await?;
-        audit::record_user(
-            &mut tx,
-            &Entry::new("file.put", "aide")
-                .resource(upload.aide)
-                .details(
-                    serde_json::json!({"path": upload.path.as_str(), "size_bytes": upload.size}),
-                )
-                .ip(ip),
+        quota::check_upload(&tx, &state.config.limits.tier(&tier), upload).await?;
+        // The path, its audit row and the end of the guard (the path now refers to the blob) go
+        // in one round trip with the commit.
+        let (row, (), (), ()) = futures_util::future::try_join4(
+            repo::upsert(
+                &tx,
+                upload.aide,
+                upload.path,
+                upload.size,
+                content_type,
+                upload.sha256,
+            )
+            .map_err(AppError::from),
+            audit::record_user(
+                &tx,
+                &Entry::new("file.put", "aide")
+                    .resource(upload.aide)
+                    .details(
+                        serde_json::json!({"path": upload.path.as_str(), "size_bytes": upload.size}),
+                    )
+                    .ip(ip),
+            )
+            .map_err(AppError::from),
+            guard.settle(&tx),
+            tx.commit_queued().map_err(AppError::from),
         )
         .await?;
         Ok::<_, AppError>(row)
     }
     .await;
-    let row = match checked {
-        Ok(row) => row,
-        Err(e) => return Err((e, guard)),
-    };
-    // The path now refers to the blob: the guard's rows go in the same commit.
-    if let Err(e) = guard.settle(&mut tx).await {
-        return Err((e, guard));
-    }
-    match tx.commit().await {
-        Ok(()) => Ok(row),
-        Err(e) => Err((e.into(), guard)),
+    match recorded {
+        Ok(row) => Ok(row),
+        Err(e) => Err((e, guard)),
     }
 }
 
@@ -299,8 +302,8 @@ pub async fn get_file(
     IdPath(aide): IdPath,
     FilePathParam(path): FilePathParam,
 ) -> Result<Response, AppError> {
-    let mut tx = api.begin_read(&state.db).await?;
-    let row = repo::find(&mut tx, aide, &path)
+    let tx = api.begin_read(&state.db).await?;
+    let row = repo::find(&tx, aide, &path)
         .await?
         .ok_or_else(AppError::not_found)?;
     tx.finish();
@@ -349,19 +352,21 @@ pub async fn delete_file(
     IdPath(aide): IdPath,
     FilePathParam(path): FilePathParam,
 ) -> Result<StatusCode, AppError> {
-    let mut tx = api.begin(&state.db).await?;
-    if !repo::delete(&mut tx, aide, &path).await? {
+    let tx = api.begin(&state.db).await?;
+    if !repo::delete(&tx, aide, &path).await? {
         return Err(AppError::not_found());
     }
-    audit::record_user(
-        &mut tx,
-        &Entry::new("file.delete", "aide")
-            .resource(aide)
-            .details(serde_json::json!({"path": path.as_str()}))
-            .ip(ip),
+    futures_util::future::try_join(
+        audit::record_user(
+            &tx,
+            &Entry::new("file.delete", "aide")
+                .resource(aide)
+                .details(serde_json::json!({"path": path.as_str()}))
+                .ip(ip),
+        ),
+        tx.commit_queued(),
     )
     .await?;
-    tx.commit().await?;
     // Its bytes may now be unreferenced (queued by a trigger).
     state.storage_cleanup_wake.notify_one();
     Ok(StatusCode::NO_CONTENT)
@@ -380,12 +385,14 @@ pub async fn list_files(
     api: ApiUser,
     IdPath(aide): IdPath,
 ) -> Result<Json<FileList>, AppError> {
-    let mut tx = api.begin_read(&state.db).await?;
-    if !repo::aide_exists(&mut tx, aide).await? {
+    let tx = api.begin_read(&state.db).await?;
+    // Both in one round trip: the list is empty when the aide is not the caller's.
+    let (exists, rows) =
+        futures_util::future::try_join(repo::aide_exists(&tx, aide), repo::list(&tx, aide)).await?;
+    tx.finish();
+    if !exists {
         return Err(AppError::not_found());
     }
-    let rows = repo::list(&mut tx, aide).await?;
-    tx.finish();
     let total_bytes = rows.iter().map(|r| r.size_bytes).sum();
     Ok(Json(FileList {
         files: rows.into_iter().map(FileInfo::from).collect(),

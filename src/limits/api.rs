@@ -24,11 +24,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::Row;
 use uuid::Uuid;
 
 use super::Rate;
-use crate::db::{Caller, Db, SqlLiteral, UserId};
+use crate::db::{self, Db, UserId};
+use crate::error::AppError;
 
 /// The shortest time a lease is kept, and how long a session's check lets it draw local tokens.
 /// Without it, a high limit (say 1,000,000 a minute: 60 µs an interval) would make a lease of
@@ -37,6 +37,13 @@ pub const MIN_LEASE: Duration = Duration::from_secs(1);
 
 /// Users above this many entries trigger a sweep of those that need nothing more.
 const SWEEP_AT: usize = 10_000;
+
+/// Whose request is counted: the user, and the session that must be live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Caller {
+    user: UserId,
+    session: Uuid,
+}
 
 #[derive(Debug, Default)]
 pub struct ApiLimiter {
@@ -97,20 +104,20 @@ struct Ask {
 }
 
 impl ApiLimiter {
-    /// Counts one request of `caller`. Err(retry_after) when over the limit. Fails with
-    /// `assert_session_live`'s error (SQLSTATE 28000, see [`crate::db::SESSION_NOT_LIVE`]) when
-    /// the caller's session is not live, having charged nothing.
+    /// Counts one request of `user` in `session`. Err(retry_after) when over the limit. Fails
+    /// with 401 (`assert_session_live`'s SQLSTATE 28000, see [`crate::db::SESSION_NOT_LIVE`])
+    /// when the session is not live, having charged nothing.
     pub async fn check(
         &self,
         db: &Db,
-        caller: Caller,
+        user: UserId,
+        session: Uuid,
         rate: Rate,
-    ) -> Result<Result<(), Duration>, sqlx::Error> {
+    ) -> Result<Result<(), Duration>, AppError> {
+        let caller = Caller { user, session };
         let refill = {
             let Ok(mut users) = self.users.lock() else {
-                return Err(sqlx::Error::Protocol(
-                    "the rate limiter's lock is poisoned".into(),
-                ));
+                return Err(poisoned());
             };
             let now = Instant::now();
             if users.len() >= SWEEP_AT {
@@ -135,9 +142,7 @@ impl ApiLimiter {
             let granted = take(db, caller, rate, ask).await?;
             let now = Instant::now();
             let Ok(mut users) = self.users.lock() else {
-                return Err(sqlx::Error::Protocol(
-                    "the rate limiter's lock is poisoned".into(),
-                ));
+                return Err(poisoned());
             };
             let user = users
                 .entry(caller.user)
@@ -183,6 +188,10 @@ impl ApiLimiter {
     }
 }
 
+fn poisoned() -> AppError {
+    AppError::internal(anyhow::anyhow!("the rate limiter's lock is poisoned"))
+}
+
 /// Forgets users whose lease expired more than a period ago: their unused tokens have come back
 /// in the shared row by themselves, so there is nothing left to give back.
 fn sweep(users: &mut HashMap<UserId, UserTokens>, now: Instant, period: Duration) {
@@ -209,44 +218,54 @@ enum Granted {
     Refused(Duration),
 }
 
-/// Checks the caller's session, gives back `ask.refund` tokens, then takes as many of
-/// `ask.take` tokens as the user's budget holds, in one round trip (see [`Db::system_oneshot`];
-/// the statements hold only typed literals). They form one implicit transaction: when the session
-/// check raises, nothing after it happens. The row is locked while it is read and written, so
-/// processes taking at once are counted one after another.
-async fn take(db: &Db, caller: Caller, rate: Rate, ask: Ask) -> Result<Granted, sqlx::Error> {
-    let key = format!("'api:user:{}'", caller.user.0.hyphenated());
-    let session = caller.session.sql();
-    let user = caller.user.sql();
-    let interval = rate.interval_secs().sql();
-    let period = rate.period.as_secs_f64().sql();
-    let refund = (rate.interval_secs() * f64::from(ask.refund)).sql();
-    let want = i64::from(ask.take).sql();
-    let statement = format!(
-        "select assert_session_live({session}, {user});
-         insert into rate_limits (key, tat) values ({key}, now()) on conflict (key) do nothing;
-         update rate_limits set tat = tat - make_interval(secs => {refund}) where key = {key};
-         with cur as (select greatest(tat, now()) as t from rate_limits where key = {key} for update),
-              n as (select greatest(least({want},
-                        floor(extract(epoch from (now() + make_interval(secs => {period}) - t))
-                              / {interval}))::int8, 0) as granted
+crate::statement! {
+    /// Raises SQLSTATE 28000 unless session `$1` is a live session of user `$2`.
+    CHECK_SESSION: System = "select assert_session_live(session_id => $1, owner => $2)";
+    /// Makes sure key `$1` has a row, and gives back `$2` seconds of an expired lease.
+    ENSURE_AND_REFUND: System = "insert into rate_limits as r (key, tat) values ($1, now())
+         on conflict (key) do update set tat = r.tat - make_interval(secs => $2)";
+    /// Takes as many of `$2` tokens as key `$1`'s budget holds (period `$3`, interval `$4`, in
+    /// seconds); returns how many, and when none were, how long until one fits.
+    TAKE: System = "with cur as (select greatest(tat, now()) as t from rate_limits where key = $1 for update),
+              n as (select greatest(least($2::int8,
+                        floor(extract(epoch from (now() + make_interval(secs => $3) - t))::float8
+                              / $4::float8))::int8, 0::int8) as granted
                     from cur),
               upd as (update rate_limits
                       set tat = (select t from cur)
-                                + make_interval(secs => {interval} * (select granted from n))
-                      where key = {key}
+                                + make_interval(secs => $4::float8 * (select granted from n))
+                      where key = $1
                       returning tat)
          select (select granted from n) as granted,
-                (select greatest(extract(epoch from (tat + make_interval(secs => {interval})
-                                                    - make_interval(secs => {period}) - now()))::float8, 0)
-                 from upd) as wait"
-    );
-    let row = db
-        .system_oneshot(&statement)
-        .await?
-        .ok_or_else(|| sqlx::Error::Protocol("the rate limit check returned no row".into()))?;
-    let granted: i64 = row.try_get("granted")?;
-    let wait: Option<f64> = row.try_get("wait")?;
+                (select greatest(extract(epoch from (tat + make_interval(secs => $4)
+                                                    - make_interval(secs => $3) - now()))::float8, 0)
+                 from upd) as wait";
+}
+
+/// Checks the caller's session, gives back `ask.refund` tokens, then takes as many of
+/// `ask.take` tokens as the user's budget holds, in one round trip (the statements are pipelined
+/// with the scope's opening and its commit). When the session check raises, the rest of the
+/// transaction fails and nothing is charged. The row is locked while it is read and written, so
+/// processes taking at once are counted one after another.
+async fn take(db: &Db, caller: Caller, rate: Rate, ask: Ask) -> Result<Granted, db::Error> {
+    let key = format!("api:user:{}", caller.user.0.hyphenated());
+    let interval = rate.interval_secs();
+    let period = rate.period.as_secs_f64();
+    let refund = rate.interval_secs() * f64::from(ask.refund);
+    let want = i64::from(ask.take);
+    let tx = db.bookkeeping().await?;
+    let ((), _, (granted, wait), ()) = futures_util::future::try_join4(
+        async {
+            tx.execute(&CHECK_SESSION, &[&caller.session, &caller.user])
+                .await
+                .map(|_| ())
+        },
+        tx.execute(&ENSURE_AND_REFUND, &[&key, &refund]),
+        tx.row::<(Option<i64>, Option<f64>)>(&TAKE, &[&key, &want, &period, &interval]),
+        tx.commit_queued(),
+    )
+    .await?;
+    let granted = granted.unwrap_or(0);
     Ok(if granted > 0 || ask.take == 0 {
         Granted::Tokens(u32::try_from(granted).unwrap_or(0))
     } else {

@@ -146,10 +146,10 @@ impl LiveCache {
                         self.set_listening(true);
                         loop {
                             tokio::select! {
-                                received = listener.try_recv() => match received {
-                                    Ok(Some(notification)) => self.evict(notification.payload()),
+                                received = listener.recv() => match received {
+                                    Some(slug) => self.evict(&slug),
                                     // The connection was lost: notifications may have been missed.
-                                    Ok(None) | Err(_) => break,
+                                    None => break,
                                 },
                                 _ = shutdown.changed() => {}
                             }

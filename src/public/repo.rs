@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use crate::db::SystemTx;
+use crate::db::{self, SystemTx};
 
 /// A version of a live page: what serving any of its files needs.
 #[derive(Debug, Clone)]
@@ -25,7 +25,6 @@ pub struct LiveFile {
     pub size_bytes: i64,
 }
 
-#[derive(sqlx::FromRow)]
 struct Row {
     aide_id: Uuid,
     title: String,
@@ -37,15 +36,24 @@ struct Row {
     size_bytes: i64,
 }
 
-/// Version `version` (None: the latest) of the published aide `slug`, with all its files. None
-/// when the aide is not published or has no such version.
-pub async fn live_page(
-    tx: &mut SystemTx,
-    slug: &str,
-    version: Option<i32>,
-) -> Result<Option<LivePage>, sqlx::Error> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "select a.id as aide_id, a.title, u.tier, v.r2_key,
+impl db::FromRow for Row {
+    fn from_row(row: &db::Row) -> Result<Self, db::Error> {
+        Ok(Row {
+            aide_id: row.try_get("aide_id")?,
+            title: row.try_get("title")?,
+            tier: row.try_get("tier")?,
+            r2_key: row.try_get("r2_key")?,
+            path: row.try_get("path")?,
+            content_type: row.try_get("content_type")?,
+            sha256: row.try_get("sha256")?,
+            size_bytes: row.try_get("size_bytes")?,
+        })
+    }
+}
+
+crate::statement! {
+    /// Version `$2` (null: the latest) of the published aide with slug `$1`, a row per file.
+    LIVE_PAGE: System = "select a.id as aide_id, a.title, u.tier, v.r2_key,
                 f.path, f.content_type, f.sha256, f.size_bytes
          from aides a
          join users u on u.id = a.user_id
@@ -53,13 +61,18 @@ pub async fn live_page(
          join published_files f
            on f.aide_id = v.aide_id and f.user_id = v.user_id and f.version = v.version
          where a.slug = $1 and a.status = 'published'
-           and v.version = coalesce($2, (select max(l.version) from published_versions l
-                                         where l.aide_id = a.id and l.user_id = a.user_id))",
-    )
-    .bind(slug)
-    .bind(version)
-    .fetch_all(tx.conn())
-    .await?;
+           and v.version = coalesce($2::int4, (select max(l.version) from published_versions l
+                                               where l.aide_id = a.id and l.user_id = a.user_id))";
+}
+
+/// Version `version` (None: the latest) of the published aide `slug`, with all its files. None
+/// when the aide is not published or has no such version.
+pub async fn live_page(
+    tx: &SystemTx,
+    slug: &str,
+    version: Option<i32>,
+) -> Result<Option<LivePage>, db::Error> {
+    let rows: Vec<Row> = tx.rows(&LIVE_PAGE, &[&slug, &version]).await?;
     let Some(first) = rows.first() else {
         return Ok(None);
     };

@@ -93,9 +93,12 @@ async fn serve(
                 return Ok(too_many(wait));
             }
             let generation = state.live_pages.generation();
-            let mut tx = state.db.system().await?;
-            let answer = repo::live_page(&mut tx, slug, version).await?;
-            tx.commit().await?;
+            let tx = state.db.system().await?;
+            let (answer, ()) = futures_util::future::try_join(
+                repo::live_page(&tx, slug, version),
+                tx.commit_queued(),
+            )
+            .await?;
             let answer = answer.map(|page| Arc::new(prepare(&state.config, slug, page)));
             state
                 .live_pages

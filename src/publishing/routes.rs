@@ -5,6 +5,7 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
+use futures_util::TryFutureExt;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -124,7 +125,7 @@ fn version_view(state: &AppState, slug: &str, row: VersionRow) -> Version {
 /// counted against the account's storage.
 async fn record_version(
     state: &AppState,
-    tx: &mut UserTx,
+    tx: &UserTx,
     aide: Uuid,
     notes: Option<&str>,
     files: &[VersionFile],
@@ -146,9 +147,12 @@ async fn record_version(
         quota::check_account(&limits, after)?;
     }
     let version = repo::next_version(tx, aide).await?;
-    let row =
-        repo::insert_version(tx, aide, version, &super::blob_folder(aide), notes, files).await?;
-    let aide_row = repo::mark_published(tx, aide).await?;
+    let folder = super::blob_folder(aide);
+    let (row, aide_row) = futures_util::future::try_join(
+        repo::insert_version(tx, aide, version, &folder, notes, files),
+        repo::mark_published(tx, aide),
+    )
+    .await?;
     Ok((row, aide_row))
 }
 
@@ -181,9 +185,9 @@ fn published_view(
 
 /// Counts one publish (or restore) against PUBLISHES_PER_USER_PER_HOUR.
 async fn check_publish_rate(state: &AppState, api: &ApiUser) -> Result<(), AppError> {
-    let mut tx = state.db.system().await?;
+    let tx = state.db.system().await?;
     let verdict = crate::limits::hit(
-        &mut tx,
+        &tx,
         &format!("publish:user:{}", api.user_id()),
         crate::limits::Rate::per_hour(state.config.limits.publishes_per_user_per_hour),
     )
@@ -241,22 +245,24 @@ pub async fn publish(
     check_publish_rate(&state, &api).await?;
 
     // A snapshot of the workspace, with the blobs still to copy protected until recorded.
-    let mut tx = begin_sharing_blobs(&state.db, &api, aide).await?;
-    let current = repo::aide_state(&mut tx, aide, false)
-        .await?
-        .ok_or_else(AppError::not_found)?;
+    let tx = begin_sharing_blobs(&state.db, &api, aide).await?;
+    let folder = super::blob_folder(aide);
+    // One round trip: the files and hashes of an aide that is not the caller's are empty.
+    let (current, files, stored) = futures_util::future::try_join3(
+        repo::aide_state(&tx, aide, false),
+        repo::workspace_files(&tx, aide),
+        repo::published_hashes(&tx, aide, &folder),
+    )
+    .await?;
+    let current = current.ok_or_else(AppError::not_found)?;
     refuse_archived(&current)?;
-    let files = repo::workspace_files(&mut tx, aide).await?;
     if !files.iter().any(|f| f.path == "index.html") {
         return Err(AppError::invalid(
             "files",
             "there is no index.html to publish; upload the page as index.html first",
         ));
     }
-    let stored: HashSet<Vec<u8>> = repo::published_hashes(&mut tx, aide, &super::blob_folder(aide))
-        .await?
-        .into_iter()
-        .collect();
+    let stored: HashSet<Vec<u8>> = stored.into_iter().collect();
     let mut new_blobs: Vec<(Vec<u8>, i64)> = Vec::new();
     for file in &files {
         if !stored.contains(&file.sha256) && !new_blobs.iter().any(|(h, _)| *h == file.sha256) {
@@ -264,36 +270,39 @@ pub async fn publish(
         }
     }
     let limits = state.config.limits.tier(&current.tier);
-    let after = crate::files::account_bytes_after(&mut tx, aide, None, &new_blobs).await?;
+    let after = crate::files::account_bytes_after(&tx, aide, None, &new_blobs).await?;
     quota::check_account(&limits, after)?;
     // The address is taken now, before anything is copied: a chosen slug someone took meanwhile
     // is refused here.
-    repo::claim_slug(&mut tx, aide, &random_slug())
-        .await
-        .map_err(crate::aides::slug_conflict)?;
     let hashes: Vec<Vec<u8>> = new_blobs.iter().map(|(h, _)| h.clone()).collect();
-    let guard = BlobGuard::take(&mut tx, aide, &hashes).await?;
-    tx.commit().await?;
+    let (_, guard, ()) = futures_util::future::try_join3(
+        repo::claim_slug(&tx, aide, &random_slug()).map_err(crate::aides::slug_conflict),
+        BlobGuard::take(&tx, aide, &hashes),
+        tx.commit_queued().map_err(AppError::from),
+    )
+    .await?;
 
     let result = async {
         copy_to_published(&state, aide, &hashes).await?;
-        let mut tx = api.begin(&state.db).await?;
-        let (row, aide_row) =
-            record_version(&state, &mut tx, aide, notes, &files, &new_blobs).await?;
+        let tx = api.begin(&state.db).await?;
+        let (row, aide_row) = record_version(&state, &tx, aide, notes, &files, &new_blobs).await?;
         let size: i64 = files.iter().map(|f| f.size_bytes).sum();
-        audit::record_user(
-            &mut tx,
-            &Entry::new("aide.publish", "aide")
-                .resource(aide)
-                .ip(ip)
-                .details(serde_json::json!({
-                    "version": row.version, "files": files.len(), "size_bytes": size,
-                    "new_bytes": new_blobs.iter().map(|(_, s)| s).sum::<i64>()
-                })),
+        futures_util::future::try_join3(
+            audit::record_user(
+                &tx,
+                &Entry::new("aide.publish", "aide")
+                    .resource(aide)
+                    .ip(ip)
+                    .details(serde_json::json!({
+                        "version": row.version, "files": files.len(), "size_bytes": size,
+                        "new_bytes": new_blobs.iter().map(|(_, s)| s).sum::<i64>()
+                    })),
+            )
+            .map_err(AppError::from),
+            guard.settle(&tx),
+            tx.commit_queued().map_err(AppError::from),
         )
         .await?;
-        guard.settle(&mut tx).await?;
-        tx.commit().await?;
         Ok::<_, AppError>((row, aide_row))
     }
     .await;
@@ -362,19 +371,25 @@ pub async fn unpublish(
     ClientIp(ip): ClientIp,
     IdPath(aide): IdPath,
 ) -> Result<Json<Aide>, AppError> {
-    let mut tx = api.begin(&state.db).await?;
-    repo::aide_state(&mut tx, aide, true)
-        .await?
-        .ok_or_else(AppError::not_found)?;
-    let row = repo::mark_draft(&mut tx, aide)
-        .await?
-        .ok_or_else(|| AppError::conflict("NOT_PUBLISHED", "This aide is not published."))?;
-    audit::record_user(
-        &mut tx,
-        &Entry::new("aide.unpublish", "aide").resource(aide).ip(ip),
+    let tx = api.begin(&state.db).await?;
+    // The lock and the update in one round trip (PostgreSQL runs the update once the lock is
+    // held); a missing aide is told from one that is not published by the first answer.
+    let (locked, row) = futures_util::future::try_join(
+        repo::aide_state(&tx, aide, true),
+        repo::mark_draft(&tx, aide),
     )
     .await?;
-    tx.commit().await?;
+    locked.ok_or_else(AppError::not_found)?;
+    let row =
+        row.ok_or_else(|| AppError::conflict("NOT_PUBLISHED", "This aide is not published."))?;
+    futures_util::future::try_join(
+        audit::record_user(
+            &tx,
+            &Entry::new("aide.unpublish", "aide").resource(aide).ip(ip),
+        ),
+        tx.commit_queued(),
+    )
+    .await?;
     state.page_changed(aide, &[row.slug.as_deref()]);
     Ok(Json(row.into()))
 }
@@ -391,12 +406,14 @@ pub async fn list_versions(
     api: ApiUser,
     IdPath(aide): IdPath,
 ) -> Result<Json<VersionList>, AppError> {
-    let mut tx = api.begin_read(&state.db).await?;
-    let slug = crate::aides::find_slug(&mut tx, aide)
-        .await?
-        .ok_or_else(AppError::not_found)?;
-    let rows = repo::list_versions(&mut tx, aide).await?;
+    let tx = api.begin_read(&state.db).await?;
+    let (slug, rows) = futures_util::future::try_join(
+        crate::aides::find_slug(&tx, aide),
+        repo::list_versions(&tx, aide),
+    )
+    .await?;
     tx.finish();
+    let slug = slug.ok_or_else(AppError::not_found)?;
     let slug = slug.unwrap_or_default();
     Ok(Json(VersionList {
         versions: rows
@@ -425,16 +442,17 @@ pub async fn restore_version(
     VersionNumber(from): VersionNumber,
 ) -> Result<(StatusCode, Json<Published>), AppError> {
     let _slot = crate::files::enter_in_flight(&state, &api)?;
-    let mut tx = api.begin_read(&state.db).await?;
-    let current = repo::aide_state(&mut tx, aide, false)
-        .await?
-        .ok_or_else(AppError::not_found)?;
-    refuse_archived(&current)?;
-    let r2_key = repo::version_r2_key(&mut tx, aide, from)
-        .await?
-        .ok_or_else(AppError::not_found)?;
-    let files = repo::version_files(&mut tx, aide, from).await?;
+    let tx = api.begin_read(&state.db).await?;
+    let (current, r2_key, files) = futures_util::future::try_join3(
+        repo::aide_state(&tx, aide, false),
+        repo::version_r2_key(&tx, aide, from),
+        repo::version_files(&tx, aide, from),
+    )
+    .await?;
     tx.finish();
+    let current = current.ok_or_else(AppError::not_found)?;
+    refuse_archived(&current)?;
+    let r2_key = r2_key.ok_or_else(AppError::not_found)?;
     check_publish_rate(&state, &api).await?;
 
     // A version from before content-addressed storage: its bytes move into the blob folder once.
@@ -453,18 +471,20 @@ pub async fn restore_version(
         }
     }
 
-    let mut tx = api.begin(&state.db).await?;
+    let tx = api.begin(&state.db).await?;
     let notes = format!("Restored from version {from}");
-    let (row, aide_row) = record_version(&state, &mut tx, aide, Some(&notes), &files, &[]).await?;
-    audit::record_user(
-        &mut tx,
-        &Entry::new("aide.version_restore", "aide")
-            .resource(aide)
-            .ip(ip)
-            .details(serde_json::json!({"from": from, "version": row.version})),
+    let (row, aide_row) = record_version(&state, &tx, aide, Some(&notes), &files, &[]).await?;
+    futures_util::future::try_join(
+        audit::record_user(
+            &tx,
+            &Entry::new("aide.version_restore", "aide")
+                .resource(aide)
+                .ip(ip)
+                .details(serde_json::json!({"from": from, "version": row.version})),
+        ),
+        tx.commit_queued(),
     )
     .await?;
-    tx.commit().await?;
     state.page_changed(aide, &[aide_row.slug.as_deref()]);
     Ok((
         StatusCode::CREATED,

@@ -13,29 +13,49 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
+use futures_util::future::try_join;
 use object_store::ObjectStore;
 use tokio::sync::{Notify, watch};
 
 use super::Storage;
-use crate::db::Db;
+use crate::db::{self, Db, SystemTx};
 
 const BATCH: i64 = 20;
 const POLL: Duration = Duration::from_secs(30);
 
+crate::statement! {
+    /// Claims up to `$1` due entries for a lease of five minutes.
+    CLAIM: System = "update storage_cleanup \
+         set attempts = attempts + 1, next_attempt_at = now() + interval '5 minutes' \
+         where id in (select id from storage_cleanup where next_attempt_at <= now() \
+                      order by id limit $1 for update skip locked) \
+         returning id, prefix, attempts";
+    /// Entry `$1` is done.
+    DELETE_ENTRY: System = "delete from storage_cleanup where id = $1";
+    /// Schedules another attempt of entry `$1` in `$2` seconds, for reason `$3`.
+    RETRY_ENTRY: System = "update storage_cleanup \
+         set next_attempt_at = now() + make_interval(secs => $2), last_error = $3 \
+         where id = $1";
+    /// Takes the blob lock of aide `$2` (class `$1`) exclusively, if it is free, until the
+    /// transaction ends. The object is `hashtext` of the aide id's text, as `files::guard` has it.
+    TRY_LOCK_BLOBS: System = "select pg_try_advisory_xact_lock($1, hashtext($2::uuid::text))";
+    /// Whether a file of aide `$1`, or an upload or publish under way, refers to the blob of hex
+    /// SHA-256 `$2`.
+    BLOB_REFERENCED: System = "select exists (select 1 from workspace_files where aide_id = $1 and sha256 = decode($2, 'hex')) \
+             or exists (select 1 from pending_blobs where aide_id = $1 and sha256 = decode($2, 'hex'))";
+    /// Pending-blob rows older than an hour.
+    RELEASE_ABANDONED: System =
+        "delete from pending_blobs where created_at < now() - interval '1 hour'";
+}
+
 /// One pass over the due entries. Returns how many prefixes were emptied.
-pub async fn cleanup_due(db: &Db, storage: &Storage) -> Result<usize, sqlx::Error> {
-    let mut tx = db.system().await?;
-    let due: Vec<(i64, String, i32)> = sqlx::query_as(
-        "update storage_cleanup
-         set attempts = attempts + 1, next_attempt_at = now() + interval '5 minutes'
-         where id in (select id from storage_cleanup where next_attempt_at <= now()
-                      order by id limit $1 for update skip locked)
-         returning id, prefix, attempts",
+pub async fn cleanup_due(db: &Db, storage: &Storage) -> Result<usize, db::Error> {
+    let tx = db.system().await?;
+    let (due, ()) = try_join(
+        tx.rows::<(i64, String, i32)>(&CLAIM, &[&BATCH]),
+        tx.commit_queued(),
     )
-    .bind(BATCH)
-    .fetch_all(tx.conn())
     .await?;
-    tx.commit().await?;
 
     let mut done = 0;
     for (id, prefix, attempts) in due {
@@ -45,32 +65,23 @@ pub async fn cleanup_due(db: &Db, storage: &Storage) -> Result<usize, sqlx::Erro
                 .await
                 .map_err(CleanupError::Storage),
         };
-        let mut tx = db.system().await?;
+        let tx = db.system().await?;
         match result {
             Ok(objects) => {
-                sqlx::query("delete from storage_cleanup where id = $1")
-                    .bind(id)
-                    .execute(tx.conn())
-                    .await?;
+                try_join(tx.execute(&DELETE_ENTRY, &[&id]), tx.commit_queued()).await?;
                 tracing::info!(storage.prefix = %prefix, objects, "deleted objects nothing refers to");
                 done += 1;
             }
             Err(e) => {
-                let wait = crate::email::outbox::backoff(attempts);
+                let wait = crate::retry::backoff(attempts);
                 tracing::warn!(storage.prefix = %prefix, attempts, error = %e, "could not delete objects; will retry");
-                sqlx::query(
-                    "update storage_cleanup
-                     set next_attempt_at = now() + make_interval(secs => $2), last_error = $3
-                     where id = $1",
+                try_join(
+                    tx.execute(&RETRY_ENTRY, &[&id, &wait.as_secs_f64(), &e.to_string()]),
+                    tx.commit_queued(),
                 )
-                .bind(id)
-                .bind(wait.as_secs_f64())
-                .bind(e.to_string())
-                .execute(tx.conn())
                 .await?;
             }
         }
-        tx.commit().await?;
     }
     Ok(done)
 }
@@ -81,7 +92,7 @@ enum CleanupError {
     #[error("storage: {0}")]
     Storage(#[from] object_store::Error),
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] db::Error),
     #[error("an upload or publish of the aide is under way")]
     Busy,
 }
@@ -102,26 +113,18 @@ async fn remove_blob(
     aide: uuid::Uuid,
     sha256: &str,
 ) -> Result<usize, CleanupError> {
-    let mut tx = db.system().await?;
-    let locked: bool =
-        sqlx::query_scalar("select pg_try_advisory_xact_lock($1, hashtext($2::text))")
-            .bind(crate::files::BLOB_LOCK_CLASS)
-            .bind(aide)
-            .fetch_one(tx.conn())
-            .await?;
+    let tx = db.system().await?;
+    // Both in one round trip: the check runs after the lock is taken, and counts only if it was.
+    // A pending row means an upload or publish is about to refer to the blob or read it; if it
+    // gives up instead, removing its row queues the blob again.
+    let (locked, referenced): (bool, bool) = try_join(
+        tx.value(&TRY_LOCK_BLOBS, &[&crate::files::BLOB_LOCK_CLASS, &aide]),
+        tx.value(&BLOB_REFERENCED, &[&aide, &sha256]),
+    )
+    .await?;
     if !locked {
         return Err(CleanupError::Busy);
     }
-    // A pending row means an upload or publish is about to refer to the blob or read it; if it
-    // gives up instead, removing its row queues the blob again.
-    let referenced: bool = sqlx::query_scalar(
-        "select exists (select 1 from workspace_files where aide_id = $1 and sha256 = decode($2, 'hex'))
-             or exists (select 1 from pending_blobs where aide_id = $1 and sha256 = decode($2, 'hex'))",
-    )
-    .bind(aide)
-    .bind(sha256)
-    .fetch_one(tx.conn())
-    .await?;
     let mut count = 0;
     if !referenced {
         let key = object_store::path::Path::from(format!("aides/{aide}/blobs/{sha256}"));
@@ -138,12 +141,8 @@ async fn remove_blob(
 
 /// Removes pending-blob rows older than an hour: their requests died between storing bytes and
 /// recording them. Removing a row queues its blob when nothing refers to it (a trigger).
-pub async fn release_abandoned(tx: &mut crate::db::SystemTx) -> Result<u64, sqlx::Error> {
-    let done =
-        sqlx::query("delete from pending_blobs where created_at < now() - interval '1 hour'")
-            .execute(tx.conn())
-            .await?;
-    Ok(done.rows_affected())
+pub async fn release_abandoned(tx: &SystemTx) -> Result<u64, db::Error> {
+    tx.execute(&RELEASE_ABANDONED, &[]).await
 }
 
 /// Deletes every object under `prefix` in both buckets; returns how many.

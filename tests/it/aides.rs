@@ -3,6 +3,7 @@
 
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::app::{Req, TestApp, join_all};
 
@@ -107,16 +108,18 @@ async fn an_aide_from_creation_to_deletion() {
         let gone = app.send(Req::get(&path).bearer(&token)).await;
         assert_eq!(gone.status, StatusCode::NOT_FOUND, "{path}");
     }
-    let mut tx = app.t.db.system().await.expect("system");
-    let _ = &mut tx;
-    let mut owner = app.t.owner_conn().await;
-    let left: (i64, i64) = sqlx::query_as(
-        "select (select count(*) from conversations where aide_id = $1::uuid), (select count(*) from conversation_messages m join conversations c on c.id = m.conversation_id where c.aide_id = $1::uuid)",
-    )
-    .bind(&id)
-    .fetch_one(&mut owner)
-    .await
-    .expect("count");
+    let tx = app.t.db.system().await.expect("system");
+    let _ = &tx;
+    let owner = app.t.owner_conn().await;
+    let aide_id: Uuid = id.parse().expect("aide id");
+    let row = owner
+        .query_one(
+            "select (select count(*) from conversations where aide_id = $1::uuid), (select count(*) from conversation_messages m join conversations c on c.id = m.conversation_id where c.aide_id = $1::uuid)",
+            &[&aide_id],
+        )
+        .await
+        .expect("count");
+    let left: (i64, i64) = (row.get(0), row.get(1));
     assert_eq!(left, (0, 0));
 
     let actions: Vec<String> = app
@@ -151,19 +154,20 @@ async fn the_list_and_the_single_read_agree_to_the_microsecond() {
     let id = created["id"].as_str().expect("id");
     // Timestamps with fewer significant fractional digits (set by the superuser, past the trigger
     // that stamps updated_at).
-    let mut admin = app.t.admin_conn().await;
-    sqlx::raw_sql("set session_replication_role = replica")
-        .execute(&mut admin)
+    let admin = app.t.admin_conn().await;
+    admin
+        .batch_execute("set session_replication_role = replica")
         .await
         .expect("skip triggers");
-    sqlx::query(
-        "update aides set created_at = '2026-01-02 03:04:05.1+00', updated_at = '2026-01-02 03:04:06+00'
-         where id = $1::uuid",
-    )
-    .bind(id)
-    .execute(&mut admin)
-    .await
-    .expect("set timestamps");
+    let aide_id: Uuid = id.parse().expect("aide id");
+    admin
+        .execute(
+            "update aides set created_at = '2026-01-02 03:04:05.1+00', updated_at = '2026-01-02 03:04:06+00'
+             where id = $1::uuid",
+            &[&aide_id],
+        )
+        .await
+        .expect("set timestamps");
     let single = app
         .send(Req::get(&format!("/api/aides/{id}")).bearer(&token))
         .await;

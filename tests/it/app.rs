@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use secrecy::SecretString;
 use tower::ServiceExt;
 
-use crate::support::TestDb;
+use crate::support::{TestDb, exec, scalar};
 
 pub const APP_URL: &str = "http://127.0.0.1:8000";
 pub const JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789";
@@ -137,8 +137,8 @@ impl TestApp {
         Self::build(vars, 4, |_| {}).await
     }
 
-    /// [`TestApp::with`] over a pool of exactly `pool_size` connections (plus one for
-    /// one-round-trip reads), with `adjust` applied to the state before the router is built.
+    /// [`TestApp::with`] over a pool of exactly `pool_size` connections, with `adjust` applied to
+    /// the state before the router is built.
     pub async fn build(
         vars: &[(&str, &str)],
         pool_size: u32,
@@ -233,12 +233,12 @@ impl TestApp {
 
     /// The newest queued email to `to`: (link token, code, whole text).
     pub async fn last_email(&self, to: &str) -> (String, String, String) {
-        let mut tx = self.t.db.system().await.expect("system scope");
-        let text: String = sqlx::query_scalar(
+        let tx = self.t.db.system().await.expect("system scope");
+        let text: String = scalar(
+            &tx,
             "select text_body from email_outbox where to_address = $1 order by created_at desc, id limit 1",
+            &[&to],
         )
-        .bind(to)
-        .fetch_one(tx.conn())
         .await
         .expect("a queued email");
         let token_at = text.find("token=").expect("a link with a token") + "token=".len();
@@ -327,11 +327,17 @@ impl TestApp {
 
     /// Audit actions recorded so far, oldest first (read as the owner role).
     pub async fn audit_actions(&self) -> Vec<(String, Option<uuid::Uuid>, serde_json::Value)> {
-        let mut owner = self.t.owner_conn().await;
-        sqlx::query_as("select action, user_id, details from audit_log order by id")
-            .fetch_all(&mut owner)
+        let owner = self.t.owner_conn().await;
+        owner
+            .query(
+                "select action, user_id, details from audit_log order by id",
+                &[],
+            )
             .await
             .expect("audit rows")
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect()
     }
 }
 
@@ -373,20 +379,21 @@ impl Req {
 impl TestApp {
     /// Moves `email`'s account to the Pro tier.
     pub async fn make_pro(&self, email: &str) {
-        let mut tx = self.t.db.system().await.expect("system");
-        sqlx::query("update users set tier = 'pro' where email = $1")
-            .bind(email)
-            .execute(tx.conn())
-            .await
-            .expect("pro");
+        let tx = self.t.db.system().await.expect("system");
+        exec(
+            &tx,
+            "update users set tier = 'pro' where email = $1",
+            &[&email],
+        )
+        .await
+        .expect("pro");
         tx.commit().await.expect("commit");
     }
 
     /// Rows in `table`, read as the owner role (which sees every user's rows).
     pub async fn count_rows(&self, table: &str) -> i64 {
-        let mut owner = self.t.owner_conn().await;
-        sqlx::query_scalar(&format!("select count(*) from {table}"))
-            .fetch_one(&mut owner)
+        let owner = self.t.owner_conn().await;
+        scalar(&owner, &format!("select count(*) from {table}"), &[])
             .await
             .expect("count")
     }

@@ -6,14 +6,15 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::app::{APP_URL, JWT_SECRET, Req, TestApp};
+use crate::support::{exec, scalar};
 
 async fn link_consumed(app: &TestApp, email: &str) -> bool {
-    let mut tx = app.t.db.system().await.expect("system");
-    sqlx::query_scalar(
+    let tx = app.t.db.system().await.expect("system");
+    scalar(
+        &tx,
         "select consumed_at is not null from magic_links where email = $1 order by created_at desc limit 1",
+        &[&email],
     )
-    .bind(email)
-    .fetch_one(tx.conn())
     .await
     .expect("link")
 }
@@ -342,12 +343,12 @@ async fn simultaneous_posts_with_one_token_get_exactly_one_session() {
             .filter(|a| a.status == StatusCode::GONE && a.json()["code"] == "LINK_USED")
             .count();
         assert_eq!((ok, used), (1, 7), "round {round}");
-        let mut tx = app.t.db.system().await.expect("system");
-        let sessions: i64 = sqlx::query_scalar(
+        let tx = app.t.db.system().await.expect("system");
+        let sessions: i64 = scalar(
+            &tx,
             "select count(*) from sessions s join users u on u.id = s.user_id where u.email = $1",
+            &[&email],
         )
-        .bind(&email)
-        .fetch_one(tx.conn())
         .await
         .expect("count");
         assert_eq!(sessions, 1, "round {round}: exactly one session");
@@ -366,12 +367,13 @@ async fn expired_used_and_unknown_links_each_say_so() {
     app.send(Req::post("/auth/send").json(json!({"email": "gu@example.com"})))
         .await;
     let (expired, _, _) = app.last_email("gu@example.com").await;
-    let mut tx = app.t.db.system().await.expect("system");
-    sqlx::query(
+    let tx = app.t.db.system().await.expect("system");
+    exec(
+        &tx,
         "update magic_links set created_at = now() - interval '20 minutes', expires_at = now() - interval '5 minutes'
          where consumed_at is null",
+        &[],
     )
-    .execute(tx.conn())
     .await
     .expect("age the link");
     tx.commit().await.expect("commit");
@@ -906,25 +908,28 @@ async fn cleanup_removes_dead_links_and_sessions_only() {
     app.send(Req::post("/auth/logout").bearer(&dead)).await;
     app.send(Req::post("/auth/send").json(json!({"email": "mo@example.com"})))
         .await;
-    let mut tx = app.t.db.system().await.expect("system");
-    sqlx::query(
+    let tx = app.t.db.system().await.expect("system");
+    exec(
+        &tx,
         "update magic_links set created_at = now() - interval '3 days', expires_at = now() - interval '2 days'
          where consumed_at is not null",
+        &[],
     )
-    .execute(tx.conn())
     .await
     .expect("age");
     tx.commit().await.expect("commit");
 
     aide::jobs::cleanup(&app.t.db).await.expect("cleanup");
 
-    let mut tx = app.t.db.system().await.expect("system");
-    let (links, sessions): (i64, i64) = sqlx::query_as(
-        "select (select count(*) from magic_links), (select count(*) from sessions)",
-    )
-    .fetch_one(tx.conn())
-    .await
-    .expect("count");
+    let tx = app.t.db.system().await.expect("system");
+    let rows = tx
+        .unregistered(
+            "select (select count(*) from magic_links), (select count(*) from sessions)",
+            &[],
+        )
+        .await
+        .expect("count");
+    let (links, sessions): (i64, i64) = (rows[0].get(0), rows[0].get(1));
     assert_eq!(links, 1, "the unconsumed link stays");
     assert_eq!(sessions, 1, "the live session stays");
     let me = app.send(Req::get("/auth/me").bearer(&live)).await;

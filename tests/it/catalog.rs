@@ -1,6 +1,9 @@
 //! Checks over the catalog, so a new table without RLS, without policies, or with a TRUNCATE
 //! grant fails the suite, and any change to a role's privileges shows up as a snapshot diff.
 
+use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
+
 use crate::support::TestDb;
 
 const RUNTIME_ROLES: [&str; 3] = ["aide_app", "aide_user", "aide_system"];
@@ -8,16 +11,20 @@ const RUNTIME_ROLES: [&str; 3] = ["aide_app", "aide_user", "aide_system"];
 #[tokio::test]
 async fn every_table_has_row_level_security_enabled_and_forced() {
     let t = TestDb::new().await;
-    let mut conn = t.admin_conn().await;
-    let tables: Vec<(String, bool, bool, String)> = sqlx::query_as(
-        "select c.relname::text, c.relrowsecurity, c.relforcerowsecurity, pg_get_userbyid(c.relowner)::text
-         from pg_class c join pg_namespace n on n.oid = c.relnamespace
-         where n.nspname = 'public' and c.relkind in ('r', 'p')
-         order by 1",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .expect("catalog");
+    let conn = t.admin_conn().await;
+    let tables: Vec<(String, bool, bool, String)> = conn
+        .query(
+            "select c.relname::text, c.relrowsecurity, c.relforcerowsecurity, pg_get_userbyid(c.relowner)::text
+             from pg_class c join pg_namespace n on n.oid = c.relnamespace
+             where n.nspname = 'public' and c.relkind in ('r', 'p')
+             order by 1",
+            &[],
+        )
+        .await
+        .expect("catalog")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
     assert!(
         tables.len() >= 8,
         "expected the schema's tables, found {tables:?}"
@@ -32,9 +39,10 @@ async fn every_table_has_row_level_security_enabled_and_forced() {
 #[tokio::test]
 async fn every_table_a_runtime_role_may_touch_has_a_policy_for_it() {
     let t = TestDb::new().await;
-    let mut conn = t.admin_conn().await;
-    let missing: Vec<(String, String)> = sqlx::query_as(
-        "select c.relname::text, r.rolname::text
+    let conn = t.admin_conn().await;
+    let missing: Vec<(String, String)> = conn
+        .query(
+            "select c.relname::text, r.rolname::text
          from pg_class c
          join pg_namespace n on n.oid = c.relnamespace
          cross join pg_roles r
@@ -46,10 +54,13 @@ async fn every_table_a_runtime_role_may_touch_has_a_policy_for_it() {
                select 1 from pg_policy p
                where p.polrelid = c.oid and (r.oid = any (p.polroles) or 0 = any (p.polroles)))
          order by 1, 2",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .expect("catalog");
+            &[],
+        )
+        .await
+        .expect("catalog")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     assert!(
         missing.is_empty(),
         "tables granted without a policy: {missing:?}"
@@ -59,9 +70,10 @@ async fn every_table_a_runtime_role_may_touch_has_a_policy_for_it() {
 #[tokio::test]
 async fn no_role_but_the_owner_can_truncate_or_bypass_rls() {
     let t = TestDb::new().await;
-    let mut conn = t.admin_conn().await;
-    let truncaters: Vec<(String, String)> = sqlx::query_as(
-        "select c.relname::text, r.rolname::text
+    let conn = t.admin_conn().await;
+    let truncaters: Vec<(String, String)> = conn
+        .query(
+            "select c.relname::text, r.rolname::text
          from pg_class c
          join pg_namespace n on n.oid = c.relnamespace
          cross join pg_roles r
@@ -69,19 +81,35 @@ async fn no_role_but_the_owner_can_truncate_or_bypass_rls() {
            and not r.rolsuper and r.rolname <> 'aide_owner'
            and has_table_privilege(r.oid, c.oid, 'TRUNCATE')
          order by 1, 2",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .expect("catalog");
+            &[],
+        )
+        .await
+        .expect("catalog")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     assert!(truncaters.is_empty(), "TRUNCATE granted: {truncaters:?}");
 
-    let roles: Vec<(String, bool, bool, bool, bool, bool, bool)> = sqlx::query_as(
-        "select rolname::text, rolsuper, rolbypassrls, rolcanlogin, rolinherit, rolcreaterole, rolcreatedb
-         from pg_roles where rolname like 'aide\\_%' order by 1",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .expect("roles");
+    let roles: Vec<(String, bool, bool, bool, bool, bool, bool)> = conn
+
+        .query(
+
+            "select rolname::text, rolsuper, rolbypassrls, rolcanlogin, rolinherit, rolcreaterole, rolcreatedb
+             from pg_roles where rolname like 'aide\\_%' order by 1",
+
+            &[],
+
+        )
+
+        .await
+
+        .expect("roles")
+
+        .iter()
+
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)))
+
+        .collect();
     let expected = vec![
         // name, super, bypassrls, login, inherit, createrole, createdb
         (
@@ -124,15 +152,19 @@ async fn no_role_but_the_owner_can_truncate_or_bypass_rls() {
     assert_eq!(roles, expected);
 
     // The login role reaches the scope roles only by SET ROLE, and nothing else.
-    let memberships: Vec<(String, String)> = sqlx::query_as(
-        "select pg_get_userbyid(roleid)::text, pg_get_userbyid(member)::text
+    let memberships: Vec<(String, String)> = conn
+        .query(
+            "select pg_get_userbyid(roleid)::text, pg_get_userbyid(member)::text
          from pg_auth_members
          where pg_get_userbyid(member) in ('aide_app', 'aide_user', 'aide_system', 'aide_owner')
          order by 1, 2",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .expect("memberships");
+            &[],
+        )
+        .await
+        .expect("memberships")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     assert_eq!(
         memberships,
         vec![
@@ -145,25 +177,27 @@ async fn no_role_but_the_owner_can_truncate_or_bypass_rls() {
 #[tokio::test]
 async fn the_login_role_holds_no_privileges_of_its_own() {
     let t = TestDb::new().await;
-    let mut conn = t.admin_conn().await;
-    let held: Vec<String> = sqlx::query_scalar(
+    let conn = t.admin_conn().await;
+    let held: Vec<String> = column(
+        &conn,
         "select c.relname::text
          from pg_class c join pg_namespace n on n.oid = c.relnamespace
          where n.nspname in ('public', 'aide_meta') and c.relkind in ('r', 'p', 'v', 'S')
            and (has_table_privilege('aide_app', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
                 or has_any_column_privilege('aide_app', c.oid, 'SELECT, INSERT, UPDATE, REFERENCES'))",
+        &[],
     )
-    .fetch_all(&mut conn)
     .await
     .expect("catalog");
     assert!(held.is_empty(), "aide_app holds privileges on {held:?}");
 
     // The migration bookkeeping is for the administrator alone.
-    let meta: Vec<String> = sqlx::query_scalar(
+    let meta: Vec<String> = column(
+        &conn,
         "select r.rolname::text from pg_roles r
          where r.rolname like 'aide\\_%' and has_schema_privilege(r.oid, 'aide_meta', 'USAGE')",
+        &[],
     )
-    .fetch_all(&mut conn)
     .await
     .expect("schema privileges");
     assert!(meta.is_empty(), "roles with access to aide_meta: {meta:?}");
@@ -174,8 +208,10 @@ async fn the_login_role_holds_no_privileges_of_its_own() {
 #[tokio::test]
 async fn privilege_and_policy_snapshot() {
     let t = TestDb::new().await;
-    let mut conn = t.admin_conn().await;
-    let table_grants: Vec<String> = sqlx::query_scalar(
+    let conn = t.admin_conn().await;
+    let roles: &[&str] = &RUNTIME_ROLES;
+    let table_grants: Vec<String> = column(
+        &conn,
         "select format('%s %s: %s', a.grantee::regrole, c.relname,
                        string_agg(a.privilege_type, ', ' order by a.privilege_type))
          from pg_class c
@@ -184,12 +220,12 @@ async fn privilege_and_policy_snapshot() {
          where n.nspname = 'public' and a.grantee in (select oid from pg_roles where rolname = any ($1))
          group by a.grantee, c.relname
          order by 1",
+        &[&roles],
     )
-    .bind(RUNTIME_ROLES)
-    .fetch_all(&mut conn)
     .await
     .expect("table grants");
-    let column_grants: Vec<String> = sqlx::query_scalar(
+    let column_grants: Vec<String> = column(
+        &conn,
         "select format('%s %s.%s: %s', x.grantee::regrole, c.relname, a.attname,
                        string_agg(x.privilege_type, ', ' order by x.privilege_type))
          from pg_attribute a
@@ -199,16 +235,16 @@ async fn privilege_and_policy_snapshot() {
          where n.nspname = 'public' and x.grantee in (select oid from pg_roles where rolname = any ($1))
          group by x.grantee, c.relname, a.attname
          order by 1",
+        &[&roles],
     )
-    .bind(RUNTIME_ROLES)
-    .fetch_all(&mut conn)
     .await
     .expect("column grants");
-    let policies: Vec<String> = sqlx::query_scalar(
+    let policies: Vec<String> = column(
+        &conn,
         "select format('%s %s: %s to %s', tablename, policyname, cmd, array_to_string(roles, ','))
          from pg_policies where schemaname = 'public' order by tablename, policyname",
+        &[],
     )
-    .fetch_all(&mut conn)
     .await
     .expect("policies");
 
@@ -297,14 +333,18 @@ async fn privilege_and_policy_snapshot() {
 #[tokio::test]
 async fn user_policies_use_the_fail_closed_user_id() {
     let t = TestDb::new().await;
-    let mut conn = t.admin_conn().await;
-    let policies: Vec<(String, String, String)> = sqlx::query_as(
-        "select policyname::text, coalesce(qual, ''), coalesce(with_check, '')
+    let conn = t.admin_conn().await;
+    let policies: Vec<(String, String, String)> = conn
+        .query(
+            "select policyname::text, coalesce(qual, ''), coalesce(with_check, '')
          from pg_policies where schemaname = 'public' and 'aide_user' = any (roles)",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .expect("policies");
+            &[],
+        )
+        .await
+        .expect("policies")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     assert!(!policies.is_empty());
     for (name, using, check) in policies {
         for expr in [&using, &check].into_iter().filter(|e| !e.is_empty()) {
@@ -321,20 +361,24 @@ async fn user_policies_use_the_fail_closed_user_id() {
 #[tokio::test]
 async fn security_definer_functions_are_pinned_and_narrow() {
     let t = TestDb::new().await;
-    let mut conn = t.admin_conn().await;
-    let functions: Vec<(String, String, bool, Vec<String>)> = sqlx::query_as(
-        "select p.proname::text, pg_get_userbyid(p.proowner)::text,
-                coalesce(array_to_string(p.proconfig, ',') like '%search_path=%', false),
-                array(select r.rolname::text from pg_roles r
-                      where r.rolname like 'aide\\_%' and has_function_privilege(r.oid, p.oid, 'EXECUTE')
-                      order by 1)
-         from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-         where n.nspname = 'public' and p.prosecdef
-         order by 1",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .expect("functions");
+    let conn = t.admin_conn().await;
+    let functions: Vec<(String, String, bool, Vec<String>)> = conn
+        .query(
+            "select p.proname::text, pg_get_userbyid(p.proowner)::text,
+                    coalesce(array_to_string(p.proconfig, ',') like '%search_path=%', false),
+                    array(select r.rolname::text from pg_roles r
+                          where r.rolname like 'aide\\_%' and has_function_privilege(r.oid, p.oid, 'EXECUTE')
+                          order by 1)
+             from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+             where n.nspname = 'public' and p.prosecdef
+             order by 1",
+            &[],
+        )
+        .await
+        .expect("functions")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
     assert_eq!(
         functions,
         vec![
@@ -382,12 +426,28 @@ async fn security_definer_functions_are_pinned_and_narrow() {
             ),
         ]
     );
-    let public: bool = sqlx::query_scalar(
-        "select exists (select 1 from pg_proc p, aclexplode(p.proacl) a
+    let public: bool = conn
+        .query_one(
+            "select exists (select 1 from pg_proc p, aclexplode(p.proacl) a
                         where p.proname = 'consume_turn' and a.grantee = 0)",
-    )
-    .fetch_one(&mut conn)
-    .await
-    .expect("acl");
+            &[],
+        )
+        .await
+        .expect("acl")
+        .get(0);
     assert!(!public, "PUBLIC must not execute consume_turn");
+}
+
+/// The first column of every row a catalog query returns.
+async fn column(
+    conn: &Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    Ok(conn
+        .query(sql, params)
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
 }

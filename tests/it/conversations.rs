@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use serde_json::json;
 
 use crate::app::{Req, TestApp, join_all};
+use crate::support::exec;
 
 async fn app_and_aide(email: &str) -> (TestApp, String, String) {
     let app = TestApp::with(&[("API_REQUESTS_PER_USER_PER_MINUTE", "100000")]).await;
@@ -79,9 +80,8 @@ async fn the_week_restarts_after_seven_days() {
             .status,
         StatusCode::TOO_MANY_REQUESTS
     );
-    let mut tx = app.t.db.system().await.expect("system");
-    sqlx::query("update users set turn_week_start = turn_week_start - interval '8 days' where email = 'ned@example.com'")
-        .execute(tx.conn())
+    let tx = app.t.db.system().await.expect("system");
+    exec(&tx, "update users set turn_week_start = turn_week_start - interval '8 days' where email = 'ned@example.com'", &[])
         .await
         .expect("age the week");
     tx.commit().await.expect("commit");
@@ -95,11 +95,14 @@ async fn the_week_restarts_after_seven_days() {
 #[tokio::test]
 async fn pro_accounts_have_no_turn_limit() {
     let (app, token, id) = app_and_aide("ola@example.com").await;
-    let mut tx = app.t.db.system().await.expect("system");
-    sqlx::query("update users set tier = 'pro' where email = 'ola@example.com'")
-        .execute(tx.conn())
-        .await
-        .expect("pro");
+    let tx = app.t.db.system().await.expect("system");
+    exec(
+        &tx,
+        "update users set tier = 'pro' where email = 'ola@example.com'",
+        &[],
+    )
+    .await
+    .expect("pro");
     tx.commit().await.expect("commit");
     for i in 0..60 {
         let answer = app

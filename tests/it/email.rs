@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aide::db::FromRow;
 use aide::email::{Mailer, Worker, outbox};
 use axum::http::StatusCode;
 use serde_json::json;
@@ -11,6 +12,7 @@ use tokio::sync::Notify;
 
 use crate::app::{Req, TestApp};
 use crate::resend_stub::{API_KEY, ResendStub};
+use crate::support::{exec, scalar};
 
 async fn app_with_resend(stub: &ResendStub) -> TestApp {
     TestApp::with(&[
@@ -28,22 +30,23 @@ fn worker(app: &TestApp) -> Worker {
 
 /// (status, attempts, has bodies, seconds until the next attempt)
 async fn outbox_row(app: &TestApp) -> (String, i32, bool, f64) {
-    let mut tx = app.t.db.system().await.expect("system");
-    sqlx::query_as(
-        "select status, attempts, html_body is not null and text_body is not null,
-                extract(epoch from next_attempt_at - now())::float8
-         from email_outbox order by created_at desc limit 1",
-    )
-    .fetch_one(tx.conn())
-    .await
-    .expect("outbox row")
+    let tx = app.t.db.system().await.expect("system");
+    let rows = tx
+        .unregistered(
+            "select status, attempts, html_body is not null and text_body is not null,
+                    extract(epoch from next_attempt_at - now())::float8
+             from email_outbox order by created_at desc limit 1",
+            &[],
+        )
+        .await
+        .expect("outbox row");
+    FromRow::from_row(rows.first().expect("outbox row")).expect("outbox row")
 }
 
 /// Makes the newest message due now, as if its wait had passed.
 async fn make_due(app: &TestApp) {
-    let mut tx = app.t.db.system().await.expect("system");
-    sqlx::query("update email_outbox set next_attempt_at = now()")
-        .execute(tx.conn())
+    let tx = app.t.db.system().await.expect("system");
+    exec(&tx, "update email_outbox set next_attempt_at = now()", &[])
         .await
         .expect("due");
     tx.commit().await.expect("commit");
@@ -165,11 +168,14 @@ async fn a_link_that_expired_before_delivery_is_not_sent() {
     let stub = ResendStub::start().await;
     let app = app_with_resend(&stub).await;
     request_link(&app, "ra@example.com").await;
-    let mut tx = app.t.db.system().await.expect("system");
-    sqlx::query("update email_outbox set deliver_before = now() - interval '1 second'")
-        .execute(tx.conn())
-        .await
-        .expect("age");
+    let tx = app.t.db.system().await.expect("system");
+    exec(
+        &tx,
+        "update email_outbox set deliver_before = now() - interval '1 second'",
+        &[],
+    )
+    .await
+    .expect("age");
     tx.commit().await.expect("commit");
     worker(&app).deliver_due().await.expect("deliver");
     assert!(stub.received().is_empty());
@@ -188,12 +194,13 @@ async fn an_email_queued_before_a_restart_is_delivered_after_it() {
     worker(&app).deliver_due().await.expect("fails once");
     // Also one claimed by a worker that died mid-send: its lease runs out, then it is retried.
     request_link(&app, "sb@example.com").await;
-    let mut tx = app.t.db.system().await.expect("system");
-    sqlx::query(
+    let tx = app.t.db.system().await.expect("system");
+    exec(
+        &tx,
         "update email_outbox set attempts = attempts + 1, next_attempt_at = now() + interval '2 minutes'
          where to_address = 'sb@example.com'",
+        &[],
     )
-    .execute(tx.conn())
     .await
     .expect("claim");
     tx.commit().await.expect("commit");
@@ -217,11 +224,14 @@ async fn an_email_queued_before_a_restart_is_delivered_after_it() {
     }
     stop.send(true).expect("stop");
     running.await.expect("worker ends");
-    let mut tx = app.t.db.system().await.expect("system");
-    let sent: i64 = sqlx::query_scalar("select count(*) from email_outbox where status = 'sent'")
-        .fetch_one(tx.conn())
-        .await
-        .expect("count");
+    let tx = app.t.db.system().await.expect("system");
+    let sent: i64 = scalar(
+        &tx,
+        "select count(*) from email_outbox where status = 'sent'",
+        &[],
+    )
+    .await
+    .expect("count");
     assert_eq!(sent, 2);
 }
 
@@ -248,24 +258,26 @@ async fn the_local_outbox_writes_a_file_per_email() {
 async fn the_link_and_its_email_commit_together() {
     let app = TestApp::new().await;
     request_link(&app, "ua@example.com").await;
-    let mut tx = app.t.db.system().await.expect("system");
-    let (links, emails): (i64, i64) = sqlx::query_as(
-        "select (select count(*) from magic_links), (select count(*) from email_outbox)",
-    )
-    .fetch_one(tx.conn())
-    .await
-    .expect("count");
+    let tx = app.t.db.system().await.expect("system");
+    let (links, emails): (i64, i64) = counts(&tx).await;
     assert_eq!((links, emails), (1, 1));
     // A malformed request writes neither.
     let bad = app
         .send(Req::post("/auth/send").json(json!({"email": "nope"})))
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let again: (i64, i64) = sqlx::query_as(
-        "select (select count(*) from magic_links), (select count(*) from email_outbox)",
-    )
-    .fetch_one(tx.conn())
-    .await
-    .expect("count");
+    let again: (i64, i64) = counts(&tx).await;
     assert_eq!(again, (1, 1));
+}
+
+/// (magic links, queued emails), read in `tx`.
+async fn counts(tx: &aide::db::SystemTx) -> (i64, i64) {
+    let rows = tx
+        .unregistered(
+            "select (select count(*) from magic_links), (select count(*) from email_outbox)",
+            &[],
+        )
+        .await
+        .expect("count");
+    FromRow::from_row(rows.first().expect("count")).expect("count")
 }

@@ -4,6 +4,7 @@ use axum::http::{Method, StatusCode};
 use serde_json::json;
 
 use crate::app::{Req, TestApp};
+use crate::support::{exec, scalar};
 
 async fn aide(app: &TestApp, token: &str) -> String {
     app.create_aide(token, "Page").await
@@ -177,11 +178,14 @@ async fn size_limits_depend_on_the_tier() {
         .await;
     assert_eq!(replace.status, StatusCode::OK);
 
-    let mut tx = app.t.db.system().await.expect("system");
-    sqlx::query("update users set tier = 'pro' where email = 'sz@example.com'")
-        .execute(tx.conn())
-        .await
-        .expect("pro");
+    let tx = app.t.db.system().await.expect("system");
+    exec(
+        &tx,
+        "update users set tier = 'pro' where email = 'sz@example.com'",
+        &[],
+    )
+    .await
+    .expect("pro");
     tx.commit().await.expect("commit");
     let pro = app
         .send(put(&id, "big.txt", &token, &"x".repeat(900), None))
@@ -276,9 +280,8 @@ async fn cleanup(app: &TestApp) -> usize {
 }
 
 async fn queued(app: &TestApp) -> i64 {
-    let mut admin = app.t.admin_conn().await;
-    sqlx::query_scalar("select count(*) from storage_cleanup")
-        .fetch_one(&mut admin)
+    let admin = app.t.admin_conn().await;
+    scalar(&admin, "select count(*) from storage_cleanup", &[])
         .await
         .expect("count")
 }
@@ -359,39 +362,44 @@ async fn the_worker_waits_for_uploads_and_publishes_under_way() {
 
     // An upload under way, as the handler holds it: the blob lock, shared, in user scope.
     let owner: uuid::Uuid = {
-        let mut admin = app.t.admin_conn().await;
-        sqlx::query_scalar("select user_id from aides where id = $1::uuid")
-            .bind(&id)
-            .fetch_one(&mut admin)
-            .await
-            .expect("owner")
+        let admin = app.t.admin_conn().await;
+        scalar(
+            &admin,
+            "select user_id from aides where id = $1::uuid",
+            &[&aide_id(&id)],
+        )
+        .await
+        .expect("owner")
     };
-    let mut upload = app
+    let upload = app
         .t
         .db
         .user(aide::db::UserId(owner))
         .await
         .expect("user scope");
-    sqlx::query("select pg_advisory_xact_lock_shared($1, hashtext($2))")
-        .bind(aide::files::BLOB_LOCK_CLASS)
-        .bind(&id)
-        .execute(upload.conn())
-        .await
-        .expect("shared lock");
+    exec(
+        &upload,
+        "select pg_advisory_xact_lock_shared($1, hashtext($2))",
+        &[&aide::files::BLOB_LOCK_CLASS, &id],
+    )
+    .await
+    .expect("shared lock");
     assert_eq!(cleanup(&app).await, 0, "busy: nothing deleted");
     assert_eq!(blobs(&app, &id).await.len(), 2);
-    let mut admin = app.t.admin_conn().await;
-    let (attempts, error): (i32, Option<String>) =
-        sqlx::query_as("select attempts, last_error from storage_cleanup")
-            .fetch_one(&mut admin)
-            .await
-            .expect("entry");
+    let admin = app.t.admin_conn().await;
+    let entry = admin
+        .query_one("select attempts, last_error from storage_cleanup", &[])
+        .await
+        .expect("entry");
+    let (attempts, error): (i32, Option<String>) = (entry.get(0), entry.get(1));
     assert_eq!(attempts, 1);
     assert!(error.unwrap_or_default().contains("under way"));
-    upload.rollback().await.expect("end the upload");
+    // Ended by a commit that is waited for (the transaction wrote nothing, so it is the same as a
+    // rollback): a rollback is only queued, and the lock must be gone before the worker runs.
+    upload.commit().await.expect("end the upload");
 
-    sqlx::query("update storage_cleanup set next_attempt_at = now()")
-        .execute(&mut admin)
+    admin
+        .execute("update storage_cleanup set next_attempt_at = now()", &[])
         .await
         .expect("due again");
     assert_eq!(cleanup(&app).await, 1);
@@ -400,13 +408,20 @@ async fn the_worker_waits_for_uploads_and_publishes_under_way() {
 
 /// The owner of aide `id`.
 async fn owner_of(app: &TestApp, id: &str) -> aide::db::UserId {
-    let mut admin = app.t.admin_conn().await;
-    let user: uuid::Uuid = sqlx::query_scalar("select user_id from aides where id = $1::uuid")
-        .bind(id)
-        .fetch_one(&mut admin)
-        .await
-        .expect("owner");
+    let admin = app.t.admin_conn().await;
+    let user: uuid::Uuid = scalar(
+        &admin,
+        "select user_id from aides where id = $1::uuid",
+        &[&aide_id(id)],
+    )
+    .await
+    .expect("owner");
     aide::db::UserId(user)
+}
+
+/// Aide `id` (as the API gives it) as a uuid, for binding to a uuid parameter.
+fn aide_id(id: &str) -> uuid::Uuid {
+    id.parse().expect("an aide id")
 }
 
 /// An upload is checked again when it is recorded, after its blob was stored and with no
@@ -415,7 +430,6 @@ async fn owner_of(app: &TestApp, id: &str) -> aide::db::UserId {
 #[tokio::test]
 async fn an_upload_refused_after_its_blob_was_stored_leaves_nothing_behind() {
     use sha2::{Digest, Sha256};
-    use sqlx::Connection;
 
     let app = std::sync::Arc::new(TestApp::with(&[("FREE_MAX_FILES_PER_AIDE", "1")]).await);
     let token = app.sign_in("late@example.com").await;
@@ -424,21 +438,23 @@ async fn an_upload_refused_after_its_blob_was_stored_leaves_nothing_behind() {
     // Another writer holds the aide's row the way the upload's last step wants it, and adds a
     // file that takes the aide's only place, not yet committed.
     let mut owner = app.t.owner_conn().await;
-    let mut writer = owner.begin().await.expect("begin");
-    sqlx::query("select 1 from aides where id = $1::uuid for no key update")
-        .bind(&id)
-        .execute(&mut *writer)
+    let writer = owner.transaction().await.expect("begin");
+    writer
+        .execute(
+            "select 1 from aides where id = $1::uuid for no key update",
+            &[&aide_id(&id)],
+        )
         .await
         .expect("hold the aide");
-    sqlx::query(
-        "insert into workspace_files (aide_id, user_id, path, size_bytes, content_type, sha256)
-         select id, user_id, 'other.txt', 5, 'text/plain', sha256('other'::bytea)
-         from aides where id = $1::uuid",
-    )
-    .bind(&id)
-    .execute(&mut *writer)
-    .await
-    .expect("another file");
+    writer
+        .execute(
+            "insert into workspace_files (aide_id, user_id, path, size_bytes, content_type, sha256)
+             select id, user_id, 'other.txt', 5, 'text/plain', sha256('other'::bytea)
+             from aides where id = $1::uuid",
+            &[&aide_id(&id)],
+        )
+        .await
+        .expect("another file");
 
     let upload = {
         let (app, req) = (
@@ -492,15 +508,13 @@ async fn a_guarded_blob_is_kept_until_its_guard_is_abandoned(app: TestApp) {
     let id = aide(&app, &token).await;
     let sha = stored_sha(&app, &id, "a.html", &token, "guarded bytes").await;
     let user = owner_of(&app, &id).await;
-    let mut tx = app.t.db.user(user).await.expect("user scope");
-    sqlx::query(
+    let tx = app.t.db.user(user).await.expect("user scope");
+    exec(
+        &tx,
         "insert into pending_blobs (aide_id, user_id, sha256)
          values ($1::uuid, $2, decode($3, 'hex'))",
+        &[&aide_id(&id), &user.0, &sha],
     )
-    .bind(&id)
-    .bind(user.0)
-    .bind(&sha)
-    .execute(tx.conn())
     .await
     .expect("a guard row");
     tx.commit().await.expect("commit");
@@ -512,10 +526,12 @@ async fn a_guarded_blob_is_kept_until_its_guard_is_abandoned(app: TestApp) {
         "no file has the bytes, but a guard does: its release will queue them"
     );
     // An entry queued before the guard was taken: the worker checks the guard again.
-    let mut owner = app.t.owner_conn().await;
-    sqlx::query("insert into storage_cleanup (prefix) values ($1)")
-        .bind(format!("aides/{id}/blobs/{sha}"))
-        .execute(&mut owner)
+    let owner = app.t.owner_conn().await;
+    owner
+        .execute(
+            "insert into storage_cleanup (prefix) values ($1)",
+            &[&format!("aides/{id}/blobs/{sha}")],
+        )
         .await
         .expect("an earlier entry");
     assert_eq!(cleanup(&app).await, 1, "the entry is done with");
@@ -533,8 +549,11 @@ async fn a_guarded_blob_is_kept_until_its_guard_is_abandoned(app: TestApp) {
     );
     assert_eq!(queued(&app).await, 0);
 
-    sqlx::query("update pending_blobs set created_at = now() - interval '61 minutes'")
-        .execute(&mut owner)
+    owner
+        .execute(
+            "update pending_blobs set created_at = now() - interval '61 minutes'",
+            &[],
+        )
         .await
         .expect("an hour old");
     aide::jobs::cleanup(&app.t.db).await.expect("cleanup job");

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use serde_json::json;
 
 use crate::app::{Answer, Req, TestApp};
+use crate::support::scalar;
 
 const PAGES_URL: &str = "http://pages.localhost:8000";
 const PAGES_HOST: &str = "pages.localhost:8000";
@@ -90,12 +91,14 @@ async fn pages_and_the_app_answer_only_on_their_own_hosts() {
             .starts_with("text/html")
     );
     assert!(!home.body.contains("Sign in"), "{}", home.body);
-    let mut admin = app.t.admin_conn().await;
-    let emails: i64 = sqlx::query_scalar("select count(*) from email_outbox where to_address = $1")
-        .bind("phished@example.com")
-        .fetch_one(&mut admin)
-        .await
-        .expect("count");
+    let admin = app.t.admin_conn().await;
+    let emails: i64 = scalar(
+        &admin,
+        "select count(*) from email_outbox where to_address = $1",
+        &[&"phished@example.com"],
+    )
+    .await
+    .expect("count");
     assert_eq!(emails, 0, "a sign-in from the pages' host sends nothing");
 
     // Probes answer on any host.

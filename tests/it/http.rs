@@ -3,12 +3,11 @@
 use std::sync::Arc;
 
 use aide::config::Config;
-use aide::db::Db;
+use aide::db::{ConnectOptions, Db};
 use aide::{AppState, build_app};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use sqlx::postgres::PgConnectOptions;
 use tower::ServiceExt;
 
 use crate::support::TestDb;
@@ -65,11 +64,12 @@ async fn health_and_ready_answer_when_the_database_does() {
 async fn ready_is_503_when_the_database_is_unreachable_while_health_stays_200() {
     let dir = tempfile::tempdir().expect("temp dir");
     // A socket folder with no server in it.
-    let options = PgConnectOptions::new()
-        .socket(dir.path())
-        .username("aide_app")
-        .database("aide");
-    let state = AppState::new(config(), Db::connect_lazy(options, 1), key(), storage());
+    let mut options = ConnectOptions::new();
+    options
+        .host_path(dir.path())
+        .user("aide_app")
+        .dbname("aide");
+    let state = AppState::new(config(), Db::new(options, 1), key(), storage());
     let (status, body) = get(state.clone(), "/ready").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["code"], "UNAVAILABLE");

@@ -33,3 +33,4 @@ mod quotas;
 mod rejections;
 mod scopes;
 mod slugs;
+mod statements;

@@ -3,7 +3,6 @@
 use std::os::unix::fs::PermissionsExt;
 
 use aide::db::managed::{ClusterOptions, ManagedPostgres};
-use sqlx::{Connection, PgConnection};
 
 /// A temp folder the cluster's account can enter (when tests run as root, the cluster runs as
 /// `postgres`).
@@ -37,15 +36,16 @@ async fn a_cluster_is_created_once_and_reused_across_restarts() {
     let second = ManagedPostgres::start(&root, options)
         .await
         .expect("second start");
-    let mut conn = PgConnection::connect_with(&second.admin_options("kept"))
+    let conn = aide::db::connect(&second.admin_options("kept"))
         .await
         .expect("the database made before the restart is still there");
-    let listen: String = sqlx::query_scalar("show listen_addresses")
-        .fetch_one(&mut conn)
+    let listen: String = conn
+        .query_one("show listen_addresses", &[])
         .await
-        .expect("show");
+        .expect("show")
+        .get(0);
     assert_eq!(listen, "", "no TCP listener");
-    conn.close().await.expect("close");
+    drop(conn);
     second.stop().await.expect("stop");
 }
 

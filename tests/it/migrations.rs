@@ -30,14 +30,19 @@ fn every_file_in_the_migrations_folder_is_embedded_in_order() {
 #[tokio::test]
 async fn running_again_applies_nothing() {
     let t = TestDb::new().await;
-    let mut admin = t.admin_conn().await;
-    let applied = migrate::run(&mut admin).await.expect("migrate");
+    let admin = t.admin_conn().await;
+    let applied = migrate::run(&admin).await.expect("migrate");
     assert!(applied.is_empty(), "already migrated, applied {applied:?}");
-    let versions: Vec<i32> =
-        sqlx::query_scalar("select version from aide_meta.schema_migrations order by version")
-            .fetch_all(&mut admin)
-            .await
-            .expect("versions");
+    let versions: Vec<i32> = admin
+        .query(
+            "select version from aide_meta.schema_migrations order by version",
+            &[],
+        )
+        .await
+        .expect("versions")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let expected: Vec<i32> = MIGRATIONS.iter().map(|m| m.version).collect();
     assert_eq!(versions, expected);
 }
@@ -45,12 +50,16 @@ async fn running_again_applies_nothing() {
 #[tokio::test]
 async fn a_migration_changed_after_it_was_applied_stops_the_run() {
     let t = TestDb::new().await;
-    let mut admin = t.admin_conn().await;
-    sqlx::query("update aide_meta.schema_migrations set checksum = '\\x00' where version = 2")
-        .execute(&mut admin)
+    let admin = t.admin_conn().await;
+    let tampered = admin
+        .execute(
+            "update aide_meta.schema_migrations set checksum = '\\x00' where version = 2",
+            &[],
+        )
         .await
         .expect("tamper");
-    let err = migrate::run(&mut admin).await.expect_err("must refuse");
+    assert_eq!(tampered, 1);
+    let err = migrate::run(&admin).await.expect_err("must refuse");
     assert!(
         matches!(err, MigrateError::Changed { version: 2, .. }),
         "{err}"
@@ -64,14 +73,15 @@ async fn a_migration_changed_after_it_was_applied_stops_the_run() {
 #[tokio::test]
 async fn a_database_newer_than_the_binary_stops_the_run() {
     let t = TestDb::new().await;
-    let mut admin = t.admin_conn().await;
-    sqlx::query(
-        "insert into aide_meta.schema_migrations (version, name, checksum) values (9999, 'future', '\\x00')",
-    )
-    .execute(&mut admin)
-    .await
-    .expect("insert");
-    let err = migrate::run(&mut admin).await.expect_err("must refuse");
+    let admin = t.admin_conn().await;
+    admin
+        .execute(
+            "insert into aide_meta.schema_migrations (version, name, checksum) values (9999, 'future', '\\x00')",
+            &[],
+        )
+        .await
+        .expect("insert");
+    let err = migrate::run(&admin).await.expect_err("must refuse");
     assert!(
         matches!(err, MigrateError::Unknown { version: 9999 }),
         "{err}"
@@ -83,28 +93,36 @@ async fn a_database_newer_than_the_binary_stops_the_run() {
 #[tokio::test]
 async fn a_failed_migration_leaves_nothing_behind() {
     let t = TestDb::new().await;
-    let mut admin = t.admin_conn().await;
+    let admin = t.admin_conn().await;
     // Pretend migration 2 never ran, while its tables still exist: re-running it must fail on
     // the first `create`, and roll back whole.
-    sqlx::query("delete from aide_meta.schema_migrations where version = 2")
-        .execute(&mut admin)
+    let forgotten = admin
+        .execute(
+            "delete from aide_meta.schema_migrations where version = 2",
+            &[],
+        )
         .await
         .expect("forget");
-    let err = migrate::run(&mut admin).await.expect_err("must fail");
+    assert_eq!(forgotten, 1);
+    let err = migrate::run(&admin).await.expect_err("must fail");
     assert!(
         matches!(err, MigrateError::Failed { version: 2, .. }),
         "{err}"
     );
-    let recorded: i64 =
-        sqlx::query_scalar("select count(*) from aide_meta.schema_migrations where version = 2")
-            .fetch_one(&mut admin)
-            .await
-            .expect("count");
-    assert_eq!(recorded, 0);
-    let role: String = sqlx::query_scalar("select current_user::text")
-        .fetch_one(&mut admin)
+    let recorded: i64 = admin
+        .query_one(
+            "select count(*) from aide_meta.schema_migrations where version = 2",
+            &[],
+        )
         .await
-        .expect("role");
+        .expect("count")
+        .get(0);
+    assert_eq!(recorded, 0);
+    let role: String = admin
+        .query_one("select current_user::text", &[])
+        .await
+        .expect("role")
+        .get(0);
     assert_ne!(
         role, "aide_owner",
         "the owner role must not outlive the migration"

@@ -3,6 +3,7 @@
 use axum::http::{Method, StatusCode};
 
 use crate::app::{Answer, Req, TestApp};
+use crate::support::exec;
 
 const PAGE: &str = "<html><head><title>Groceries</title></head><body><h1>Milk</h1></body></html>";
 
@@ -171,11 +172,14 @@ async fn version_urls_stay_while_the_latest_moves_and_everything_stops_when_unpu
 async fn pro_pages_have_no_footer_and_own_open_graph_tags_are_kept() {
     let app = TestApp::new().await;
     let token = app.sign_in("pr@example.com").await;
-    let mut tx = app.t.db.system().await.expect("system");
-    sqlx::query("update users set tier = 'pro' where email = 'pr@example.com'")
-        .execute(tx.conn())
-        .await
-        .expect("pro");
+    let tx = app.t.db.system().await.expect("system");
+    exec(
+        &tx,
+        "update users set tier = 'pro' where email = 'pr@example.com'",
+        &[],
+    )
+    .await
+    .expect("pro");
     tx.commit().await.expect("commit");
     let html =
         "<html><head><meta property=\"og:title\" content=\"Mine\"></head><body>x</body></html>";

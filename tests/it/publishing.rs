@@ -6,6 +6,7 @@ use bytes_helper::{blob, read};
 use serde_json::json;
 
 use crate::app::{Req, TestApp, join_all};
+use crate::support::{exec, scalar};
 
 mod bytes_helper {
     use aide::storage::Storage;
@@ -244,9 +245,8 @@ async fn a_storage_failure_leaves_no_version_behind() {
     assert_eq!(aide["status"], "draft");
     // The address was taken before copying began; the next attempt publishes under it.
     assert!(aide["slug"].is_string(), "{aide}");
-    let mut owner = app.t.owner_conn().await;
-    let pending: i64 = sqlx::query_scalar("select count(*) from pending_blobs")
-        .fetch_one(&mut owner)
+    let owner = app.t.owner_conn().await;
+    let pending: i64 = scalar(&owner, "select count(*) from pending_blobs", &[])
         .await
         .expect("count");
     assert_eq!(pending, 0, "the failed publish released its guard");
@@ -280,11 +280,14 @@ async fn another_user_cannot_publish_or_see_versions() {
 async fn a_pro_users_chosen_slug_is_kept() {
     let app = TestApp::new().await;
     let token = app.sign_in("ps@example.com").await;
-    let mut tx = app.t.db.system().await.expect("system");
-    sqlx::query("update users set tier = 'pro' where email = 'ps@example.com'")
-        .execute(tx.conn())
-        .await
-        .expect("pro");
+    let tx = app.t.db.system().await.expect("system");
+    exec(
+        &tx,
+        "update users set tier = 'pro' where email = 'ps@example.com'",
+        &[],
+    )
+    .await
+    .expect("pro");
     tx.commit().await.expect("commit");
     let id = aide_with_page(&app, &token, "<p>x</p>").await;
     app.send(
@@ -381,10 +384,12 @@ async fn republishing_after_a_version_of_the_old_layout_serves_every_file() {
     let legacy = object_store::path::Path::from(format!("aides/{id}/v1/index.html"));
     store.copy(&blob_path, &legacy).await.expect("copy");
     store.delete(&blob_path).await.expect("delete");
-    let mut owner = app.t.owner_conn().await;
-    sqlx::query("update published_versions set r2_key = $1 where version = 1")
-        .bind(format!("aides/{id}/v1/"))
-        .execute(&mut owner)
+    let owner = app.t.owner_conn().await;
+    owner
+        .execute(
+            "update published_versions set r2_key = $1 where version = 1",
+            &[&format!("aides/{id}/v1/")],
+        )
         .await
         .expect("old layout");
     let old = app.send(Req::get(&format!("/s/{slug}/v/1/"))).await;

@@ -6,6 +6,7 @@ use axum::http::{Method, StatusCode};
 use serde_json::json;
 
 use crate::app::{APP_URL, Req, TestApp};
+use crate::support::scalar;
 
 /// Signs in `email` through the browser flow; returns the session cookie as `name=value`.
 async fn browser_sign_in(app: &TestApp, email: &str, origin: &str) -> String {
@@ -94,11 +95,12 @@ async fn a_revoked_token_cannot_spend_its_owners_api_budget() {
     let answer = app.send(Req::get("/api/aides").bearer(&live)).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     // The live request leased 5 tokens (3 s of a 100-a-minute budget); the dead ones none.
-    let mut tx = app.t.db.system().await.expect("system");
-    let ahead: f64 = sqlx::query_scalar(
+    let tx = app.t.db.system().await.expect("system");
+    let ahead: f64 = scalar(
+        &tx,
         "select extract(epoch from tat - now())::float8 from rate_limits where key like 'api:user:%'",
+        &[],
     )
-    .fetch_one(tx.conn())
     .await
     .expect("the owner's row");
     assert!(

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use serde_json::json;
 
 use crate::app::{Answer, Req, TestApp};
+use crate::support::scalar;
 
 const CODE_INVALID_DETAIL: &str = "That code is not right, or it is no longer valid. Use the newest email, or ask for a new link.";
 
@@ -146,18 +147,20 @@ async fn the_failure_budget_spans_aliases_of_one_mailbox() {
     let (_, other) = request_link(&app, "other@gmail.com", "192.0.2.32").await;
     let ok = try_code(&app, "other@gmail.com", &other, "198.51.100.4").await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
-    let mut tx = app.t.db.system().await.expect("system");
+    let tx = app.t.db.system().await.expect("system");
     let key = format!(
         "code:email:{}",
         EmailAddress::parse("other@gmail.com")
             .expect("valid")
             .mailbox_digest()
     );
-    let charged: i64 = sqlx::query_scalar("select count(*) from rate_limits where key = $1")
-        .bind(&key)
-        .fetch_one(tx.conn())
-        .await
-        .expect("count");
+    let charged: i64 = scalar(
+        &tx,
+        "select count(*) from rate_limits where key = $1",
+        &[&key],
+    )
+    .await
+    .expect("count");
     assert_eq!(charged, 0, "right codes are not failures");
 }
 
@@ -283,12 +286,14 @@ async fn ip_limits_count_an_ipv6_64_as_one_client() {
 
 /// How many emails are queued to `to`.
 async fn emails_to(app: &TestApp, to: &str) -> i64 {
-    let mut tx = app.t.db.system().await.expect("system");
-    sqlx::query_scalar("select count(*) from email_outbox where to_address = $1")
-        .bind(to)
-        .fetch_one(tx.conn())
-        .await
-        .expect("count")
+    let tx = app.t.db.system().await.expect("system");
+    scalar(
+        &tx,
+        "select count(*) from email_outbox where to_address = $1",
+        &[&to],
+    )
+    .await
+    .expect("count")
 }
 
 #[tokio::test]
@@ -354,11 +359,14 @@ async fn aliases_share_the_send_limit_and_look_alikes_are_refused() {
             answer.body
         );
     }
-    let mut tx = app.t.db.system().await.expect("system");
-    let queued: Vec<String> = sqlx::query_scalar("select distinct to_address from email_outbox")
-        .fetch_all(tx.conn())
+    let tx = app.t.db.system().await.expect("system");
+    let queued: Vec<String> = tx
+        .unregistered("select distinct to_address from email_outbox", &[])
         .await
-        .expect("addresses");
+        .expect("addresses")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
     assert_eq!(queued, ["victim@gmail.com"], "nothing went to an alias");
     assert_eq!(emails_to(&app, "victim@gmail.com").await, 5);
 
@@ -400,12 +408,14 @@ async fn domain_and_global_budgets_refuse_without_spending_the_others() {
     );
     // Refused, it changed nothing: no link, no email, and none of the other budgets spent.
     assert_eq!(emails_to(&app, "d@one.example").await, 0);
-    let mut tx = app.t.db.system().await.expect("system");
-    let links: i64 = sqlx::query_scalar("select count(*) from magic_links where email = $1")
-        .bind("d@one.example")
-        .fetch_one(tx.conn())
-        .await
-        .expect("count");
+    let tx = app.t.db.system().await.expect("system");
+    let links: i64 = scalar(
+        &tx,
+        "select count(*) from magic_links where email = $1",
+        &[&"d@one.example"],
+    )
+    .await
+    .expect("count");
     assert_eq!(links, 0);
     let key = format!(
         "send:email:{}",
@@ -413,11 +423,13 @@ async fn domain_and_global_budgets_refuse_without_spending_the_others() {
             .expect("valid")
             .mailbox_digest()
     );
-    let mailbox_rows: i64 = sqlx::query_scalar("select count(*) from rate_limits where key = $1")
-        .bind(&key)
-        .fetch_one(tx.conn())
-        .await
-        .expect("count");
+    let mailbox_rows: i64 = scalar(
+        &tx,
+        "select count(*) from rate_limits where key = $1",
+        &[&key],
+    )
+    .await
+    .expect("count");
     assert_eq!(mailbox_rows, 0, "the address's own budget is untouched");
     drop(tx);
 

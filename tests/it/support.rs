@@ -11,16 +11,16 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use aide::db::managed::{self, ClusterOptions, ManagedPostgres};
-use aide::db::{Db, LOGIN_ROLE, UserId, migrate};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection};
+use aide::db::{self, ConnectOptions, Db, LOGIN_ROLE, UserId, migrate};
+use tokio_postgres::Client;
+use tokio_postgres::types::{FromSqlOwned, ToSql};
 use uuid::Uuid;
 
 struct Cluster {
     /// Superuser, database `postgres`.
-    admin: PgConnectOptions,
+    admin: ConnectOptions,
     /// The server's login role; the database is chosen per test.
-    app: PgConnectOptions,
+    app: ConnectOptions,
     template: String,
     _managed: Option<ManagedPostgres>,
 }
@@ -49,9 +49,10 @@ fn cluster() -> &'static Cluster {
 async fn start_cluster() -> Result<Cluster, String> {
     let (admin, app, managed) = match std::env::var("AIDE_TEST_ADMIN_URL") {
         Ok(url) => {
-            let admin: PgConnectOptions = url.parse().map_err(|e| format!("{e}"))?;
-            let app = admin.clone().username(LOGIN_ROLE).password("");
-            (admin.database("postgres"), app, None)
+            let admin: ConnectOptions = url.parse().map_err(|e| format!("{e}"))?;
+            let mut app = admin.clone();
+            app.user(LOGIN_ROLE).password("");
+            (with_database(&admin, "postgres"), app, None)
         }
         Err(_) => {
             remove_stale_clusters();
@@ -70,25 +71,19 @@ async fn start_cluster() -> Result<Cluster, String> {
     };
 
     let template = format!("aide_template_{}", std::process::id());
-    let mut conn = PgConnection::connect_with(&admin)
-        .await
-        .map_err(|e| e.to_string())?;
+    let conn = db::connect(&admin).await.map_err(|e| e.to_string())?;
     for sql in [
         format!("drop database if exists {template}"),
         format!("create database {template}"),
     ] {
-        sqlx::raw_sql(&sql)
-            .execute(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
+        conn.batch_execute(&sql).await.map_err(|e| e.to_string())?;
     }
-    conn.close().await.map_err(|e| e.to_string())?;
+    drop(conn);
 
-    let mut conn = PgConnection::connect_with(&admin.clone().database(&template))
+    let conn = db::connect(&with_database(&admin, &template))
         .await
         .map_err(|e| e.to_string())?;
-    migrate::run(&mut conn).await.map_err(|e| e.to_string())?;
-    conn.close().await.map_err(|e| e.to_string())?;
+    migrate::run(&conn).await.map_err(|e| e.to_string())?;
 
     Ok(Cluster {
         admin,
@@ -96,6 +91,13 @@ async fn start_cluster() -> Result<Cluster, String> {
         template,
         _managed: managed,
     })
+}
+
+/// `options` with another database.
+pub fn with_database(options: &ConnectOptions, database: &str) -> ConnectOptions {
+    let mut options = options.clone();
+    options.dbname(database);
+    options
 }
 
 /// Removes the folders of test clusters whose process has ended.
@@ -129,53 +131,49 @@ impl TestDb {
         Self::with_pool_size(4).await
     }
 
-    /// A pool of exactly `max_connections` (no listener takes one in these tests), and one
-    /// connection for one-round-trip reads.
+    /// A pool of exactly `max_connections` (no listener takes one in these tests).
     pub async fn with_pool_size(max_connections: u32) -> Self {
         let cluster = cluster();
         let name = format!("aide_test_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect_with(&cluster.admin)
+        let admin = db::connect(&cluster.admin).await.expect("admin connection");
+        admin
+            .batch_execute(&format!(
+                "create database {name} template {}",
+                cluster.template
+            ))
             .await
-            .expect("admin connection");
-        sqlx::raw_sql(&format!(
-            "create database {name} template {}",
-            cluster.template
-        ))
-        .execute(&mut admin)
-        .await
-        .expect("clone the template database");
-        admin.close().await.ok();
-        let db = Db::connect_sized(cluster.app.clone().database(&name), max_connections, 1)
+            .expect("clone the template database");
+        drop(admin);
+        let db = Db::connect(with_database(&cluster.app, &name), max_connections)
             .await
             .expect("connect as the login role");
         TestDb { db, name }
     }
 
     /// Connection options for the server's login role on this database.
-    pub fn app_options(&self) -> PgConnectOptions {
-        cluster().app.clone().database(&self.name)
+    pub fn app_options(&self) -> ConnectOptions {
+        with_database(&cluster().app, &self.name)
     }
 
     /// A bare connection as the server's login role, outside any scope.
-    pub async fn login_conn(&self) -> PgConnection {
-        PgConnection::connect_with(&self.app_options())
+    pub async fn login_conn(&self) -> Client {
+        db::connect(&self.app_options())
             .await
             .expect("login-role connection")
     }
 
     /// A superuser connection: for set-up and catalog inspection only.
-    pub async fn admin_conn(&self) -> PgConnection {
-        PgConnection::connect_with(&cluster().admin.clone().database(&self.name))
+    pub async fn admin_conn(&self) -> Client {
+        db::connect(&with_database(&cluster().admin, &self.name))
             .await
             .expect("admin connection")
     }
 
     /// A connection acting as the schema owner (subject to RLS, through its own policies): for
     /// checks that the append-only trigger holds even where grants would allow a change.
-    pub async fn owner_conn(&self) -> PgConnection {
-        let mut conn = self.admin_conn().await;
-        sqlx::raw_sql("set role aide_owner")
-            .execute(&mut conn)
+    pub async fn owner_conn(&self) -> Client {
+        let conn = self.admin_conn().await;
+        conn.batch_execute("set role aide_owner")
             .await
             .expect("become the owner");
         conn
@@ -183,14 +181,76 @@ impl TestDb {
 
     /// Creates a user through system scope, as sign-in does.
     pub async fn create_user(&self, email: &str) -> UserId {
-        let mut tx = self.db.system().await.expect("system scope");
-        let id: Uuid = sqlx::query_scalar("insert into users (email) values ($1) returning id")
-            .bind(email)
-            .fetch_one(tx.conn())
+        let tx = self.db.system().await.expect("system scope");
+        let rows = tx
+            .unregistered(
+                "insert into users (email) values ($1) returning id",
+                &[&email],
+            )
             .await
             .expect("insert user");
         tx.commit().await.expect("commit");
-        UserId(id)
+        UserId(rows[0].get(0))
+    }
+}
+
+/// The first column of the first row of a statement run in a scope (or on a plain connection,
+/// through [`Scoped`]), for tests that probe with statements of their own.
+pub async fn scalar<T: FromSqlOwned>(
+    conn: &impl Scoped,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<T, db::Error> {
+    let rows = conn.run(sql, params).await?;
+    let row = rows.first().ok_or(db::Error::NoRow)?;
+    Ok(row.try_get(0)?)
+}
+
+/// Runs a statement and returns how many rows it returned.
+pub async fn exec(
+    conn: &impl Scoped,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<usize, db::Error> {
+    Ok(conn.run(sql, params).await?.len())
+}
+
+/// Something a test can run its own statements on: a scope, or a bare connection.
+pub trait Scoped {
+    fn run(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl std::future::Future<Output = Result<Vec<tokio_postgres::Row>, db::Error>>;
+}
+
+impl Scoped for db::UserTx {
+    async fn run(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, db::Error> {
+        self.unregistered(sql, params).await
+    }
+}
+
+impl Scoped for db::SystemTx {
+    async fn run(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, db::Error> {
+        self.unregistered(sql, params).await
+    }
+}
+
+impl Scoped for Client {
+    async fn run(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, db::Error> {
+        Ok(self.query(sql, params).await?)
     }
 }
 
@@ -208,73 +268,66 @@ pub struct Owned {
 /// Creates a user and, in their own scope, one row in every table they can write.
 pub async fn seed_user(t: &TestDb, email: &str) -> Owned {
     let user = t.create_user(email).await;
-    let mut tx = t.db.user(user).await.expect("user scope");
-    let aide: Uuid = sqlx::query_scalar(
+    let tx = t.db.user(user).await.expect("user scope");
+    let aide: Uuid = scalar(
+        &tx,
         "insert into aides (user_id, title) values ($1, 'Groceries') returning id",
+        &[&user.0],
     )
-    .bind(user.0)
-    .fetch_one(tx.conn())
     .await
     .expect("insert aide");
-    let conversation: Uuid = sqlx::query_scalar(
+    let conversation: Uuid = scalar(
+        &tx,
         "insert into conversations (aide_id, user_id) values ($1, $2) returning id",
+        &[&aide, &user.0],
     )
-    .bind(aide)
-    .bind(user.0)
-    .fetch_one(tx.conn())
     .await
     .expect("insert conversation");
-    let message: i64 = sqlx::query_scalar(
+    let message: i64 = scalar(
+        &tx,
         "insert into conversation_messages (conversation_id, user_id, role, content)
          values ($1, $2, 'user', 'add milk') returning id",
+        &[&conversation, &user.0],
     )
-    .bind(conversation)
-    .bind(user.0)
-    .fetch_one(tx.conn())
     .await
     .expect("insert message");
-    let version: Uuid = sqlx::query_scalar(
+    let version: Uuid = scalar(
+        &tx,
         "insert into published_versions (aide_id, user_id, version, r2_key, size_bytes)
          values ($1, $2, 1, 'aides/x/v1/index.html', 10) returning id",
+        &[&aide, &user.0],
     )
-    .bind(aide)
-    .bind(user.0)
-    .fetch_one(tx.conn())
     .await
     .expect("insert version");
-    sqlx::query(
+    exec(
+        &tx,
         "insert into published_files (aide_id, user_id, version, path, size_bytes, content_type, sha256)
          values ($1, $2, 1, 'index.html', 10, 'text/html', sha256('page'::bytea))",
+        &[&aide, &user.0],
     )
-    .bind(aide)
-    .bind(user.0)
-    .execute(tx.conn())
     .await
     .expect("insert published file");
-    sqlx::query(
+    exec(
+        &tx,
         "insert into workspace_files (aide_id, user_id, path, size_bytes, content_type, sha256)
          values ($1, $2, 'index.html', 10, 'text/html', sha256('page'::bytea))",
+        &[&aide, &user.0],
     )
-    .bind(aide)
-    .bind(user.0)
-    .execute(tx.conn())
     .await
     .expect("insert workspace file");
-    sqlx::query(
+    exec(
+        &tx,
         "insert into pending_blobs (aide_id, user_id, sha256) values ($1, $2, sha256('page'::bytea))",
+        &[&aide, &user.0],
     )
-    .bind(aide)
-    .bind(user.0)
-    .execute(tx.conn())
     .await
     .expect("insert pending blob");
-    let audit: i64 = sqlx::query_scalar(
+    let audit: i64 = scalar(
+        &tx,
         "insert into audit_log (user_id, action, resource_type, resource_id)
          values ($1, 'aide.create', 'aide', $2) returning id",
+        &[&user.0, &aide],
     )
-    .bind(user.0)
-    .bind(aide)
-    .fetch_one(tx.conn())
     .await
     .expect("insert audit row");
     tx.commit().await.expect("commit");
@@ -289,11 +342,13 @@ pub async fn seed_user(t: &TestDb, email: &str) -> Owned {
 }
 
 /// The SQLSTATE of a failed query, or a panic if it did not fail.
-pub fn sqlstate<T: std::fmt::Debug>(result: Result<T, sqlx::Error>) -> String {
+pub fn sqlstate<T: std::fmt::Debug>(result: Result<T, db::Error>) -> String {
     match result {
         Ok(value) => panic!("expected the statement to fail, it returned {value:?}"),
-        Err(sqlx::Error::Database(e)) => e.code().map(|c| c.into_owned()).unwrap_or_default(),
-        Err(other) => panic!("expected a database error, got {other}"),
+        Err(e) => match e.code() {
+            Some(code) => code.to_string(),
+            None => panic!("expected a database error, got {e}"),
+        },
     }
 }
 

@@ -26,9 +26,10 @@ pub async fn me(
     State(state): State<AppState>,
     user: SessionUser,
 ) -> Result<Json<UserResponse>, AppError> {
-    let me = user
-        .checked(repo::me_read(&user.reader(&state.db)).await)?
-        .ok_or_else(AppError::unauthorized)?;
+    let tx = user.begin_read(&state.db).await?;
+    let me = repo::me(&tx).await?;
+    tx.finish();
+    let me = me.ok_or_else(AppError::unauthorized)?;
     Ok(Json(UserResponse::new(me, &state.config, Utc::now())))
 }
 
@@ -54,17 +55,17 @@ pub async fn logout(
     let Some(user) = user else {
         return Ok(signed_out(&state, &headers));
     };
-    let mut tx = state.db.system().await?;
-    repo::revoke_session(&mut tx, user.session_id).await?;
-    audit::record_system(
-        &mut tx,
-        &Entry::new("auth.logout", "session")
-            .user(user.user_id)
-            .resource(user.session_id)
-            .ip(ip),
+    let tx = state.db.system().await?;
+    let entry = Entry::new("auth.logout", "session")
+        .user(user.user_id)
+        .resource(user.session_id)
+        .ip(ip);
+    futures_util::future::try_join3(
+        repo::revoke_session(&tx, user.session_id),
+        audit::record_system(&tx, &entry),
+        tx.commit_queued(),
     )
     .await?;
-    tx.commit().await?;
     Ok(signed_out(&state, &headers))
 }
 
@@ -94,18 +95,20 @@ pub async fn logout_all(
         );
         return Ok(response);
     };
-    let mut tx = state.db.system().await?;
-    let ended = repo::revoke_all_sessions(&mut tx, user.user_id).await?;
-    audit::record_system(
-        &mut tx,
-        &Entry::new("auth.logout_all", "user")
-            .user(user.user_id)
-            .resource(user.user_id.0)
-            .details(serde_json::json!({"sessions_ended": ended}))
-            .ip(ip),
+    let tx = state.db.system().await?;
+    let ended = repo::revoke_all_sessions(&tx, user.user_id).await?;
+    futures_util::future::try_join(
+        audit::record_system(
+            &tx,
+            &Entry::new("auth.logout_all", "user")
+                .user(user.user_id)
+                .resource(user.user_id.0)
+                .details(serde_json::json!({"sessions_ended": ended}))
+                .ip(ip),
+        ),
+        tx.commit_queued(),
     )
     .await?;
-    tx.commit().await?;
     Ok(signed_out(&state, &headers))
 }
 

@@ -75,14 +75,14 @@ async fn queue_link(
     let limits = &state.config.limits;
 
     // The link, its email and the audit row commit together or not at all.
-    let mut tx = state.db.system().await?;
-    let user = repo::user_id_by_email(&mut tx, &email).await?;
+    let tx = state.db.system().await?;
+    let user = repo::user_id_by_email(&tx, &email).await?;
     let token = tokens::new_link_token();
     let code = tokens::new_code();
     let link_id = Uuid::new_v4();
     let ttl = limits.magic_link_ttl_minutes;
     let expires_at = repo::insert_magic_link(
-        &mut tx,
+        &tx,
         link_id,
         &email,
         &tokens::hash_link_token(&token),
@@ -94,16 +94,16 @@ async fn queue_link(
     let mut link = state.config.app_url_for("auth/verify");
     link.query_pairs_mut().append_pair("token", &token);
     let message = message::sign_in_email(email.as_str(), &link, &code, expires_at, ttl);
-    outbox::enqueue(&mut tx, &message).await?;
-    audit::record_system(
-        &mut tx,
-        &Entry::new("auth.link_requested", "magic_link")
-            .maybe_user(user)
-            .resource(link_id)
-            .ip(ip),
+    let entry = Entry::new("auth.link_requested", "magic_link")
+        .maybe_user(user)
+        .resource(link_id)
+        .ip(ip);
+    futures_util::future::try_join3(
+        outbox::enqueue(&tx, &message),
+        audit::record_system(&tx, &entry),
+        tx.commit_queued(),
     )
     .await?;
-    tx.commit().await?;
     state.outbox_wake.notify_one();
     Ok(email)
 }
@@ -122,9 +122,9 @@ async fn check_send_limits(
     email: &EmailAddress,
 ) -> Result<(), AppError> {
     let limits = &state.config.limits;
-    let mut tx = state.db.system().await?;
+    let tx = state.db.system().await?;
     let by_ip = limits::hit(
-        &mut tx,
+        &tx,
         &format!("send:ip:{}", network_key(ip)),
         Rate::per_hour(limits.magic_link_requests_per_ip_per_hour),
     )
@@ -149,7 +149,7 @@ async fn check_send_limits(
         ),
         ("send:all", Rate::per_hour(limits.magic_links_per_hour)),
     ];
-    let verdict = limits::hit_all(&mut tx, &shared).await?;
+    let verdict = limits::hit_all(&tx, &shared).await?;
     tx.commit().await?;
     let Err((refused, wait)) = verdict else {
         return Ok(());

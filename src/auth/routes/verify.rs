@@ -62,10 +62,10 @@ pub async fn verify_page(
         return pages::error(link_error(LinkProblem::Unknown));
     }
     let result = async {
-        let mut tx = state.db.system().await?;
-        let (problem, email) = repo::link_problem(&mut tx, &tokens::hash_link_token(token)).await?;
+        let tx = state.db.system().await?;
+        let (problem, email) = repo::link_problem(&tx, &tokens::hash_link_token(token)).await?;
         let signed_in_as = match current {
-            Some(user) => repo::email_of_user(&mut tx, user.user_id).await?,
+            Some(user) => repo::email_of_user(&tx, user.user_id).await?,
             None => None,
         };
         tx.commit().await?;
@@ -106,28 +106,30 @@ pub async fn verify(
         check_rate(&state, ip).await?;
         let token = input.value.token.trim();
         let hash = tokens::hash_link_token(token);
-        let mut tx = state.db.system().await?;
+        let tx = state.db.system().await?;
         let consumed = if tokens::is_link_token(token) {
-            repo::consume_by_token(&mut tx, &hash).await?
+            repo::consume_by_token(&tx, &hash).await?
         } else {
             None
         };
         let Some(link) = consumed else {
-            let (problem, email) = repo::link_problem(&mut tx, &hash).await?;
+            let (problem, email) = repo::link_problem(&tx, &hash).await?;
             let problem = problem.unwrap_or(LinkProblem::Used);
             let user = match email.as_deref().map(EmailAddress::parse) {
-                Some(Ok(email)) => repo::user_id_by_email(&mut tx, &email).await?,
+                Some(Ok(email)) => repo::user_id_by_email(&tx, &email).await?,
                 _ => None,
             };
-            audit::record_system(
-                &mut tx,
-                &Entry::new("auth.sign_in_failed", "magic_link")
-                    .maybe_user(user)
-                    .details(serde_json::json!({"method": "link", "reason": problem.as_str()}))
-                    .ip(ip),
+            futures_util::future::try_join(
+                audit::record_system(
+                    &tx,
+                    &Entry::new("auth.sign_in_failed", "magic_link")
+                        .maybe_user(user)
+                        .details(serde_json::json!({"method": "link", "reason": problem.as_str()}))
+                        .ip(ip),
+                ),
+                tx.commit_queued(),
             )
             .await?;
-            tx.commit().await?;
             return Err(link_error(problem));
         };
         sign_in(&state, tx, &link.email, link.id, "link", ip, &headers).await
@@ -166,23 +168,25 @@ pub async fn verify_code(
             .ok_or_else(|| AppError::invalid("code", "Enter the six digits from the email."))?;
         check_rate(&state, ip).await?;
 
-        let mut tx = state.db.system().await?;
-        let refused = match try_code(&state, &mut tx, &email, &code).await? {
+        let tx = state.db.system().await?;
+        let refused = match try_code(&state, &tx, &email, &code).await? {
             Ok(link_id) => {
                 return sign_in(&state, tx, email.as_str(), link_id, "code", ip, &headers).await;
             }
             Err(refused) => refused,
         };
-        let user = repo::user_id_by_email(&mut tx, &email).await?;
-        audit::record_system(
-            &mut tx,
-            &Entry::new("auth.sign_in_failed", "magic_link")
-                .maybe_user(user)
-                .details(serde_json::json!({"method": "code", "reason": refused.as_str()}))
-                .ip(ip),
+        let user = repo::user_id_by_email(&tx, &email).await?;
+        futures_util::future::try_join(
+            audit::record_system(
+                &tx,
+                &Entry::new("auth.sign_in_failed", "magic_link")
+                    .maybe_user(user)
+                    .details(serde_json::json!({"method": "code", "reason": refused.as_str()}))
+                    .ip(ip),
+            ),
+            tx.commit_queued(),
         )
         .await?;
-        tx.commit().await?;
         Err(code_invalid())
     }
     .await;
@@ -235,7 +239,7 @@ fn code_invalid() -> AppError {
 /// and are not charged. The budget is a GCRA: spent, it refills by one every day/limit.
 async fn try_code(
     state: &AppState,
-    tx: &mut SystemTx,
+    tx: &SystemTx,
     email: &EmailAddress,
     code: &str,
 ) -> Result<Result<uuid::Uuid, CodeRefused>, AppError> {
@@ -266,9 +270,9 @@ async fn try_code(
 }
 
 async fn check_rate(state: &AppState, ip: IpAddr) -> Result<(), AppError> {
-    let mut tx = state.db.system().await?;
+    let tx = state.db.system().await?;
     let verdict = limits::hit(
-        &mut tx,
+        &tx,
         &format!("verify:ip:{}", network_key(ip)),
         Rate::per_minute(state.config.limits.verifications_per_ip_per_minute),
     )
@@ -286,19 +290,19 @@ async fn check_rate(state: &AppState, ip: IpAddr) -> Result<(), AppError> {
 /// sign-in, starts a session, records it, commits.
 async fn sign_in(
     state: &AppState,
-    mut tx: SystemTx,
+    tx: SystemTx,
     email: &str,
     link_id: uuid::Uuid,
     method: &'static str,
     ip: IpAddr,
     headers: &HeaderMap,
 ) -> Result<SignedInNow, AppError> {
-    let (user, created) = repo::upsert_user(&mut tx, email).await?;
+    let (user, created) = repo::upsert_user(&tx, email).await?;
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());
     let session = session::start(
-        &mut tx,
+        &tx,
         &state.session_key,
         user,
         state.config.limits.session_ttl_hours,
@@ -306,23 +310,27 @@ async fn sign_in(
         user_agent,
     )
     .await?;
-    audit::record_system(
-        &mut tx,
-        &Entry::new("auth.sign_in", "session")
-            .user(user)
-            .resource(session.id)
-            .details(serde_json::json!({"method": method, "new_user": created, "link_id": link_id}))
-            .ip(ip),
+    futures_util::future::try_join(
+        audit::record_system(
+            &tx,
+            &Entry::new("auth.sign_in", "session")
+                .user(user)
+                .resource(session.id)
+                .details(
+                    serde_json::json!({"method": method, "new_user": created, "link_id": link_id}),
+                )
+                .ip(ip),
+        ),
+        tx.commit_queued(),
     )
     .await?;
-    tx.commit().await?;
     tracing::info!(user_id = %user, new_user = created, method, "signed in");
 
-    let mut user_tx = state.db.user(user).await?;
-    let me = repo::me(&mut user_tx)
-        .await?
-        .ok_or_else(|| AppError::internal(anyhow::anyhow!("user vanished after sign-in")))?;
-    user_tx.commit().await?;
+    let user_tx = state.db.user(user).await?;
+    let (me, ()) =
+        futures_util::future::try_join(repo::me(&user_tx), user_tx.commit_queued()).await?;
+    let me =
+        me.ok_or_else(|| AppError::internal(anyhow::anyhow!("user vanished after sign-in")))?;
     Ok(SignedInNow {
         body: SignedIn {
             user: UserResponse::new(me, &state.config, Utc::now()),
