@@ -264,7 +264,8 @@ macro_rules! scope_methods {
         /// Sends `COMMIT` behind the statements already sent, for joining with them so a whole
         /// transaction takes one round trip:
         /// `try_join(repo::insert(&tx, ..), tx.commit_queued())`. Poll it after them (join it
-        /// last). The scope takes no statement after it.
+        /// last). The scope takes no statement after it, but keeps its pooled connection until it
+        /// is dropped: drop it before awaiting anything else (above all, another scope).
         pub async fn commit_queued(&self) -> Result<(), Error> {
             self.tx.commit().await
         }

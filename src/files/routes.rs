@@ -169,6 +169,8 @@ pub async fn put_file(
         tx.commit_queued().map_err(AppError::from),
     )
     .await?;
+    // Back to the pool before the bytes move.
+    drop(tx);
 
     let stored = state
         .storage

@@ -281,6 +281,8 @@ pub async fn publish(
         tx.commit_queued().map_err(AppError::from),
     )
     .await?;
+    // Back to the pool before the bytes move.
+    drop(tx);
 
     let result = async {
         copy_to_published(&state, aide, &hashes).await?;

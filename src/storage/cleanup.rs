@@ -56,6 +56,7 @@ pub async fn cleanup_due(db: &Db, storage: &Storage) -> Result<usize, db::Error>
         tx.commit_queued(),
     )
     .await?;
+    drop(tx);
 
     let mut done = 0;
     for (id, prefix, attempts) in due {

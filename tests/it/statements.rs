@@ -33,7 +33,6 @@ impl ToSql for Null {
 /// privileges, which preparing alone does not.
 fn explainable(text: &str) -> bool {
     let first = text
-        .trim_start()
         .split_whitespace()
         .next()
         .unwrap_or("")

@@ -324,6 +324,7 @@ async fn sign_in(
         tx.commit_queued(),
     )
     .await?;
+    drop(tx);
     tracing::info!(user_id = %user, new_user = created, method, "signed in");
 
     let user_tx = state.db.user(user).await?;
