@@ -42,7 +42,7 @@ pub use listen::Listener;
 pub use pool::connect;
 pub use scope::{ReadTx, SESSION_NOT_LIVE, SystemTx, UserTx};
 pub use statement::{
-    FromRow, Params, Registered, Scope, Sql, System, User, Value, all as statements,
+    FromRow, Login, Params, Registered, Scope, Sql, System, User, Value, all as statements,
 };
 pub use tokio_postgres::Config as ConnectOptions;
 pub use tokio_postgres::Row;

@@ -68,6 +68,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(11, "0011", "upload_guards"),
     migration!(12, "0012", "retired_slugs"),
     migration!(13, "0013", "conversation_bytes"),
+    migration!(14, "0014", "enter_user_scope"),
 ];
 
 /// Arbitrary, fixed key for the migration advisory lock.

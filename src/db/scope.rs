@@ -19,24 +19,26 @@ use tokio_postgres::types::FromSqlOwned;
 use uuid::Uuid;
 
 use super::pool::{Manager, in_order};
-use super::statement::{FromRow, Params, Sql, System, User, Value};
+use super::statement::{FromRow, Login, Params, Sql, System, User, Value};
 use super::{Error, UserId};
 
 crate::statement! {
-    BEGIN: System = "begin";
-    BEGIN_READ_ONLY: System = "begin read only";
-    COMMIT: System = "commit";
-    ROLLBACK: System = "rollback";
+    BEGIN: Login = "begin";
+    BEGIN_READ_ONLY: Login = "begin read only";
+    COMMIT: Login = "commit";
+    ROLLBACK: Login = "rollback";
     /// The system scope: role `aide_system`, no user, for the rest of the transaction.
-    ENTER_SYSTEM: System =
+    ENTER_SYSTEM: Login =
         "select set_config('role', 'aide_system', true), set_config('app.user_id', '', true)";
     /// [`ENTER_SYSTEM`], committing without waiting for the disk (see [`super::Db::bookkeeping`]).
-    ENTER_BOOKKEEPING: System = "select set_config('role', 'aide_system', true), \
+    ENTER_BOOKKEEPING: Login = "select set_config('role', 'aide_system', true), \
          set_config('app.user_id', '', true), set_config('synchronous_commit', 'off', true)";
-    /// Raises SQLSTATE 28000 ([`SESSION_NOT_LIVE`]) unless `$1` is a live session of user `$2`.
-    CHECK_SESSION: System = "select assert_session_live($1, $2)";
+    /// Raises SQLSTATE 28000 ([`SESSION_NOT_LIVE`]) unless `$1` is a live session of user `$2`,
+    /// then enters that user's scope (migration 0014). Run as the login role, before any other
+    /// scope is entered.
+    ENTER_CHECKED_USER: Login = "select enter_user_scope($1, $2)";
     /// The user scope: role `aide_user` and `app.user_id` for the rest of the transaction.
-    ENTER_USER: System =
+    ENTER_USER: Login =
         "select set_config('role', 'aide_user', true), set_config('app.user_id', $1, true)";
 }
 
@@ -81,7 +83,7 @@ impl Tx {
     async fn open(&self) -> Result<(), Error> {
         let client = &self.conn.client;
         let run =
-            |sql: &'static Sql<System>,
+            |sql: &'static Sql<Login>,
              params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>| {
                 let statement = self.conn.statement(sql.text());
                 async move {
@@ -109,22 +111,15 @@ impl Tx {
                 session,
                 read_only,
             } => {
-                let mut steps = vec![run(
-                    if read_only { &BEGIN_READ_ONLY } else { &BEGIN },
-                    vec![],
-                )];
-                if let Some(session) = session {
-                    steps.push(run(&ENTER_SYSTEM, vec![]));
-                    steps.push(run(
-                        &CHECK_SESSION,
+                let begin = run(if read_only { &BEGIN_READ_ONLY } else { &BEGIN }, vec![]);
+                let enter = match session {
+                    Some(session) => run(
+                        &ENTER_CHECKED_USER,
                         vec![Box::new(session), Box::new(user.0)],
-                    ));
-                }
-                steps.push(run(
-                    &ENTER_USER,
-                    vec![Box::new(user.0.hyphenated().to_string())],
-                ));
-                steps
+                    ),
+                    None => run(&ENTER_USER, vec![Box::new(user.0.hyphenated().to_string())]),
+                };
+                vec![begin, enter]
             }
         };
         in_order(steps).await.map(|_| ())
@@ -296,7 +291,7 @@ macro_rules! scope_methods {
 
 crate::statement! {
     /// Does nothing: opens a scope before an unregistered statement (tests only).
-    ENTER_NOTHING: System = "select 1";
+    ENTER_NOTHING: Login = "select 1";
 }
 
 /// A transaction confined by row-level security to one user's rows. Rolled back when dropped

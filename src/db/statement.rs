@@ -26,6 +26,11 @@ pub enum User {}
 #[derive(Debug, Clone, Copy)]
 pub enum System {}
 
+/// Statements that open and end scopes, run as the login role before any role is switched to
+/// (only [`super::scope`] runs them).
+#[derive(Debug, Clone, Copy)]
+pub enum Login {}
+
 /// The scope a statement is declared for: the role it is prepared and checked as.
 pub trait Scope {
     const ROLE: &'static str;
@@ -37,6 +42,10 @@ impl Scope for User {
 
 impl Scope for System {
     const ROLE: &'static str = super::SYSTEM_ROLE;
+}
+
+impl Scope for Login {
+    const ROLE: &'static str = super::LOGIN_ROLE;
 }
 
 /// A statement of scope `S`. Only [`statement!`](crate::statement) makes them, so each one is in
