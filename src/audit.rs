@@ -61,13 +61,19 @@ impl Entry {
     }
 }
 
+/// One audit row; the same text for both scopes.
+macro_rules! insert_audit_row {
+    () => {
+        "insert into audit_log (user_id, action, resource_type, resource_id, details, ip_address)
+         values ($1, $2, $3, $4, $5, $6::inet)"
+    };
+}
+
 crate::statement! {
     /// One audit row, from system scope.
-    INSERT_SYSTEM: System = "insert into audit_log (user_id, action, resource_type, resource_id, details, ip_address)
-         values ($1, $2, $3, $4, $5, $6::inet)";
+    INSERT_SYSTEM: System = insert_audit_row!();
     /// The same, from user scope (the policy allows only the transaction's user).
-    INSERT_USER: User = "insert into audit_log (user_id, action, resource_type, resource_id, details, ip_address)
-         values ($1, $2, $3, $4, $5, $6::inet)";
+    INSERT_USER: User = insert_audit_row!();
     /// The caller's own entries, newest first, before entry `$2` (none when null).
     LIST: User = "select id, action, resource_type, resource_id, details, host(ip_address) as ip_address, created_at
          from audit_log
