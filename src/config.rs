@@ -16,7 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 pub use limits::{Limits, TierLimits};
-use source::Source;
+use source::{Source, Summary};
 
 /// The deployment a process belongs to. `staging` follows the same rules as `production`: both are
 /// deployed environments that must not run on local stand-ins.
@@ -39,6 +39,12 @@ impl Environment {
     /// Staging and production: real services required, no generated secrets.
     pub fn is_deployed(self) -> bool {
         !matches!(self, Environment::Development)
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -68,18 +74,14 @@ pub struct Config {
     pub public_url: Url,
     pub storage: StorageConfig,
     pub email: EmailConfig,
-    /// STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET, STRIPE_PRICE_ID: all three or none. Without them
-    /// billing is off.
-    pub stripe: Option<StripeConfig>,
-    /// SLACK_WEBHOOK: incoming-webhook URL for operational alerts (optional).
-    pub slack_webhook: Option<SecretString>,
-    /// SENTRY_DSN: error reporting (optional).
-    pub sentry_dsn: Option<SecretString>,
     /// TRUSTED_PROXY_HEADER: a header set by the proxy in front of the server that holds the
     /// client's address (`x-forwarded-for`, `cf-connecting-ip`, `x-real-ip`). Unset, the socket's
     /// peer address is the client's: forwarded headers are not believed.
     pub trusted_proxy_header: Option<String>,
     pub limits: Limits,
+    /// Every variable read, as `aide config check` shows it: recorded by the readers while
+    /// loading, so no list of variables is kept apart from the code that reads them.
+    summary: Summary,
 }
 
 /// Where the database is.
@@ -128,13 +130,6 @@ pub struct EmailConfig {
     pub resend_api_key: Option<SecretString>,
     /// RESEND_API_URL: Resend's API (default https://api.resend.com).
     pub resend_api_url: Url,
-}
-
-#[derive(Debug, Clone)]
-pub struct StripeConfig {
-    pub secret_key: SecretString,
-    pub webhook_secret: SecretString,
-    pub price_id: String,
 }
 
 /// Every problem found in the configuration, one line each.
@@ -194,27 +189,30 @@ impl Config {
                 _ => Err("must be a port number from 1 to 65535".to_string()),
             })
             .unwrap_or(8000);
-        let data_dir = PathBuf::from(src.text("AIDE_DATA_DIR").unwrap_or("./aide-data"));
+        let data_dir = PathBuf::from(src.text("AIDE_DATA_DIR", "./aide-data"));
 
         let database = DatabaseConfig {
-            url: src.postgres_url("DATABASE_URL"),
-            admin_url: src.postgres_url("DATABASE_ADMIN_URL"),
+            url: src.postgres_url(
+                "DATABASE_URL",
+                "managed local PostgreSQL under AIDE_DATA_DIR",
+            ),
+            admin_url: src.postgres_url("DATABASE_ADMIN_URL", "same as DATABASE_URL"),
             max_connections: src.number("DATABASE_MAX_CONNECTIONS", 10, 3, 1000),
-            pg_bindir: src.text("PG_BINDIR").map(PathBuf::from),
+            pg_bindir: src
+                .text_opt("PG_BINDIR", "found automatically")
+                .map(PathBuf::from),
         };
 
-        let jwt_secret = src.secret("JWT_SECRET");
-        if let Some(secret) = &jwt_secret {
-            let len = secret.expose_secret().len();
-            if len < MIN_JWT_SECRET_BYTES {
-                src.problem(
-                    "JWT_SECRET",
-                    format!(
-                        "is {len} bytes long; it must be at least {MIN_JWT_SECRET_BYTES} (for example the output of `openssl rand -hex 32`)"
-                    ),
-                );
-            }
-        }
+        let jwt_secret = src.secret_with(
+            "JWT_SECRET",
+            Some("generated and kept in AIDE_DATA_DIR"),
+            |secret| match secret.len() {
+                len if len < MIN_JWT_SECRET_BYTES => Err(format!(
+                    "is {len} bytes long; it must be at least {MIN_JWT_SECRET_BYTES} (for example the output of `openssl rand -hex 32`)"
+                )),
+                _ => Ok(()),
+            },
+        );
 
         let host_for_url = match host {
             IpAddr::V4(v4) if v4.is_unspecified() => "localhost".to_string(),
@@ -223,58 +221,50 @@ impl Config {
             IpAddr::V6(v6) => format!("[{v6}]"),
         };
         let default_app_url = format!("http://{host_for_url}:{port}");
-        let app_url_set = src.is_set("APP_URL");
         let app_url = src
             .http_url("APP_URL", &default_app_url)
             .or_else(|| Url::parse(&default_app_url).ok());
-        let public_url_set = src.is_set("PUBLIC_URL");
         let public_url = match &app_url {
             Some(app) => src.http_url("PUBLIC_URL", app.as_str()),
             None => None,
         };
 
         let storage = StorageConfig {
+            r2: r2_config(&mut src),
             workspace_bucket: src.bucket("R2_WORKSPACE_BUCKET", "aide-workspaces"),
             published_bucket: src.bucket("R2_PUBLISHED_BUCKET", "aide-published"),
-            r2: r2_config(&mut src),
         };
 
-        let resend_api_key = src.secret("RESEND_API_KEY");
-        let email_from = src.text("EMAIL_FROM").map(str::to_string);
-        if let Some(from) = &email_from
-            && !looks_like_sender(from)
-        {
-            src.problem(
-                "EMAIL_FROM",
-                "must be an address such as login@example.com or `AIde <login@example.com>`",
-            );
-        }
-        if resend_api_key.is_some() && email_from.is_none() {
+        let resend_api_key = src.secret("RESEND_API_KEY", Some("local outbox under AIDE_DATA_DIR"));
+        let email_from = src.parse_with("EMAIL_FROM", "AIde <login@aide.localhost>", |v| {
+            looks_like_sender(v).then(|| v.to_string()).ok_or_else(|| {
+                "must be an address such as login@example.com or `AIde <login@example.com>`"
+                    .to_string()
+            })
+        });
+        if resend_api_key.is_some() && !src.is_set("EMAIL_FROM") {
             src.problem("EMAIL_FROM", "is required when RESEND_API_KEY is set");
         }
         let resend_api_url = src
             .http_url("RESEND_API_URL", "https://api.resend.com")
             .unwrap_or_else(|| Url::parse("https://api.resend.com").expect("constant URL"));
         let email = EmailConfig {
-            from: email_from.unwrap_or_else(|| "AIde <login@aide.localhost>".to_string()),
+            from: email_from.unwrap_or_default(),
             resend_api_key,
             resend_api_url,
         };
 
-        let stripe = stripe_config(&mut src);
-        let slack_webhook = src.secret_url("SLACK_WEBHOOK", true);
-        let sentry_dsn = src.secret_url("SENTRY_DSN", false);
-        let trusted_proxy_header = src
-            .text("TRUSTED_PROXY_HEADER")
-            .map(str::to_ascii_lowercase);
-        if let Some(name) = &trusted_proxy_header
-            && axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
-        {
-            src.problem(
-                "TRUSTED_PROXY_HEADER",
-                format!("must be a header name such as x-forwarded-for (got {name:?})"),
-            );
-        }
+        let trusted_proxy_header = src.parse_opt(
+            "TRUSTED_PROXY_HEADER",
+            "the socket's peer address is the client's",
+            |v| {
+                let name = v.to_ascii_lowercase();
+                match axum::http::HeaderName::from_bytes(name.as_bytes()) {
+                    Ok(_) => Ok(name),
+                    Err(_) => Err("must be a header name such as x-forwarded-for".to_string()),
+                }
+            },
+        );
         let limits = Limits::from_source(&mut src);
 
         if environment.is_deployed() {
@@ -285,7 +275,7 @@ impl Config {
                     format!("is required in {env} (the managed local database is for development)"),
                 );
             }
-            if jwt_secret.is_none() {
+            if !src.is_set("JWT_SECRET") {
                 src.problem(
                     "JWT_SECRET",
                     format!(
@@ -293,12 +283,12 @@ impl Config {
                     ),
                 );
             }
-            if !app_url_set {
+            if !src.is_set("APP_URL") {
                 src.problem("APP_URL", format!("is required in {env}"));
             } else if app_url.as_ref().is_some_and(|u| u.scheme() != "https") {
                 src.problem("APP_URL", format!("must use https in {env}"));
             }
-            if !public_url_set {
+            if !src.is_set("PUBLIC_URL") {
                 src.problem(
                     "PUBLIC_URL",
                     format!(
@@ -326,7 +316,7 @@ impl Config {
             }
         }
 
-        let problems = src.into_problems();
+        let (problems, summary) = src.finish();
         match (app_url, public_url) {
             (Some(app_url), Some(public_url)) if problems.is_empty() => Ok(Config {
                 environment,
@@ -339,11 +329,9 @@ impl Config {
                 public_url,
                 storage,
                 email,
-                stripe,
-                slack_webhook,
-                sentry_dsn,
                 trusted_proxy_header,
                 limits,
+                summary,
             }),
             _ => Err(ConfigError { problems }),
         }
@@ -406,111 +394,11 @@ impl Config {
     }
 
     /// The effective configuration as `NAME = value` lines, every secret redacted: what
-    /// `aide config check` prints.
+    /// `aide config check` prints. Each variable appears once, in the order it was read, as its
+    /// reader recorded it: plain values as in effect, database URLs without their password, other
+    /// secrets only as set or not.
     pub fn redacted_summary(&self) -> Vec<(&'static str, String)> {
-        fn secret(value: &Option<SecretString>) -> String {
-            match value {
-                Some(_) => "(set, redacted)".to_string(),
-                None => "(not set)".to_string(),
-            }
-        }
-        let db_url = |value: &Option<SecretString>, fallback: &str| match value {
-            Some(url) => redact_url(url.expose_secret()),
-            None => fallback.to_string(),
-        };
-        let l = &self.limits;
-        let mut rows = vec![
-            ("ENVIRONMENT", self.environment.as_str().to_string()),
-            ("HOST", self.host.to_string()),
-            ("PORT", self.port.to_string()),
-            ("AIDE_DATA_DIR", self.data_dir.display().to_string()),
-            (
-                "DATABASE_URL",
-                db_url(
-                    &self.database.url,
-                    "(not set: managed local PostgreSQL under AIDE_DATA_DIR)",
-                ),
-            ),
-            (
-                "DATABASE_ADMIN_URL",
-                db_url(&self.database.admin_url, "(not set: same as DATABASE_URL)"),
-            ),
-            (
-                "DATABASE_MAX_CONNECTIONS",
-                self.database.max_connections.to_string(),
-            ),
-            (
-                "PG_BINDIR",
-                match &self.database.pg_bindir {
-                    Some(dir) => dir.display().to_string(),
-                    None => "(not set: found automatically)".to_string(),
-                },
-            ),
-            (
-                "JWT_SECRET",
-                match &self.jwt_secret {
-                    Some(_) => "(set, redacted)".to_string(),
-                    None => "(not set: generated and kept in AIDE_DATA_DIR)".to_string(),
-                },
-            ),
-            ("APP_URL", self.app_url.to_string()),
-            ("PUBLIC_URL", self.public_url.to_string()),
-            (
-                "R2_ENDPOINT",
-                match &self.storage.r2 {
-                    Some(r2) => r2.endpoint.to_string(),
-                    None => "(not set: local folder under AIDE_DATA_DIR)".to_string(),
-                },
-            ),
-            (
-                "R2_ACCESS_KEY",
-                match &self.storage.r2 {
-                    Some(_) => "(set, redacted)".to_string(),
-                    None => "(not set)".to_string(),
-                },
-            ),
-            (
-                "R2_SECRET_KEY",
-                secret(&self.storage.r2.as_ref().map(|r2| r2.secret_key.clone())),
-            ),
-            ("R2_WORKSPACE_BUCKET", self.storage.workspace_bucket.clone()),
-            ("R2_PUBLISHED_BUCKET", self.storage.published_bucket.clone()),
-            (
-                "RESEND_API_KEY",
-                match &self.email.resend_api_key {
-                    Some(_) => "(set, redacted)".to_string(),
-                    None => "(not set: local outbox under AIDE_DATA_DIR)".to_string(),
-                },
-            ),
-            ("EMAIL_FROM", self.email.from.clone()),
-            ("RESEND_API_URL", self.email.resend_api_url.to_string()),
-        ];
-        match &self.stripe {
-            Some(stripe) => {
-                rows.push(("STRIPE_SECRET_KEY", "(set, redacted)".to_string()));
-                rows.push(("STRIPE_WEBHOOK_SECRET", "(set, redacted)".to_string()));
-                rows.push(("STRIPE_PRICE_ID", stripe.price_id.clone()));
-            }
-            None => {
-                for name in [
-                    "STRIPE_SECRET_KEY",
-                    "STRIPE_WEBHOOK_SECRET",
-                    "STRIPE_PRICE_ID",
-                ] {
-                    rows.push((name, "(not set: billing disabled)".to_string()));
-                }
-            }
-        }
-        rows.push(("SLACK_WEBHOOK", secret(&self.slack_webhook)));
-        rows.push(("SENTRY_DSN", secret(&self.sentry_dsn)));
-        rows.push((
-            "TRUSTED_PROXY_HEADER",
-            self.trusted_proxy_header.clone().unwrap_or_else(|| {
-                "(not set: the socket's peer address is the client's)".to_string()
-            }),
-        ));
-        rows.extend(l.summary());
-        rows
+        self.summary.clone()
     }
 }
 
@@ -600,39 +488,18 @@ fn looks_like_sender(from: &str) -> bool {
 }
 
 fn r2_config(src: &mut Source<'_>) -> Option<R2Config> {
-    let endpoint = src.http_url_opt("R2_ENDPOINT");
+    let endpoint = src.http_url_opt("R2_ENDPOINT", "local folder under AIDE_DATA_DIR");
+    // Unset, these two mean what R2_ENDPOINT's row says.
+    let access_key = src.secret("R2_ACCESS_KEY", None);
+    let secret_key = src.secret("R2_SECRET_KEY", None);
     let complete = src.all_or_none(&["R2_ENDPOINT", "R2_ACCESS_KEY", "R2_SECRET_KEY"]);
     if !complete {
         return None;
     }
     Some(R2Config {
         endpoint: endpoint?,
-        access_key: src.text("R2_ACCESS_KEY")?.to_string(),
-        secret_key: src.secret("R2_SECRET_KEY")?,
-    })
-}
-
-fn stripe_config(src: &mut Source<'_>) -> Option<StripeConfig> {
-    let secret_key = src.secret_with_prefix("STRIPE_SECRET_KEY", &["sk_", "rk_"]);
-    let webhook_secret = src.secret_with_prefix("STRIPE_WEBHOOK_SECRET", &["whsec_"]);
-    let price_id = src.text("STRIPE_PRICE_ID").map(str::to_string);
-    if let Some(price) = &price_id
-        && !price.starts_with("price_")
-    {
-        src.problem("STRIPE_PRICE_ID", "must be a Stripe price id (price_...)");
-    }
-    let complete = src.all_or_none(&[
-        "STRIPE_SECRET_KEY",
-        "STRIPE_WEBHOOK_SECRET",
-        "STRIPE_PRICE_ID",
-    ]);
-    if !complete {
-        return None;
-    }
-    Some(StripeConfig {
+        access_key: access_key?.expose_secret().to_string(),
         secret_key: secret_key?,
-        webhook_secret: webhook_secret?,
-        price_id: price_id?,
     })
 }
 

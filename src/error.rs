@@ -9,8 +9,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::http::request_id;
-
 /// An error a handler returns.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -199,7 +197,7 @@ impl IntoResponse for AppError {
         let body = ErrorBody {
             detail,
             code: self.code(),
-            request_id: request_id::current(),
+            request_id: crate::telemetry::request_id(),
             fields,
             usage,
         };

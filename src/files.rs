@@ -8,7 +8,7 @@ mod routes;
 
 pub use path::{FilePath, content_type_for};
 pub(crate) use repo::account_bytes_after;
-pub(crate) use routes::{blob_key, enter_in_flight, remove_orphan};
+pub(crate) use routes::{enter_in_flight, remove_orphan};
 
 /// The advisory-lock class of an aide's blobs ("AIDE" in ASCII); the object is `hashtext` of the
 /// aide's id. Uploads and publishes hold it shared while they record pending blobs (see

@@ -10,7 +10,7 @@ use axum::routing::get;
 use crate::auth::CurrentUser;
 use crate::error::AppError;
 use crate::html::{escape, page};
-use crate::http::AppState;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/", get(home))
@@ -24,7 +24,7 @@ async fn home(
         return Ok(page(StatusCode::OK, "Sign in", SIGNED_OUT));
     };
     let tx = state.db.user(user.user_id).await?;
-    let me: Option<(String, String)> = crate::auth::routes::me_summary(&tx).await?;
+    let me = crate::auth::routes::me_summary(&tx).await?;
     tx.rollback();
     let Some((email, tier)) = me else {
         return Ok(page(StatusCode::OK, "Sign in", SIGNED_OUT));
@@ -36,7 +36,7 @@ async fn home(
          <form method=\"post\" action=\"/auth/logout\"><button type=\"submit\">Log out</button></form>\
          <form method=\"post\" action=\"/auth/logout-all\"><button type=\"submit\">Log out everywhere</button></form>",
         escape(&email),
-        escape(&tier)
+        tier
     );
     Ok(page(StatusCode::OK, "Home", &body))
 }

@@ -3,11 +3,13 @@
 //! `main.rs` is a thin command line over this library; the tests drive the same pieces.
 
 pub mod aides;
+mod app;
 pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod conversations;
+pub mod cursor;
 pub mod db;
 pub mod email;
 pub mod error;
@@ -22,8 +24,11 @@ pub mod publishing;
 pub mod retry;
 pub mod secrets;
 pub mod server;
+pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod tier;
 pub mod time;
 
-pub use http::{AppState, Shared, build_app};
+pub use app::{build_app, health};
+pub use state::{AppState, Shared};

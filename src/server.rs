@@ -12,12 +12,13 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::app::build_app;
 use crate::auth::SessionKey;
 use crate::config::Config;
 use crate::db::managed::{self, ClusterOptions, ManagedPostgres};
 use crate::db::{ConnectOptions, Db, migrate};
 use crate::email::{self, Mailer};
-use crate::http::{AppState, build_app};
+use crate::state::AppState;
 use crate::storage::Storage;
 use crate::{jobs, secrets};
 

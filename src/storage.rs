@@ -4,6 +4,7 @@
 //! set. The S3 client retries transient errors with backoff.
 
 mod cleanup;
+pub mod keys;
 
 use std::sync::Arc;
 use std::time::Duration;

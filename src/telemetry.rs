@@ -24,3 +24,23 @@ pub fn init(environment: Environment) {
         builder.try_init()
     };
 }
+
+tokio::task_local! {
+    static REQUEST_ID: axum::http::HeaderValue;
+}
+
+/// Runs `work` as the request with id `id`: [`request_id`] answers it inside.
+pub async fn with_request_id<F: std::future::Future>(
+    id: axum::http::HeaderValue,
+    work: F,
+) -> F::Output {
+    REQUEST_ID.scope(id, work).await
+}
+
+/// The id of the request being handled, if any (for error bodies and log lines).
+pub fn request_id() -> Option<String> {
+    REQUEST_ID
+        .try_with(|id| id.to_str().map(str::to_owned).ok())
+        .ok()
+        .flatten()
+}

@@ -4,8 +4,9 @@
 use uuid::Uuid;
 
 use super::model::{AideRow, Status, aide_columns};
+use crate::cursor::TimeCursor;
 use crate::db::{self, UserTx};
-use crate::http::params::TimeCursor;
+use crate::tier::Tier;
 
 crate::statement! {
     /// The caller's aide `$1`.
@@ -80,12 +81,12 @@ pub async fn list(
 
 /// Locks the caller's account row for the rest of the transaction and returns its tier, so that
 /// checks such as "at most 5 aides" cannot race each other.
-pub async fn lock_account(tx: &UserTx) -> Result<String, db::Error> {
+pub async fn lock_account(tx: &UserTx) -> Result<Tier, db::Error> {
     tx.value(&LOCK_ACCOUNT, &[&tx.user_id()]).await
 }
 
 /// The caller's tier, without locking.
-pub async fn tier(tx: &UserTx) -> Result<String, db::Error> {
+pub async fn tier(tx: &UserTx) -> Result<Tier, db::Error> {
     tx.value(&TIER, &[&tx.user_id()]).await
 }
 

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use futures_util::future::try_join;
+use futures_util::future::{try_join, try_join3};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -13,12 +13,15 @@ use super::model::{Aide, AidePage, CreateAide, Slug, Status, Title, UpdateAide};
 use super::repo;
 use crate::audit::{self, Entry};
 use crate::auth::ApiUser;
-use crate::db::{self, UserTx};
+use crate::cursor::TimeCursor;
+use crate::db;
 use crate::error::AppError;
+use crate::http::SizedJson;
 use crate::http::client_ip::ClientIp;
 use crate::http::input::JsonBody;
-use crate::http::params::{IdPath, QueryParams, TimeCursor, page_size};
-use crate::http::{AppState, SizedJson};
+use crate::http::params::{IdPath, QueryParams, page_size};
+use crate::state::AppState;
+use crate::tier::Tier;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -111,8 +114,15 @@ pub async fn create(
         None => Title::parse("Untitled").map_err(|m| AppError::invalid("title", m))?,
     };
     let tx = api.begin(&state.db).await?;
-    check_aide_limit(&state, &tx).await?;
-    let row = repo::insert(&tx, title.as_str()).await?;
+    // One round trip: the account locked, its aides counted, the aide inserted (and all of it
+    // rolled back when the count says no).
+    let (tier, active, row) = try_join3(
+        repo::lock_account(&tx),
+        repo::count_active(&tx),
+        repo::insert(&tx, title.as_str()),
+    )
+    .await?;
+    check_aide_limit(&state, tier, active)?;
     try_join(
         audit::record_user(
             &tx,
@@ -180,7 +190,7 @@ pub async fn update(
     }
     let tx = api.begin(&state.db).await?;
     let before = repo::find(&tx, id).await?.ok_or_else(AppError::not_found)?;
-    if slug.is_some() && repo::tier(&tx).await? != "pro" {
+    if slug.is_some() && !repo::tier(&tx).await?.is_pro() {
         return Err(AppError::forbidden(
             "PRO_REQUIRED",
             "Choosing your page's address is a Pro feature. Upgrade to Pro to pick a slug; free pages get one assigned when first published.",
@@ -260,11 +270,18 @@ pub async fn restore(
     IdPath(id): IdPath,
 ) -> Result<Json<Aide>, AppError> {
     let tx = api.begin(&state.db).await?;
-    let current = repo::find(&tx, id).await?.ok_or_else(AppError::not_found)?;
+    // One round trip: the aide, the account locked and its aides counted.
+    let (current, tier, active) = try_join3(
+        repo::find(&tx, id),
+        repo::lock_account(&tx),
+        repo::count_active(&tx),
+    )
+    .await?;
+    let current = current.ok_or_else(AppError::not_found)?;
     if current.status != Status::Archived {
         return Ok(Json(current.into()));
     }
-    check_aide_limit(&state, &tx).await?;
+    check_aide_limit(&state, tier, active)?;
     let row = repo::set_status(&tx, id, Status::Draft)
         .await?
         .ok_or_else(AppError::not_found)?;
@@ -307,15 +324,15 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Refuses one more active aide for a free account at its limit. Locks the account row first, so
-/// concurrent creates and restores are counted one after another.
-async fn check_aide_limit(state: &AppState, tx: &UserTx) -> Result<(), AppError> {
-    let tier = repo::lock_account(tx).await?;
-    if tier == "pro" {
+/// Refuses one more active aide for a free account at its limit, given the aides it holds that
+/// are not archived (`active`), counted after locking the account row (see
+/// [`repo::lock_account`]), so concurrent creates and restores are counted one after another.
+fn check_aide_limit(state: &AppState, tier: Tier, active: i64) -> Result<(), AppError> {
+    if tier.is_pro() {
         return Ok(());
     }
     let limit = state.config.limits.free_max_aides;
-    if repo::count_active(tx).await? >= i64::from(limit) {
+    if active >= i64::from(limit) {
         return Err(AppError::forbidden(
             "AIDE_LIMIT_REACHED",
             format!(

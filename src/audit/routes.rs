@@ -10,9 +10,10 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::ApiUser;
+use crate::cursor::{decode_id_cursor, encode_id_cursor};
 use crate::error::AppError;
-use crate::http::AppState;
-use crate::http::params::{QueryParams, decode_id_cursor, encode_id_cursor, page_size};
+use crate::http::params::{QueryParams, page_size};
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list))

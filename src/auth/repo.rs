@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::email_address::EmailAddress;
 use crate::db::{self, SystemTx, UserId, UserTx};
+use crate::tier::Tier;
 
 crate::statement! {
     USER_ID_BY_EMAIL: System = "select id from users where email = $1";
@@ -215,7 +216,7 @@ pub struct Me {
     pub id: Uuid,
     pub email: String,
     pub name: Option<String>,
-    pub tier: String,
+    pub tier: Tier,
     pub turn_count: i32,
     pub turn_week_start: DateTime<Utc>,
     pub created_at: DateTime<Utc>,

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::repo::Me;
 use crate::config::Config;
-use crate::http::AppState;
+use crate::state::AppState;
 
 /// The sign-in routes, each declared once with its OpenAPI description.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -29,7 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The signed-in user's email and tier, for the home page.
 pub async fn me_summary(
     tx: &crate::db::UserTx,
-) -> Result<Option<(String, String)>, crate::db::Error> {
+) -> Result<Option<(String, crate::tier::Tier)>, crate::db::Error> {
     Ok(super::repo::me(tx).await?.map(|me| (me.email, me.tier)))
 }
 
@@ -57,8 +57,7 @@ pub struct UserResponse {
     pub id: Uuid,
     pub email: String,
     pub name: Option<String>,
-    /// `free` or `pro`.
-    pub tier: String,
+    pub tier: crate::tier::Tier,
     pub turns: TurnUsage,
     #[serde(serialize_with = "crate::time::rfc3339")]
     pub created_at: DateTime<Utc>,
@@ -68,7 +67,7 @@ impl UserResponse {
     pub fn new(me: Me, config: &Config, now: DateTime<Utc>) -> Self {
         let week_end = me.turn_week_start + Duration::days(7);
         let week_is_current = week_end > now;
-        let limit = (me.tier != "pro").then_some(config.limits.free_turns_per_week);
+        let limit = (!me.tier.is_pro()).then_some(config.limits.free_turns_per_week);
         UserResponse {
             id: me.id,
             email: me.email,

@@ -15,8 +15,8 @@ use uuid::Uuid;
 use super::{jwt, repo};
 use crate::db::{self, Db, ReadTx, SystemTx, UserId, UserTx};
 use crate::error::AppError;
-use crate::http::AppState;
 use crate::limits::Rate;
+use crate::state::AppState;
 
 /// The session cookie's name wherever it is `Secure`. The `__Host-` prefix makes browsers refuse
 /// it unless it is Secure, has `Path=/` and no `Domain`, so a sibling subdomain cannot set or

@@ -23,8 +23,6 @@ pub struct Limits {
     pub free_max_aides: u32,
     /// API_REQUESTS_PER_USER_PER_MINUTE: API requests per user per minute (default 100).
     pub api_requests_per_user_per_minute: u32,
-    /// WS_CONNECTIONS_PER_USER: simultaneous websocket connections per user (default 5).
-    pub ws_connections_per_user: u32,
     /// FREE_MAX_FILE_BYTES: largest workspace file on the free tier (default 5 MiB).
     pub free_max_file_bytes: u32,
     /// FREE_MAX_AIDE_BYTES: all of one aide's workspace files on the free tier (default 25 MiB).
@@ -83,7 +81,6 @@ impl Default for Limits {
             free_turns_per_week: 50,
             free_max_aides: 5,
             api_requests_per_user_per_minute: 100,
-            ws_connections_per_user: 5,
             free_max_file_bytes: 5 * MIB,
             free_max_aide_bytes: 25 * MIB,
             pro_max_file_bytes: 25 * MIB,
@@ -131,9 +128,6 @@ const FIELDS: &[Field] = &[
     ("FREE_MAX_AIDES", 1, 100_000, |l| &mut l.free_max_aides),
     ("API_REQUESTS_PER_USER_PER_MINUTE", 1, 1_000_000, |l| {
         &mut l.api_requests_per_user_per_minute
-    }),
-    ("WS_CONNECTIONS_PER_USER", 1, 1000, |l| {
-        &mut l.ws_connections_per_user
     }),
     ("FREE_MAX_FILE_BYTES", 1, 1024 * MIB, |l| {
         &mut l.free_max_file_bytes
@@ -200,6 +194,7 @@ const WIDE_FIELDS: &[WideField] = &[
 const MIB: u32 = 1024 * 1024;
 
 impl Limits {
+    /// Reads every limit; each reading is also what `aide config check` shows for it.
     pub(super) fn from_source(src: &mut Source<'_>) -> Self {
         let mut limits = Limits::default();
         for (name, min, max, field) in FIELDS {
@@ -211,18 +206,6 @@ impl Limits {
             *slot = src.number(name, *slot, *min, *max);
         }
         limits
-    }
-
-    pub(super) fn summary(&self) -> Vec<(&'static str, String)> {
-        let mut copy = self.clone();
-        let narrow = FIELDS
-            .iter()
-            .map(|(name, _, _, field)| (*name, field(&mut copy).to_string()))
-            .collect::<Vec<_>>();
-        let wide = WIDE_FIELDS
-            .iter()
-            .map(|(name, _, _, field)| (*name, field(&mut copy).to_string()));
-        narrow.into_iter().chain(wide).collect()
     }
 }
 
@@ -238,9 +221,9 @@ pub struct TierLimits {
 }
 
 impl Limits {
-    /// The limits of the tier named `tier` (`pro`, or anything else for free).
-    pub fn tier(&self, tier: &str) -> TierLimits {
-        if tier == "pro" {
+    /// The limits of `tier`.
+    pub fn tier(&self, tier: crate::tier::Tier) -> TierLimits {
+        if tier.is_pro() {
             TierLimits {
                 pro: true,
                 max_file_bytes: u64::from(self.pro_max_file_bytes),

@@ -15,11 +15,13 @@ use uuid::Uuid;
 use super::repo::{self, Message};
 use crate::audit::{self, Entry};
 use crate::auth::ApiUser;
+use crate::cursor::{decode_id_cursor, encode_id_cursor};
 use crate::error::{AppError, Usage};
-use crate::http::AppState;
 use crate::http::client_ip::ClientIp;
 use crate::http::input::JsonBody;
-use crate::http::params::{IdPath, QueryParams, decode_id_cursor, encode_id_cursor, page_size};
+use crate::http::params::{IdPath, QueryParams, page_size};
+use crate::state::AppState;
+use crate::tier::Tier;
 
 /// Longest user message, in characters.
 pub const MAX_USER_CHARS: usize = 10_000;
@@ -109,11 +111,16 @@ pub async fn read(
     let after = params.cursor.as_deref().map(decode_id_cursor).transpose()?;
     let limit = page_size(params.limit)?;
     let tx = api.begin_read(&state.db).await?;
-    let conversation = repo::conversation_of(&tx, aide_id)
-        .await?
-        .ok_or_else(AppError::not_found)?;
-    let mut messages = repo::list_messages(&tx, conversation, after, limit + 1).await?;
+    // Both in one round trip: the first tells "not theirs" from "no messages".
+    let (conversation, mut messages) = futures_util::future::try_join(
+        repo::conversation_of(&tx, aide_id),
+        repo::list_messages(&tx, aide_id, after, limit + 1),
+    )
+    .await?;
     tx.finish();
+    if conversation.is_none() {
+        return Err(AppError::not_found());
+    }
     let next_cursor = if messages.len() as i64 > limit {
         messages.truncate(limit as usize);
         messages.last().map(|m| encode_id_cursor(m.id))
@@ -187,51 +194,73 @@ pub async fn append(
         return Err(AppError::invalid("metadata", "must be at most 16 KiB"));
     }
 
-    let free_limit = state.config.limits.free_turns_per_week;
-    let tx = api.begin(&state.db).await?;
-    let conversation = repo::conversation_of(&tx, aide_id)
-        .await?
-        .ok_or_else(AppError::not_found)?;
-    let turns = if message.role == Role::User {
-        match repo::consume_turn(&tx, free_limit).await? {
-            Some((used, week_start)) => {
-                let (tier, _, _) = repo::usage(&tx).await?;
-                Some(Turns {
-                    used,
-                    limit: (tier != "pro").then_some(free_limit),
-                    resets_at: week_start + WEEK,
-                })
-            }
-            None => {
-                let (_, used, week_start) = repo::usage(&tx).await?;
-                return Err(turn_limit(used, free_limit, week_start + WEEK));
-            }
-        }
-    } else {
-        None
+    let limits = &state.config.limits;
+    let free_limit = limits.free_turns_per_week;
+    let new = repo::NewMessage {
+        role,
+        content: &message.content,
+        metadata: &metadata,
+        free_max_bytes: i64::try_from(limits.tier(Tier::Free).max_conversation_bytes)
+            .unwrap_or(i64::MAX),
+        pro_max_bytes: i64::try_from(limits.tier(Tier::Pro).max_conversation_bytes)
+            .unwrap_or(i64::MAX),
     };
-    // After the turn (which locks the account row): every append takes the account before the
-    // conversation, so two appends never wait on each other in opposite orders.
-    let (held, tier) = repo::lock_for_append(&tx, conversation).await?;
-    let max = state.config.limits.tier(&tier).max_conversation_bytes;
-    let adding = message.content.len() as u64;
-    if held as u64 + adding > max {
-        return Err(AppError::client(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "CONVERSATION_FULL",
-            format!(
-                "This aide's conversation holds {} of text, the most your plan keeps ({}). Start a new aide to go on{}.",
-                crate::files::quota::human(held as u64),
-                crate::files::quota::human(max),
-                if tier == "pro" {
-                    ""
-                } else {
-                    ", or upgrade to Pro"
-                }
-            ),
-        ));
-    }
-    let stored = repo::insert_message(&tx, conversation, role, &message.content, &metadata).await?;
+    let tx = api.begin(&state.db).await?;
+    // One round trip: the session check, the turn (which locks the account row, so every append
+    // takes the account before the conversation and two never wait on each other in opposite
+    // orders), the caller's plan, and the insert, which locks the conversation and checks its
+    // size. A refusal found afterwards rolls all of it back, the turn included.
+    let (turn, stored) = if message.role == Role::User {
+        let (turn, usage, stored) = futures_util::future::try_join3(
+            repo::consume_turn(&tx, free_limit),
+            repo::usage(&tx),
+            repo::append(&tx, aide_id, &new),
+        )
+        .await?;
+        (Some((turn, usage)), stored)
+    } else {
+        (None, repo::append(&tx, aide_id, &new).await?)
+    };
+    let full = match stored {
+        Some(_) => None,
+        None => Some(
+            repo::conversation_state(&tx, aide_id)
+                .await?
+                .ok_or_else(AppError::not_found)?,
+        ),
+    };
+    let turns = match turn {
+        Some((None, (_, used, week_start))) => {
+            return Err(turn_limit(used, free_limit, week_start + WEEK));
+        }
+        Some((Some((used, week_start)), (tier, _, _))) => Some(Turns {
+            used,
+            limit: (!tier.is_pro()).then_some(free_limit),
+            resets_at: week_start + WEEK,
+        }),
+        None => None,
+    };
+    let stored = match (stored, full) {
+        (Some(stored), _) => stored,
+        (None, Some((held, tier))) => {
+            let max = limits.tier(tier).max_conversation_bytes;
+            return Err(AppError::client(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "CONVERSATION_FULL",
+                format!(
+                    "This aide's conversation holds {} of text, the most your plan keeps ({}). Start a new aide to go on{}.",
+                    crate::files::quota::human(held as u64),
+                    crate::files::quota::human(max),
+                    if tier.is_pro() {
+                        ""
+                    } else {
+                        ", or upgrade to Pro"
+                    }
+                ),
+            ));
+        }
+        (None, None) => return Err(AppError::not_found()),
+    };
     futures_util::future::try_join(
         audit::record_user(
             &tx,

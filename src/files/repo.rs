@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use super::FilePath;
 use crate::db::{self, UserTx};
+use crate::tier::Tier;
 
 #[derive(Debug, Clone)]
 pub struct FileRow {
@@ -94,7 +95,7 @@ pub async fn delete_pending(tx: &UserTx, ids: &[i64]) -> Result<(), db::Error> {
 }
 
 /// The caller's tier, when `aide` is theirs.
-pub async fn aide_tier(tx: &UserTx, aide: Uuid) -> Result<Option<String>, db::Error> {
+pub async fn aide_tier(tx: &UserTx, aide: Uuid) -> Result<Option<Tier>, db::Error> {
     tx.value_opt(&AIDE_TIER, &[&aide, &tx.user_id()]).await
 }
 
@@ -136,7 +137,7 @@ pub async fn account_bytes_after(
 
 /// Locks the caller's aide for the rest of the transaction (so concurrent writes to it are
 /// counted one after another) and returns the caller's tier; None when the aide is not theirs.
-pub async fn lock_aide(tx: &UserTx, aide: Uuid) -> Result<Option<String>, db::Error> {
+pub async fn lock_aide(tx: &UserTx, aide: Uuid) -> Result<Option<Tier>, db::Error> {
     tx.value_opt(&LOCK_AIDE, &[&aide, &tx.user_id()]).await
 }
 

@@ -1,5 +1,16 @@
 //! `/api/aides/{id}/files`: put, get, delete and list an aide's workspace files.
 
+use super::guard::{BlobGuard, begin_sharing_blobs};
+use super::repo::{self, FileRow};
+use super::{FilePath, content_type_for, quota};
+use crate::audit::{self, Entry};
+use crate::auth::ApiUser;
+use crate::error::AppError;
+use crate::http::body::{BodyError, STALL_TIMEOUT, read_limited};
+use crate::http::client_ip::ClientIp;
+use crate::http::params::IdPath;
+use crate::state::AppState;
+use crate::storage::keys::{self, hex};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
@@ -13,18 +24,6 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
-
-use super::guard::{BlobGuard, begin_sharing_blobs};
-use super::repo::{self, FileRow};
-use super::{FilePath, content_type_for, quota};
-use crate::audit::{self, Entry};
-use crate::auth::ApiUser;
-use crate::error::AppError;
-use crate::http::AppState;
-use crate::http::body::{BodyError, STALL_TIMEOUT, read_limited};
-use crate::http::client_ip::ClientIp;
-use crate::http::params::IdPath;
 
 pub fn router() -> OpenApiRouter<AppState> {
     let file = OpenApiRouter::new()
@@ -84,15 +83,6 @@ pub struct FileList {
     pub total_bytes: i64,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Where a blob lives in the workspace bucket: content-addressed per aide.
-pub(crate) fn blob_key(aide: Uuid, sha256: &[u8]) -> object_store::path::Path {
-    object_store::path::Path::from(format!("aides/{aide}/blobs/{}", hex(sha256)))
-}
-
 /// Stores a file (the body), replacing any file at that path. Size and count limits by tier.
 ///
 /// No database connection is held while the body arrives or the blob is stored: the aide and the
@@ -127,7 +117,7 @@ pub async fn put_file(
         .await?
         .ok_or_else(AppError::not_found)?;
     tx.finish();
-    let limits = state.config.limits.tier(&tier);
+    let limits = state.config.limits.tier(tier);
 
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -175,7 +165,7 @@ pub async fn put_file(
     let stored = state
         .storage
         .workspace
-        .put(&blob_key(aide, &sha256), bytes.into())
+        .put(&keys::blob(aide, &sha256), bytes.into())
         .await
         .map_err(AppError::internal);
     let recorded = match stored {
@@ -193,7 +183,7 @@ pub async fn put_file(
             if e.status() == StatusCode::NOT_FOUND {
                 // The aide was deleted while the bytes moved, perhaps after its folder was
                 // emptied: nothing else would remove them.
-                remove_orphan(&state.storage.workspace, &blob_key(aide, &sha256)).await;
+                remove_orphan(&state.storage.workspace, &keys::blob(aide, &sha256)).await;
             }
             state.storage_cleanup_wake.notify_one();
             Err(e)
@@ -234,7 +224,7 @@ async fn record_upload(
         let tier = repo::lock_aide(&tx, upload.aide)
             .await?
             .ok_or_else(AppError::not_found)?;
-        quota::check_upload(&tx, &state.config.limits.tier(&tier), upload).await?;
+        quota::check_upload(&tx, &state.config.limits.tier(tier), upload).await?;
         // The path, its audit row and the end of the guard (the path now refers to the blob) go
         // in one round trip with the commit.
         let (row, (), (), ()) = futures_util::future::try_join4(
@@ -312,7 +302,7 @@ pub async fn get_file(
     let bytes = state
         .storage
         .workspace
-        .get(&blob_key(aide, &row.sha256))
+        .get(&keys::blob(aide, &row.sha256))
         .await
         .map_err(AppError::internal)?
         .bytes()

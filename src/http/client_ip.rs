@@ -6,8 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 
-use super::AppState;
 use crate::error::AppError;
+use crate::state::AppState;
 
 /// The address rate limits and audit rows are keyed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

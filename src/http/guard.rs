@@ -1,56 +1,17 @@
-//! The layer around every request: the host check, the CSRF check on state-changing requests,
-//! the deadline, and security headers on every response (with `Cache-Control: no-store` on
-//! authenticated sign-in and API answers).
+//! The CSRF check on state-changing requests, and which answers are one person's (and get
+//! `Cache-Control: no-store`). [`super::front`] applies both to every request.
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, header};
-use axum::middleware::Next;
+use axum::extract::Request;
+use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use url::Url;
 
-use super::AppState;
 use crate::error::AppError;
-
-/// Everything the service does around every request, in one layer: the host check (see
-/// [`super::hosts`]), the CSRF check, the deadline, and the headers every response carries.
-/// (One layer rather than four: each layer costs a boxed future and a state clone per request.)
-pub async fn front(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let config = &state.config;
-    let private = is_private(&request, &config.app_url);
-    let refusal =
-        super::hosts::refuse(config, &request).or_else(|| refuse_cross_site(config, &request));
-    let mut response = match refusal {
-        Some(refusal) => refusal,
-        None => super::deadline(request, next).await,
-    };
-    let headers = response.headers_mut();
-    if private && !headers.contains_key(header::CACHE_CONTROL) {
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    let defaults: [(header::HeaderName, &'static str); 4] = [
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "strict-origin-when-cross-origin"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
-    ];
-    for (name, value) in defaults {
-        if !headers.contains_key(&name) {
-            headers.insert(name, HeaderValue::from_static(value));
-        }
-    }
-    if config.app_url.scheme() == "https" {
-        headers.insert(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
-        );
-    }
-    response
-}
 
 /// Whether the answer to `request` is one person's and must not be stored by a browser or proxy
 /// cache: a request to `/auth/*` or `/api/*` that carries the session cookie or a Bearer token.
 /// (Such answers hold account data and tokens; a shared computer's cache would keep them.)
-fn is_private(request: &Request, app_url: &Url) -> bool {
+pub(super) fn is_private(request: &Request, app_url: &Url) -> bool {
     let path = request.uri().path();
     (path.starts_with("/auth/") || path.starts_with("/api/"))
         && crate::auth::carries_credentials(request.headers(), app_url)
@@ -64,7 +25,10 @@ fn is_private(request: &Request, app_url: &Url) -> bool {
 /// wins over the cookie) makes a request not cookie-authenticated: a browser may attach Basic or
 /// Negotiate credentials on its own, and with those the cookie still signs the request in. Requests without a cookie and without Origin (API clients, webhooks) pass: a
 /// browser always sends Origin on a cross-origin POST.
-fn refuse_cross_site(config: &crate::config::Config, request: &Request) -> Option<Response> {
+pub(super) fn refuse_cross_site(
+    config: &crate::config::Config,
+    request: &Request,
+) -> Option<Response> {
     if matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
@@ -122,6 +86,7 @@ fn check(headers: &HeaderMap, app_url: &Url) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

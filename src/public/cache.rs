@@ -125,7 +125,7 @@ impl PageCache {
 
     /// Forgets every object of `aide` (after it is deleted, so its memory is given back).
     pub fn forget(&self, aide: uuid::Uuid) {
-        let prefix = format!("aides/{aide}/");
+        let prefix = crate::storage::keys::aide_prefix(aide);
         if let Ok(mut entries) = self.entries.lock() {
             entries.retain(|key, _| !key.object.starts_with(&prefix));
         }

@@ -54,7 +54,7 @@ impl ServedFile {
 /// Works out how each file of `page` (reached at `/s/{slug}/`) is served.
 pub fn prepare(config: &Config, slug: &str, page: LivePage) -> Page {
     let url = config.public_url_for(&format!("s/{slug}/")).to_string();
-    let free = page.tier != "pro";
+    let free = !page.tier.is_pro();
     let files = page
         .files
         .into_iter()
@@ -75,7 +75,7 @@ pub fn prepare(config: &Config, slug: &str, page: LivePage) -> Page {
                 ),
                 None => String::new(),
             };
-            let object = crate::publishing::object_key(&page.r2_key, &path, &file.sha256);
+            let object = crate::storage::keys::published_file(&page.r2_key, &path, &file.sha256);
             let served = ServedFile {
                 size,
                 content_type: HeaderValue::from_str(&with_charset(&file.content_type))

@@ -5,14 +5,15 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use crate::db::{self, SystemTx};
+use crate::tier::Tier;
 
 /// A version of a live page: what serving any of its files needs.
 #[derive(Debug, Clone)]
 pub struct LivePage {
     pub aide_id: Uuid,
     pub title: String,
-    pub tier: String,
-    /// Where the version's files are stored (see `publishing::object_key`).
+    pub tier: Tier,
+    /// Where the version's files are stored (see `storage::keys::published_file`).
     pub r2_key: String,
     pub files: HashMap<String, LiveFile>,
 }
@@ -28,7 +29,7 @@ pub struct LiveFile {
 struct Row {
     aide_id: Uuid,
     title: String,
-    tier: String,
+    tier: Tier,
     r2_key: String,
     path: String,
     content_type: String,
@@ -79,7 +80,7 @@ pub async fn live_page(
     let mut page = LivePage {
         aide_id: first.aide_id,
         title: first.title.clone(),
-        tier: first.tier.clone(),
+        tier: first.tier,
         r2_key: first.r2_key.clone(),
         files: HashMap::with_capacity(rows.len()),
     };

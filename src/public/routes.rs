@@ -17,9 +17,9 @@ use super::{inject, repo};
 use crate::error::AppError;
 use crate::files::FilePath;
 use crate::html::page;
-use crate::http::AppState;
 use crate::http::client_ip::{ClientIp, network_key};
 use crate::limits::Rate;
+use crate::state::AppState;
 
 /// Never `allow-same-origin`: the page runs in an opaque origin, away from the app's cookies.
 const SANDBOX: &str = "sandbox allow-scripts allow-forms allow-popups";

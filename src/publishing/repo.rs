@@ -5,12 +5,13 @@ use uuid::Uuid;
 
 use crate::aides::model::{AideRow, Status, aide_columns};
 use crate::db::{self, UserTx};
+use crate::tier::Tier;
 
 /// The aide's status and its owner's tier.
 #[derive(Debug)]
 pub struct AideState {
     pub status: Status,
-    pub tier: String,
+    pub tier: Tier,
 }
 
 impl db::FromRow for AideState {

@@ -21,13 +21,13 @@ use crate::audit::{self, Entry};
 use crate::auth::ApiUser;
 use crate::db::UserTx;
 use crate::error::AppError;
-use crate::files::blob_key;
 use crate::files::guard::{BlobGuard, begin_sharing_blobs};
 use crate::files::quota;
-use crate::http::AppState;
 use crate::http::client_ip::ClientIp;
 use crate::http::input::JsonBody;
 use crate::http::params::IdPath;
+use crate::state::AppState;
+use crate::storage::keys;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -142,12 +142,12 @@ async fn record_version(
         .await
         .map_err(crate::aides::slug_conflict)?;
     if !new_blobs.is_empty() {
-        let limits = state.config.limits.tier(&locked.tier);
+        let limits = state.config.limits.tier(locked.tier);
         let after = crate::files::account_bytes_after(tx, aide, None, new_blobs).await?;
         quota::check_account(&limits, after)?;
     }
     let version = repo::next_version(tx, aide).await?;
-    let folder = super::blob_folder(aide);
+    let folder = keys::blob_folder(aide);
     let (row, aide_row) = futures_util::future::try_join(
         repo::insert_version(tx, aide, version, &folder, notes, files),
         repo::mark_published(tx, aide),
@@ -246,7 +246,7 @@ pub async fn publish(
 
     // A snapshot of the workspace, with the blobs still to copy protected until recorded.
     let tx = begin_sharing_blobs(&state.db, &api, aide).await?;
-    let folder = super::blob_folder(aide);
+    let folder = keys::blob_folder(aide);
     // One round trip: the files and hashes of an aide that is not the caller's are empty.
     let (current, files, stored) = futures_util::future::try_join3(
         repo::aide_state(&tx, aide, false),
@@ -269,7 +269,7 @@ pub async fn publish(
             new_blobs.push((file.sha256.clone(), file.size_bytes));
         }
     }
-    let limits = state.config.limits.tier(&current.tier);
+    let limits = state.config.limits.tier(current.tier);
     let after = crate::files::account_bytes_after(&tx, aide, None, &new_blobs).await?;
     quota::check_account(&limits, after)?;
     // The address is taken now, before anything is copied: a chosen slug someone took meanwhile
@@ -314,9 +314,9 @@ pub async fn publish(
             guard.release(&state.db, &api).await;
             if e.status() == StatusCode::NOT_FOUND {
                 // Deleted while the bytes were copied: remove what this publish stored.
-                let folder = super::blob_folder(aide);
+                let folder = keys::blob_folder(aide);
                 for sha256 in &hashes {
-                    let key = super::object_key(&folder, "", sha256);
+                    let key = keys::published_file(&folder, "", sha256);
                     crate::files::remove_orphan(&state.storage.published, &key).await;
                 }
             }
@@ -340,7 +340,7 @@ async fn copy_to_published(
         let bytes = state
             .storage
             .workspace
-            .get(&blob_key(aide, sha256))
+            .get(&keys::blob(aide, sha256))
             .await
             .map_err(AppError::internal)?
             .bytes()
@@ -349,10 +349,7 @@ async fn copy_to_published(
         state
             .storage
             .published
-            .put(
-                &super::object_key(&super::blob_folder(aide), "", sha256),
-                bytes.into(),
-            )
+            .put(&keys::blob(aide, sha256), bytes.into())
             .await
             .map_err(AppError::internal)?;
     }
@@ -458,15 +455,15 @@ pub async fn restore_version(
     check_publish_rate(&state, &api).await?;
 
     // A version from before content-addressed storage: its bytes move into the blob folder once.
-    let folder = super::blob_folder(aide);
+    let folder = keys::blob_folder(aide);
     if r2_key != folder {
         for file in &files {
             state
                 .storage
                 .published
                 .copy(
-                    &super::object_key(&r2_key, &file.path, &file.sha256),
-                    &super::object_key(&folder, &file.path, &file.sha256),
+                    &keys::published_file(&r2_key, &file.path, &file.sha256),
+                    &keys::published_file(&folder, &file.path, &file.sha256),
                 )
                 .await
                 .map_err(AppError::internal)?;

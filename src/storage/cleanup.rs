@@ -60,7 +60,7 @@ pub async fn cleanup_due(db: &Db, storage: &Storage) -> Result<usize, db::Error>
 
     let mut done = 0;
     for (id, prefix, attempts) in due {
-        let result = match blob_entry(&prefix) {
+        let result = match super::keys::parse_blob(&prefix) {
             Some((aide, sha256)) => remove_blob(db, storage, aide, &sha256).await,
             None => remove_prefix(storage, &prefix)
                 .await
@@ -98,15 +98,6 @@ enum CleanupError {
     Busy,
 }
 
-/// The aide and the hex SHA-256 of a blob entry (`aides/{id}/blobs/{sha256}`); None for a prefix.
-fn blob_entry(prefix: &str) -> Option<(uuid::Uuid, String)> {
-    let rest = prefix.strip_prefix("aides/")?;
-    let (aide, sha256) = rest.split_once("/blobs/")?;
-    let aide = uuid::Uuid::parse_str(aide).ok()?;
-    (sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| (aide, sha256.to_string()))
-}
-
 /// Deletes a workspace blob unless a file refers to it again; returns how many objects went.
 async fn remove_blob(
     db: &Db,
@@ -128,7 +119,8 @@ async fn remove_blob(
     }
     let mut count = 0;
     if !referenced {
-        let key = object_store::path::Path::from(format!("aides/{aide}/blobs/{sha256}"));
+        let key =
+            object_store::path::Path::from(format!("{}{sha256}", super::keys::blob_folder(aide)));
         match storage.workspace.delete(&key).await {
             Ok(()) => count = 1,
             Err(object_store::Error::NotFound { .. }) => {}

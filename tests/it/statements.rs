@@ -171,3 +171,62 @@ fn server_code_sends_only_registered_statements() {
         "raw database access outside src/db: {found:?}"
     );
 }
+
+/// The house has layers: storage of data (the database layer, repositories, models, cursors,
+/// tiers, object keys, configuration) knows nothing of HTTP or of the application state; the
+/// HTTP plumbing knows nothing of the application that assembles routes; and only the server and
+/// the binary assemble the application.
+#[test]
+fn lower_layers_do_not_import_higher_ones() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&root, &mut files);
+    let data = |name: &str| {
+        name.starts_with("db")
+            || name.starts_with("config")
+            || name.ends_with("/repo.rs")
+            || name.ends_with("/model.rs")
+            || [
+                "cursor.rs",
+                "tier.rs",
+                "time.rs",
+                "retry.rs",
+                "storage/keys.rs",
+            ]
+            .contains(&name)
+    };
+    let mut found = Vec::new();
+    for file in &files {
+        let name = file
+            .strip_prefix(&root)
+            .expect("under src")
+            .to_string_lossy()
+            .replace('\\', "/");
+        let text = std::fs::read_to_string(file).expect("read a source file");
+        let forbidden: &[&str] = if data(&name) {
+            &[
+                "crate::http::",
+                "crate::state::",
+                "crate::app::",
+                "axum::extract",
+                "axum::response",
+                "axum::Router",
+            ]
+        } else if name == "http.rs" || name.starts_with("http/") {
+            &["crate::app::"]
+        } else if ["app.rs", "server.rs", "lib.rs"].contains(&name.as_str())
+            || name.starts_with("app/")
+            || name.starts_with("server/")
+        {
+            &[]
+        } else {
+            &["crate::app::"]
+        };
+        for needle in forbidden {
+            if text.contains(needle) {
+                found.push(format!("{name} uses {needle}"));
+            }
+        }
+    }
+    assert!(found.is_empty(), "a lower layer reaches up: {found:?}");
+}

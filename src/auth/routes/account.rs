@@ -10,8 +10,8 @@ use super::UserResponse;
 use crate::audit::{self, Entry};
 use crate::auth::{CurrentUser, SessionUser, repo, session};
 use crate::error::AppError;
-use crate::http::AppState;
 use crate::http::client_ip::ClientIp;
+use crate::state::AppState;
 
 /// The signed-in user's public fields and this week's turn usage.
 #[utoipa::path(

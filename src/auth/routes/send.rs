@@ -13,10 +13,10 @@ use crate::audit::{self, Entry};
 use crate::auth::{EmailAddress, message, pages, repo, tokens};
 use crate::email::outbox;
 use crate::error::AppError;
-use crate::http::AppState;
 use crate::http::client_ip::{ClientIp, network_key};
 use crate::http::input::{Input, Via};
 use crate::limits::{self, Rate};
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(example = json!({"email": "ada@example.com"}))]

@@ -17,11 +17,11 @@ use crate::auth::repo::{self, LinkProblem, MAX_CODE_ATTEMPTS};
 use crate::auth::{CurrentUser, EmailAddress, pages, session, tokens};
 use crate::db::SystemTx;
 use crate::error::AppError;
-use crate::http::AppState;
 use crate::http::client_ip::{ClientIp, network_key};
 use crate::http::input::{Input, Via};
 use crate::http::params::QueryParams;
 use crate::limits::{self, Rate};
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams, ToSchema)]
 #[into_params(parameter_in = Query)]

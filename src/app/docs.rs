@@ -15,8 +15,8 @@ use axum::routing::get;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::AppState;
 use crate::html::escape;
+use crate::state::AppState;
 
 const STYLESHEET: &str = include_str!("docs/docs.css");
 
@@ -400,7 +400,7 @@ mod tests {
 
     #[test]
     fn the_page_covers_every_operation_and_loads_nothing_from_elsewhere() {
-        let doc = serde_json::to_value(crate::http::openapi::document()).expect("json");
+        let doc = serde_json::to_value(crate::app::openapi::document()).expect("json");
         let page = render(&doc);
         let count: usize = doc["paths"]
             .as_object()

@@ -1,0 +1,87 @@
+//! The whole application: every route, the fallbacks, and the layer around them. `main` serves
+//! it and the tests call it directly.
+
+mod docs;
+pub(crate) mod openapi;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::{Json, Router, middleware};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::AppError;
+use crate::http::{MAX_BODY_BYTES, front};
+use crate::state::AppState;
+
+/// The whole application: `main` serves it and the tests call it directly.
+pub fn build_app(state: AppState) -> Router {
+    Router::new()
+        .merge(openapi::api().split_for_parts().0)
+        .merge(crate::home::router())
+        .merge(crate::public::router())
+        .merge(openapi::router())
+        .merge(docs::router())
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), front::front))
+        .with_state(state)
+}
+
+/// Any address no route serves: our 404, as JSON under `/api` and `/auth`, as a page elsewhere.
+async fn unknown_route(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = uri.path();
+    if path.starts_with("/api/") || path.starts_with("/auth/") || path == "/api" {
+        AppError::client(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "There is nothing at this address.",
+        )
+        .into_response()
+    } else {
+        crate::html::page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "<h1>Not found</h1><p>There is nothing at this address. <a href=\"/\">Home</a></p>",
+        )
+    }
+}
+
+/// A method the address does not take: 405 in our error shape (axum adds `Allow`).
+async fn wrong_method(method: axum::http::Method) -> AppError {
+    AppError::client(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!("This address does not take {method} requests."),
+    )
+}
+
+/// Liveness or readiness.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `ready`.
+    status: &'static str,
+}
+
+/// The process is alive. Touches nothing else, so it stays cheap for frequent probes.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// The process can serve requests: the database answers.
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses((status = 200, body = Health),
+              (status = 503, description = "The database is unreachable", body = crate::error::ErrorBody)))]
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
+    match state.db.ping().await {
+        Ok(()) => Ok(Json(Health { status: "ready" })),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check: database unreachable");
+            Err(AppError::Unavailable("The database is not reachable."))
+        }
+    }
+}

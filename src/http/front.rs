@@ -1,0 +1,113 @@
+//! The one layer around every request, in the order it runs: the request id and its tracing
+//! span, the host check (see [`super::hosts`]), the CSRF check (see [`super::guard`]), the
+//! deadline, the headers every response carries, and one log line when the request finishes.
+//!
+//! One layer rather than several: each `from_fn` layer costs a boxed future and a clone of the
+//! state per request, and the request id alone (a UUID from the operating system's random
+//! source, then a separate layer) cost a quarter of `/health`'s throughput. See
+//! docs/PERFORMANCE.md.
+
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use super::{REQUEST_TIMEOUT, UPLOAD_TIMEOUT, guard, hosts, request_id};
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// Headers every response carries unless its handler set its own.
+const DEFAULT_HEADERS: [(header::HeaderName, &str); 4] = [
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::REFERRER_POLICY, "strict-origin-when-cross-origin"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
+];
+
+pub async fn front(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let id = request_id::for_request(request.headers().get(&request_id::HEADER));
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = ?id,
+        user_id = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let mut response = crate::telemetry::with_request_id(
+        id.clone(),
+        guarded(&state, request, next).instrument(span.clone()),
+    )
+    .await;
+    response
+        .headers_mut()
+        .insert(request_id::HEADER.clone(), id);
+    if !span.is_disabled() {
+        let status = response.status().as_u16();
+        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        span.in_scope(|| {
+            if status >= 500 {
+                tracing::warn!(status, duration_ms, "request finished");
+            } else {
+                tracing::info!(status, duration_ms, "request finished");
+            }
+        });
+    }
+    response
+}
+
+/// Everything inside the request's span.
+async fn guarded(state: &AppState, request: Request, next: Next) -> Response {
+    let config = &state.config;
+    let private = guard::is_private(&request, &config.app_url);
+    let refusal =
+        hosts::refuse(config, &request).or_else(|| guard::refuse_cross_site(config, &request));
+    let mut response = match refusal {
+        Some(refusal) => refusal,
+        None => deadline(request, next).await,
+    };
+    let headers = response.headers_mut();
+    if private && !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    for (name, value) in DEFAULT_HEADERS {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    if config.app_url.scheme() == "https" {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
+    response
+}
+
+/// Answers 408 when a request runs past its time: [`UPLOAD_TIMEOUT`] for file uploads,
+/// publishes and restores (which copy every new file to the published bucket),
+/// [`REQUEST_TIMEOUT`] for everything else.
+async fn deadline(request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let upload = path.starts_with("/api/aides/")
+        && ((request.method() == Method::PUT && path.contains("/files/"))
+            || (request.method() == Method::POST
+                && (path.ends_with("/publish") || path.ends_with("/restore"))));
+    let limit = if upload {
+        UPLOAD_TIMEOUT
+    } else {
+        REQUEST_TIMEOUT
+    };
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => AppError::client(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            "The request took too long and was stopped. Please try again.",
+        )
+        .into_response(),
+    }
+}
