@@ -30,6 +30,7 @@ pub mod storage;
 pub mod telemetry;
 pub mod tier;
 pub mod time;
+pub mod turns;
 
 pub use app::{build_app, health};
 pub use state::{AppState, Shared};

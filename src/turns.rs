@@ -1,0 +1,3 @@
+//! The AI turn: a person's message changes their page. See docs and issue 12 for the design.
+
+pub mod workspace;
