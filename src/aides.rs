@@ -2,7 +2,7 @@
 //! responses without internal fields), the repository, and the routes.
 
 pub mod model;
-mod repo;
+pub(crate) mod repo;
 mod routes;
 
 pub use routes::router;

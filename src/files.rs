@@ -3,7 +3,7 @@
 pub(crate) mod guard;
 mod path;
 pub(crate) mod quota;
-mod repo;
+pub(crate) mod repo;
 mod routes;
 
 pub use path::{FilePath, content_type_for};

@@ -23,6 +23,7 @@ pub mod limits;
 pub mod public;
 pub mod publishing;
 pub mod retry;
+pub mod revisions;
 pub mod secrets;
 pub mod server;
 pub mod state;

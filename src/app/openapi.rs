@@ -30,6 +30,7 @@ use crate::state::AppState;
         (name = "audit", description = "The caller's own audit trail"),
         (name = "files", description = "An aide's workspace files (the draft page)"),
         (name = "publishing", description = "Immutable published versions"),
+        (name = "revisions", description = "The history of an aide's files, and undo"),
         (name = "operations", description = "Liveness and readiness"),
     )
 )]
@@ -73,6 +74,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(crate::audit::router())
         .merge(crate::files::router())
         .merge(crate::publishing::router())
+        .merge(crate::revisions::router())
 }
 
 static DOCUMENT: LazyLock<(utoipa::openapi::OpenApi, String)> = LazyLock::new(|| {

@@ -45,6 +45,10 @@ pub struct Limits {
     pub free_max_conversation_bytes: u32,
     /// PRO_MAX_CONVERSATION_BYTES: the same on Pro (default 100 MiB).
     pub pro_max_conversation_bytes: u32,
+    /// FREE_REVISIONS_KEPT: revisions of one aide's files kept on the free tier (default 50).
+    pub free_revisions_kept: u32,
+    /// PRO_REVISIONS_KEPT: the same on Pro (default 500).
+    pub pro_revisions_kept: u32,
     /// PUBLISHES_PER_USER_PER_HOUR: publishes and version restores per user per hour (default 30).
     pub publishes_per_user_per_hour: u32,
     /// UPLOADS_IN_FLIGHT_PER_USER: file uploads and publishes one user may have under way at once
@@ -91,6 +95,8 @@ impl Default for Limits {
             pro_max_account_bytes: 10 * 1024 * u64::from(MIB),
             free_max_conversation_bytes: 10 * MIB,
             pro_max_conversation_bytes: 100 * MIB,
+            free_revisions_kept: 50,
+            pro_revisions_kept: 500,
             publishes_per_user_per_hour: 30,
             uploads_in_flight_per_user: 4,
             public_misses_per_ip_per_minute: 120,
@@ -152,6 +158,12 @@ const FIELDS: &[Field] = &[
     }),
     ("PRO_MAX_CONVERSATION_BYTES", 1024, 4095 * MIB, |l| {
         &mut l.pro_max_conversation_bytes
+    }),
+    ("FREE_REVISIONS_KEPT", 1, 100_000, |l| {
+        &mut l.free_revisions_kept
+    }),
+    ("PRO_REVISIONS_KEPT", 1, 100_000, |l| {
+        &mut l.pro_revisions_kept
     }),
     ("PUBLISHES_PER_USER_PER_HOUR", 1, 100_000, |l| {
         &mut l.publishes_per_user_per_hour
@@ -218,6 +230,8 @@ pub struct TierLimits {
     pub max_files_per_aide: u32,
     pub max_account_bytes: u64,
     pub max_conversation_bytes: u64,
+    /// Revisions of one aide's files kept.
+    pub revisions_kept: u32,
 }
 
 impl Limits {
@@ -231,6 +245,7 @@ impl Limits {
                 max_files_per_aide: self.pro_max_files_per_aide,
                 max_account_bytes: self.pro_max_account_bytes,
                 max_conversation_bytes: u64::from(self.pro_max_conversation_bytes),
+                revisions_kept: self.pro_revisions_kept,
             }
         } else {
             TierLimits {
@@ -240,6 +255,7 @@ impl Limits {
                 max_files_per_aide: self.free_max_files_per_aide,
                 max_account_bytes: self.free_max_account_bytes,
                 max_conversation_bytes: u64::from(self.free_max_conversation_bytes),
+                revisions_kept: self.free_revisions_kept,
             }
         }
     }

@@ -69,6 +69,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(12, "0012", "retired_slugs"),
     migration!(13, "0013", "conversation_bytes"),
     migration!(14, "0014", "enter_user_scope"),
+    migration!(15, "0015", "revisions_and_turns"),
 ];
 
 /// Arbitrary, fixed key for the migration advisory lock.

@@ -59,6 +59,33 @@ pub async fn check_upload(
     check_account(limits, account)
 }
 
+/// Refuses bringing back a revision of `size` bytes in `files` files that the plan no longer
+/// allows in one aide (it was within the limits when it was made, perhaps on another plan).
+pub fn check_revision(limits: &TierLimits, size: u64, files: u32) -> Result<(), AppError> {
+    if files > limits.max_files_per_aide {
+        return Err(too_large(
+            "AIDE_FILE_LIMIT",
+            format!(
+                "That revision has {files} files; an aide may hold at most {} on your plan{}.",
+                limits.max_files_per_aide,
+                upgrade_hint(limits)
+            ),
+        ));
+    }
+    if size > limits.max_aide_bytes {
+        return Err(too_large(
+            "AIDE_STORAGE_FULL",
+            format!(
+                "That revision's files take {}; an aide's files may take at most {} on your plan{}.",
+                human(size),
+                human(limits.max_aide_bytes),
+                upgrade_hint(limits)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses a change that would leave the account storing more than its plan allows.
 pub fn check_account(limits: &TierLimits, after: i64) -> Result<(), AppError> {
     if after as u64 > limits.max_account_bytes {

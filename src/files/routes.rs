@@ -9,6 +9,7 @@ use crate::error::AppError;
 use crate::http::body::{BodyError, STALL_TIMEOUT, read_limited};
 use crate::http::client_ip::ClientIp;
 use crate::http::params::IdPath;
+use crate::revisions;
 use crate::state::AppState;
 use crate::storage::keys::{self, hex};
 use axum::Json;
@@ -224,10 +225,11 @@ async fn record_upload(
         let tier = repo::lock_aide(&tx, upload.aide)
             .await?
             .ok_or_else(AppError::not_found)?;
-        quota::check_upload(&tx, &state.config.limits.tier(tier), upload).await?;
-        // The path, its audit row and the end of the guard (the path now refers to the blob) go
-        // in one round trip with the commit.
-        let (row, (), (), ()) = futures_util::future::try_join4(
+        let limits = state.config.limits.tier(tier);
+        quota::check_upload(&tx, &limits, upload).await?;
+        // The path, the revision it makes, its audit row and the end of the guard (the path now
+        // refers to the blob) go in one round trip with the commit.
+        let (row, _, (), (), ()) = futures_util::future::try_join5(
             repo::upsert(
                 &tx,
                 upload.aide,
@@ -235,6 +237,15 @@ async fn record_upload(
                 upload.size,
                 content_type,
                 upload.sha256,
+            )
+            .map_err(AppError::from),
+            revisions::record(
+                &tx,
+                upload.aide,
+                revisions::Cause::Upload,
+                None,
+                None,
+                limits.revisions_kept,
             )
             .map_err(AppError::from),
             audit::record_user(
@@ -345,10 +356,16 @@ pub async fn delete_file(
     FilePathParam(path): FilePathParam,
 ) -> Result<StatusCode, AppError> {
     let tx = api.begin(&state.db).await?;
-    if !repo::delete(&tx, aide, &path).await? {
+    // One round trip: the aide locked (and its owner's plan), and the file deleted.
+    let (tier, deleted) =
+        futures_util::future::try_join(repo::lock_aide(&tx, aide), repo::delete(&tx, aide, &path))
+            .await?;
+    let (Some(tier), true) = (tier, deleted) else {
         return Err(AppError::not_found());
-    }
-    futures_util::future::try_join(
+    };
+    let keep = state.config.limits.tier(tier).revisions_kept;
+    futures_util::future::try_join3(
+        revisions::record(&tx, aide, revisions::Cause::Delete, None, None, keep),
         audit::record_user(
             &tx,
             &Entry::new("file.delete", "aide")

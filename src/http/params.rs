@@ -29,6 +29,32 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     }
 }
 
+/// The `{n}` of a route naming a numbered thing (a version, a revision): a whole number from 1.
+/// Otherwise 422.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NumberPath(pub i32);
+
+impl<S: Send + Sync> FromRequestParts<S> for NumberPath {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        #[derive(Deserialize)]
+        struct Params {
+            n: String,
+        }
+        let Path(params) = Path::<Params>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| AppError::invalid("n", "missing from the path"))?;
+        match params.n.parse::<i32>() {
+            Ok(n) if n >= 1 => Ok(NumberPath(n)),
+            _ => Err(AppError::invalid(
+                "n",
+                "must be a whole number from 1 (1, 2, 3, ...)",
+            )),
+        }
+    }
+}
+
 /// A query string parsed into `T`. Malformed: 422 in our error shape, naming the parameter
 /// (axum's own `Query` answers 400 in plain text).
 #[derive(Debug, Clone)]

@@ -1,9 +1,8 @@
 //! Publish, unpublish, list versions, restore a version.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use futures_util::TryFutureExt;
 use rand::Rng;
@@ -25,7 +24,7 @@ use crate::files::guard::{BlobGuard, begin_sharing_blobs};
 use crate::files::quota;
 use crate::http::client_ip::ClientIp;
 use crate::http::input::JsonBody;
-use crate::http::params::IdPath;
+use crate::http::params::{IdPath, NumberPath};
 use crate::state::AppState;
 use crate::storage::keys;
 
@@ -68,30 +67,6 @@ pub struct Published {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct VersionList {
     pub versions: Vec<Version>,
-}
-
-/// The `{n}` of a version route: a whole number from 1. Otherwise 422.
-pub struct VersionNumber(i32);
-
-impl<S: Send + Sync> FromRequestParts<S> for VersionNumber {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
-        #[derive(Deserialize)]
-        struct Params {
-            n: String,
-        }
-        let Path(params) = Path::<Params>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| AppError::invalid("n", "missing from the path"))?;
-        match params.n.parse::<i32>() {
-            Ok(n) if n >= 1 => Ok(VersionNumber(n)),
-            _ => Err(AppError::invalid(
-                "n",
-                "must be a version number (1, 2, 3, ...)",
-            )),
-        }
-    }
 }
 
 /// A slug nobody chose: ten characters, a letter then letters and digits, drawn at random.
@@ -438,7 +413,7 @@ pub async fn restore_version(
     api: ApiUser,
     ClientIp(ip): ClientIp,
     IdPath(aide): IdPath,
-    VersionNumber(from): VersionNumber,
+    NumberPath(from): NumberPath,
 ) -> Result<(StatusCode, Json<Published>), AppError> {
     let _slot = crate::files::enter_in_flight(&state, &api)?;
     let tx = api.begin_read(&state.db).await?;

@@ -6,7 +6,7 @@
 //! is deleted or replaced. This worker claims due entries (`for update skip locked`, with a lease,
 //! so several servers share the work), deletes the objects, and retries failures with backoff.
 //! A blob is deleted only while holding its aide's blob lock exclusively and after checking again
-//! that no file refers to it and no upload or publish has it pending (see `files::guard`): an
+//! that no file or revision refers to it and no upload or publish has it pending (see `files::guard`): an
 //! upload of the same bytes may have come in since.
 
 use std::sync::Arc;
@@ -42,6 +42,7 @@ crate::statement! {
     /// Whether a file of aide `$1`, or an upload or publish under way, refers to the blob of hex
     /// SHA-256 `$2`.
     BLOB_REFERENCED: System = "select exists (select 1 from workspace_files where aide_id = $1 and sha256 = decode($2, 'hex')) \
+             or exists (select 1 from workspace_revision_files where aide_id = $1 and sha256 = decode($2, 'hex')) \
              or exists (select 1 from pending_blobs where aide_id = $1 and sha256 = decode($2, 'hex'))";
     /// Pending-blob rows older than an hour.
     RELEASE_ABANDONED: System =

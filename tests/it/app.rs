@@ -175,19 +175,25 @@ impl TestApp {
     /// An app whose buckets live on the test S3 server: fresh ones, or `published` for the
     /// published bucket when given (a name that does not exist makes storage fail).
     pub async fn on_s3(published: Option<&str>) -> Self {
+        Self::on_s3_with(published, &[]).await
+    }
+
+    /// [`TestApp::on_s3`] with `vars` added to the configuration.
+    pub async fn on_s3_with(published: Option<&str>, vars: &[(&str, &str)]) -> Self {
         let workspace = crate::s3::new_bucket("ws").await;
         let published = match published {
             Some(name) => name.to_string(),
             None => crate::s3::new_bucket("pub").await,
         };
-        Self::with(&[
+        let mut all = vec![
             ("R2_ENDPOINT", crate::s3::endpoint()),
             ("R2_ACCESS_KEY", "test-access-key"),
             ("R2_SECRET_KEY", "test-secret-key"),
             ("R2_WORKSPACE_BUCKET", &workspace),
             ("R2_PUBLISHED_BUCKET", &published),
-        ])
-        .await
+        ];
+        all.extend_from_slice(vars);
+        Self::with(&all).await
     }
 
     pub async fn send(&self, mut req: Req) -> Answer {

@@ -249,6 +249,7 @@ async fn privilege_and_policy_snapshot() {
     .expect("policies");
 
     let expected_table_grants = [
+        "aide_system ai_turns: SELECT",
         "aide_system aides: SELECT",
         "aide_system audit_log: INSERT",
         "aide_system email_outbox: DELETE, INSERT, SELECT, UPDATE",
@@ -261,6 +262,9 @@ async fn privilege_and_policy_snapshot() {
         "aide_system storage_cleanup: DELETE, SELECT, UPDATE",
         "aide_system users: DELETE, INSERT, SELECT, UPDATE",
         "aide_system workspace_files: SELECT",
+        "aide_system workspace_revision_files: SELECT",
+        "aide_system workspace_revisions: SELECT",
+        "aide_user ai_turns: INSERT, SELECT",
         "aide_user aides: DELETE, INSERT, SELECT",
         "aide_user audit_log: INSERT, SELECT",
         "aide_user conversation_messages: INSERT, SELECT",
@@ -270,8 +274,33 @@ async fn privilege_and_policy_snapshot() {
         "aide_user published_versions: INSERT, SELECT",
         "aide_user users: SELECT",
         "aide_user workspace_files: DELETE, INSERT, SELECT",
+        "aide_user workspace_revision_files: SELECT",
+        "aide_user workspace_revisions: SELECT",
     ];
     let expected_column_grants = [
+        "aide_system ai_turns.counted: UPDATE",
+        "aide_system ai_turns.duration_ms: UPDATE",
+        "aide_system ai_turns.error_code: UPDATE",
+        "aide_system ai_turns.finished_at: UPDATE",
+        "aide_system ai_turns.status: UPDATE",
+        "aide_user ai_turns.assistant_message_id: UPDATE",
+        "aide_user ai_turns.cache_read_tokens: UPDATE",
+        "aide_user ai_turns.cache_write_tokens: UPDATE",
+        "aide_user ai_turns.cost_micros: UPDATE",
+        "aide_user ai_turns.counted: UPDATE",
+        "aide_user ai_turns.duration_ms: UPDATE",
+        "aide_user ai_turns.error_code: UPDATE",
+        "aide_user ai_turns.finished_at: UPDATE",
+        "aide_user ai_turns.first_event_ms: UPDATE",
+        "aide_user ai_turns.input_tokens: UPDATE",
+        "aide_user ai_turns.output_tokens: UPDATE",
+        "aide_user ai_turns.provider_first_byte_ms: UPDATE",
+        "aide_user ai_turns.provider_request_ids: UPDATE",
+        "aide_user ai_turns.revision: UPDATE",
+        "aide_user ai_turns.rounds: UPDATE",
+        "aide_user ai_turns.status: UPDATE",
+        "aide_user ai_turns.tool_calls_applied: UPDATE",
+        "aide_user ai_turns.tool_calls_failed: UPDATE",
         "aide_user aides.requested_slug: UPDATE",
         "aide_user aides.slug: UPDATE",
         "aide_user aides.status: UPDATE",
@@ -283,6 +312,10 @@ async fn privilege_and_policy_snapshot() {
         "aide_user workspace_files.size_bytes: UPDATE",
     ];
     let expected_policies = [
+        "ai_turns ai_turns_owner_all: ALL to aide_owner",
+        "ai_turns ai_turns_system_select: SELECT to aide_system",
+        "ai_turns ai_turns_system_update: UPDATE to aide_system",
+        "ai_turns ai_turns_user_rows: ALL to aide_user",
         "aides aides_owner_all: ALL to aide_owner",
         "aides aides_system_select: SELECT to aide_system",
         "aides aides_user_rows: ALL to aide_user",
@@ -322,6 +355,12 @@ async fn privilege_and_policy_snapshot() {
         "workspace_files workspace_files_owner_all: ALL to aide_owner",
         "workspace_files workspace_files_system_select: SELECT to aide_system",
         "workspace_files workspace_files_user_rows: ALL to aide_user",
+        "workspace_revision_files workspace_revision_files_owner_all: ALL to aide_owner",
+        "workspace_revision_files workspace_revision_files_system_select: SELECT to aide_system",
+        "workspace_revision_files workspace_revision_files_user_select: SELECT to aide_user",
+        "workspace_revisions workspace_revisions_owner_all: ALL to aide_owner",
+        "workspace_revisions workspace_revisions_system_select: SELECT to aide_system",
+        "workspace_revisions workspace_revisions_user_select: SELECT to aide_user",
     ];
     assert_eq!(table_grants, expected_table_grants);
     assert_eq!(column_grants, expected_column_grants);
@@ -419,7 +458,25 @@ async fn security_definer_functions_are_pinned_and_narrow() {
                 vec!["aide_owner".to_string()],
             ),
             (
+                "record_revision".to_string(),
+                "aide_owner".to_string(),
+                true,
+                vec!["aide_owner".to_string(), "aide_user".to_string()],
+            ),
+            (
+                "refund_turn".to_string(),
+                "aide_owner".to_string(),
+                true,
+                vec!["aide_owner".to_string(), "aide_user".to_string()],
+            ),
+            (
                 "workspace_files_queue_blob_cleanup".to_string(),
+                "aide_owner".to_string(),
+                true,
+                vec!["aide_owner".to_string()],
+            ),
+            (
+                "workspace_revision_files_queue_blob_cleanup".to_string(),
                 "aide_owner".to_string(),
                 true,
                 vec!["aide_owner".to_string()],
@@ -436,6 +493,18 @@ async fn security_definer_functions_are_pinned_and_narrow() {
         .expect("acl")
         .get(0);
     assert!(!public, "PUBLIC must not execute consume_turn");
+    for function in ["record_revision", "refund_turn"] {
+        let public: bool = conn
+            .query_one(
+                "select exists (select 1 from pg_proc p, aclexplode(p.proacl) a
+                            where p.proname = $1 and a.grantee = 0)",
+                &[&function],
+            )
+            .await
+            .expect("acl")
+            .get(0);
+        assert!(!public, "PUBLIC must not execute {function}");
+    }
 }
 
 /// The first column of every row a catalog query returns.

@@ -6,11 +6,11 @@ use serde_json::json;
 use crate::app::{Req, TestApp};
 use crate::support::{exec, scalar};
 
-async fn aide(app: &TestApp, token: &str) -> String {
+pub(crate) async fn aide(app: &TestApp, token: &str) -> String {
     app.create_aide(token, "Page").await
 }
 
-async fn delete_file(app: &TestApp, id: &str, path: &str, token: &str) {
+pub(crate) async fn delete_file(app: &TestApp, id: &str, path: &str, token: &str) {
     let gone = app
         .send(Req::new(Method::DELETE, &format!("/api/aides/{id}/files/{path}")).bearer(token))
         .await;
@@ -251,7 +251,7 @@ async fn files_are_stored_in_an_s3_bucket() {
 }
 
 /// The workspace blobs of aide `id`, as hex SHA-256s, sorted.
-async fn blobs(app: &TestApp, id: &str) -> Vec<String> {
+pub(crate) async fn blobs(app: &TestApp, id: &str) -> Vec<String> {
     use futures_util::TryStreamExt;
     let prefix = object_store::path::Path::from(format!("aides/{id}/blobs"));
     let mut found: Vec<String> = app
@@ -267,19 +267,25 @@ async fn blobs(app: &TestApp, id: &str) -> Vec<String> {
     found
 }
 
-async fn stored_sha(app: &TestApp, id: &str, path: &str, token: &str, body: &str) -> String {
+pub(crate) async fn stored_sha(
+    app: &TestApp,
+    id: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> String {
     let answer = app.send(put(id, path, token, body, None)).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     answer.json()["sha256"].as_str().expect("sha").to_string()
 }
 
-async fn cleanup(app: &TestApp) -> usize {
+pub(crate) async fn cleanup(app: &TestApp) -> usize {
     aide::storage::cleanup_due(&app.t.db, &app.state.storage)
         .await
         .expect("cleanup")
 }
 
-async fn queued(app: &TestApp) -> i64 {
+pub(crate) async fn queued(app: &TestApp) -> i64 {
     let admin = app.t.admin_conn().await;
     scalar(&admin, "select count(*) from storage_cleanup", &[])
         .await
@@ -317,21 +323,25 @@ async fn unreferenced_blobs_are_deleted(app: TestApp) {
     assert_eq!(queued(&app).await, 0);
 }
 
+/// One revision kept: a file's old bytes are unreferenced as soon as the next change drops the
+/// revision that had them (with the default history, revisions keep them; see revisions.rs).
+const NO_HISTORY: &[(&str, &str)] = &[("FREE_REVISIONS_KEPT", "1")];
+
 #[tokio::test]
 async fn unreferenced_blobs_are_deleted_locally() {
-    unreferenced_blobs_are_deleted(TestApp::new().await).await;
+    unreferenced_blobs_are_deleted(TestApp::with(NO_HISTORY).await).await;
 }
 
 #[tokio::test]
 async fn unreferenced_blobs_are_deleted_on_s3() {
-    unreferenced_blobs_are_deleted(TestApp::on_s3(None).await).await;
+    unreferenced_blobs_are_deleted(TestApp::on_s3_with(None, NO_HISTORY).await).await;
 }
 
 /// A blob queued when its last file went, then uploaded again before the worker ran, is kept:
 /// the worker checks again before deleting.
 #[tokio::test]
 async fn a_blob_uploaded_again_before_the_worker_runs_is_kept() {
-    let app = TestApp::new().await;
+    let app = TestApp::with(NO_HISTORY).await;
     let token = app.sign_in("again@example.com").await;
     let id = aide(&app, &token).await;
     let sha = stored_sha(&app, &id, "a.html", &token, "same bytes").await;
@@ -353,7 +363,7 @@ async fn a_blob_uploaded_again_before_the_worker_runs_is_kept() {
 /// alone and tries again later.
 #[tokio::test]
 async fn the_worker_waits_for_uploads_and_publishes_under_way() {
-    let app = TestApp::new().await;
+    let app = TestApp::with(NO_HISTORY).await;
     let token = app.sign_in("busy@example.com").await;
     let id = aide(&app, &token).await;
     stored_sha(&app, &id, "a.html", &token, "old").await;
@@ -565,12 +575,15 @@ async fn a_guarded_blob_is_kept_until_its_guard_is_abandoned(app: TestApp) {
 
 #[tokio::test]
 async fn a_guarded_blob_is_kept_until_its_guard_is_abandoned_locally() {
-    a_guarded_blob_is_kept_until_its_guard_is_abandoned(TestApp::new().await).await;
+    a_guarded_blob_is_kept_until_its_guard_is_abandoned(TestApp::with(NO_HISTORY).await).await;
 }
 
 #[tokio::test]
 async fn a_guarded_blob_is_kept_until_its_guard_is_abandoned_on_s3() {
-    a_guarded_blob_is_kept_until_its_guard_is_abandoned(TestApp::on_s3(None).await).await;
+    a_guarded_blob_is_kept_until_its_guard_is_abandoned(
+        TestApp::on_s3_with(None, NO_HISTORY).await,
+    )
+    .await;
 }
 
 /// An upload whose aide is deleted while its bytes are being written, after the deleted aide's

@@ -14,6 +14,7 @@ mod auth;
 mod conversations;
 mod email;
 mod files;
+mod revisions;
 mod sessions;
 mod sign_in_limits;
 
