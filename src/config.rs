@@ -4,6 +4,7 @@
 //! Every problem found is reported at once, each naming its variable; secret values never appear in
 //! `Debug` output or in error messages.
 
+mod ai;
 mod limits;
 mod source;
 
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+pub use ai::{AiConfig, AiProvider, Prices};
 pub use limits::{Limits, TierLimits};
 use source::{Source, Summary};
 
@@ -79,6 +81,8 @@ pub struct Config {
     /// peer address is the client's: forwarded headers are not believed.
     pub trusted_proxy_header: Option<String>,
     pub limits: Limits,
+    /// The model provider for AI turns (see [`AiConfig`]); None: turns are off.
+    pub ai: Option<AiConfig>,
     /// Every variable read, as `aide config check` shows it: recorded by the readers while
     /// loading, so no list of variables is kept apart from the code that reads them.
     summary: Summary,
@@ -266,6 +270,7 @@ impl Config {
             },
         );
         let limits = Limits::from_source(&mut src);
+        let ai = AiConfig::from_source(&mut src);
 
         if environment.is_deployed() {
             let env = environment.as_str();
@@ -308,6 +313,12 @@ impl Config {
                     ),
                 );
             }
+            if !src.is_set("AI_PROVIDER") {
+                src.problem(
+                    "AI_PROVIDER",
+                    format!("is required in {env}: without a model provider no page can change"),
+                );
+            }
             if email.resend_api_key.is_none() {
                 src.problem(
                     "RESEND_API_KEY",
@@ -331,6 +342,7 @@ impl Config {
                 email,
                 trusted_proxy_header,
                 limits,
+                ai,
                 summary,
             }),
             _ => Err(ConfigError { problems }),

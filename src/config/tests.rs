@@ -22,6 +22,8 @@ fn production() -> Vec<(&'static str, &'static str)> {
         ("R2_SECRET_KEY", "secret"),
         ("RESEND_API_KEY", "re_123"),
         ("EMAIL_FROM", "AIde <login@example.com>"),
+        ("AI_PROVIDER", "anthropic"),
+        ("AI_API_KEY", "sk-ant-secret-key"),
     ]
 }
 
@@ -154,6 +156,7 @@ fn production_refuses_each_missing_piece() {
         "PUBLIC_URL",
         "R2_ENDPOINT",
         "RESEND_API_KEY",
+        "AI_PROVIDER",
     ] {
         let vars: Vec<_> = production()
             .into_iter()
@@ -389,6 +392,14 @@ fn the_summary_shows_effective_values_and_what_unset_means() {
         ),
         ("FREE_TURNS_PER_WEEK", "70"),
         ("PRO_MAX_ACCOUNT_BYTES", "10737418240"),
+        (
+            "AI_PROVIDER",
+            "(not set: AI turns off: they answer 503 AI_NOT_CONFIGURED)",
+        ),
+        ("AI_BASE_URL", "https://api.anthropic.com/"),
+        ("AI_API_KEY", "(not set: ANTHROPIC_API_KEY, if set)"),
+        ("AI_MODEL", "claude-sonnet-4-5"),
+        ("AI_MAX_ROUNDS", "4"),
     ] {
         assert_eq!(shown(&c, name), expected, "{name}");
     }
@@ -447,4 +458,51 @@ fn the_readme_documents_exactly_the_variables_read() {
         "read but missing from the README's Configuration tables: {undocumented:?}; \
          in those tables but never read: {unread:?}"
     );
+}
+
+#[test]
+fn the_ai_provider_is_read_whole() {
+    let c = load(&[
+        ("AI_PROVIDER", "openai"),
+        ("AI_BASE_URL", "http://127.0.0.1:11434/v1"),
+        ("AI_MODEL", "llama3.2"),
+    ])
+    .expect("a local server needs no key");
+    let ai = c.ai.as_ref().expect("on");
+    assert_eq!(ai.provider, AiProvider::OpenAi);
+    assert_eq!(ai.base_url.as_str(), "http://127.0.0.1:11434/v1");
+    assert!(ai.api_key.is_none());
+    assert_eq!(
+        ai.prices,
+        Prices::default(),
+        "an unknown model costs nothing"
+    );
+    let c = load(&[
+        ("AI_PROVIDER", "anthropic"),
+        ("ANTHROPIC_API_KEY", "sk-ant-x"),
+    ])
+    .expect("the original's variable is read");
+    let ai = c.ai.as_ref().expect("on");
+    assert_eq!(ai.model, "claude-sonnet-4-5");
+    assert_eq!(ai.prices.output, 15_000_000);
+    assert_eq!(
+        shown(&c, "AI_API_KEY"),
+        "(not set: ANTHROPIC_API_KEY, if set)"
+    );
+    assert_eq!(shown(&c, "ANTHROPIC_API_KEY"), "(set, redacted)");
+    assert!(!format!("{c:?}").contains("sk-ant-x"));
+    let p = problems(&[("AI_PROVIDER", "anthropic")]);
+    assert!(
+        p.iter().any(|l| l.starts_with("AI_API_KEY is required")),
+        "{p:?}"
+    );
+    let p = problems(&[
+        ("AI_PROVIDER", "gemini"),
+        ("AI_PRICES", "1,2"),
+        ("AI_MAX_ROUNDS", "0"),
+    ]);
+    for name in ["AI_PROVIDER", "AI_PRICES", "AI_MAX_ROUNDS"] {
+        assert!(p.iter().any(|l| l.starts_with(name)), "{name}: {p:?}");
+    }
+    assert!(load(&[]).expect("valid").ai.is_none());
 }
