@@ -435,9 +435,11 @@ mod tests {
     use crate::ai::provider::{BoxFuture, ModelStream};
     use crate::turns::workspace::{Bounds, EDITOR};
 
+    type Events = Vec<Result<ModelEvent, ProviderError>>;
+
     /// A provider that answers each request with the next scripted response.
     struct Scripted {
-        responses: Mutex<VecDeque<Result<Vec<Result<ModelEvent, ProviderError>>, ProviderError>>>,
+        responses: Mutex<VecDeque<Result<Events, ProviderError>>>,
         requests: Mutex<Vec<ModelRequest>>,
     }
 
@@ -556,9 +558,7 @@ mod tests {
         (outcome, seen)
     }
 
-    fn scripted(
-        responses: Vec<Result<Vec<Result<ModelEvent, ProviderError>>, ProviderError>>,
-    ) -> Scripted {
+    fn scripted(responses: Vec<Result<Events, ProviderError>>) -> Scripted {
         Scripted {
             responses: Mutex::new(responses.into()),
             requests: Mutex::new(Vec::new()),
