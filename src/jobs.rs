@@ -50,3 +50,32 @@ pub async fn run_cleanup(db: Db, mut shutdown: watch::Receiver<bool>) {
         }
     }
 }
+
+/// How often turns left running by a dead process are looked for.
+pub const TURN_JANITOR_EVERY: Duration = Duration::from_secs(30);
+
+/// Fails and gives back turns left running past their deadline (the process running them died),
+/// now and every [`TURN_JANITOR_EVERY`], until `shutdown` turns true. Frees their aides for new
+/// turns.
+pub async fn run_turn_janitor(db: Db, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        match crate::turns::expire_abandoned(&db).await {
+            Ok((0, _)) => {}
+            Ok((failed, refunded)) => {
+                tracing::warn!(
+                    turns.failed = failed,
+                    turns.refunded = refunded,
+                    "abandoned turns failed and given back"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "turn janitor failed; will try again"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(TURN_JANITOR_EVERY) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}

@@ -16,6 +16,6 @@ mod repo;
 mod routes;
 
 pub use cache::PageCache;
-pub use live::LiveCache;
+pub use live::{CHANNEL as PAGES_CHANNEL, LiveCache};
 pub use misses::MissLimiter;
 pub use routes::router;

@@ -134,12 +134,13 @@ async fn serve_on(
         state.storage_cleanup_wake.clone(),
         workers_stop.clone(),
     ));
-    let page_listener = tokio::spawn(
-        state
-            .live_pages
-            .clone()
-            .listen(db.clone(), workers_stop.clone()),
-    );
+    let page_listener = tokio::spawn(crate::notify::listen(
+        state.live_pages.clone(),
+        state.turns.clone(),
+        db.clone(),
+        workers_stop.clone(),
+    ));
+    let turn_janitor = tokio::spawn(jobs::run_turn_janitor(db.clone(), workers_stop.clone()));
     let cleanup = tokio::spawn(jobs::run_cleanup(db.clone(), workers_stop));
 
     for warning in config.warnings() {
@@ -159,6 +160,7 @@ async fn serve_on(
     let finish = async {
         let _ = outbox.await;
         let _ = cleanup.await;
+        let _ = turn_janitor.await;
         let _ = storage_cleanup.await;
         let _ = page_listener.await;
     };

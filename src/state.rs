@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+use crate::ai::provider::{HttpProvider, ModelProvider};
 use crate::auth::SessionKey;
 use crate::config::Config;
 use crate::db::Db;
 use crate::limits::{ApiLimiter, InFlight};
 use crate::public::{LiveCache, MissLimiter, PageCache};
 use crate::storage::Storage;
+use crate::turns::hub::TurnHub;
 
 /// What every handler can reach: [`Shared`] behind one `Arc`, so the per-request clones that
 /// handlers and middleware take cost one reference count, not one per field.
@@ -59,10 +61,18 @@ pub struct Shared {
     pub public_misses: Arc<MissLimiter>,
     /// Uploads and publishes under way, per user (UPLOADS_IN_FLIGHT_PER_USER).
     pub in_flight: Arc<InFlight>,
+    /// The model provider for AI turns; None when AI_PROVIDER is unset.
+    pub ai: Option<Arc<dyn ModelProvider>>,
+    /// The turns this process runs.
+    pub turns: Arc<TurnHub>,
 }
 
 impl Shared {
     pub fn new(config: Arc<Config>, db: Db, session_key: SessionKey, storage: Storage) -> Self {
+        let ai = config
+            .ai
+            .as_ref()
+            .map(|ai| Arc::new(HttpProvider::new(ai)) as Arc<dyn ModelProvider>);
         Shared {
             storage,
             page_cache: Arc::new(PageCache::default()),
@@ -74,6 +84,8 @@ impl Shared {
             outbox_wake: Arc::new(Notify::new()),
             api_limiter: Arc::new(ApiLimiter::default()),
             in_flight: Arc::new(InFlight::default()),
+            ai,
+            turns: Arc::new(TurnHub::default()),
             public_misses: Arc::new(MissLimiter::default()),
         }
     }

@@ -19,6 +19,15 @@ pub fn rfc3339<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok
     }
 }
 
+/// A timestamp as responses write it, as a string.
+pub fn rfc3339_string(at: &DateTime<Utc>) -> String {
+    let mut buf = [0u8; 27];
+    match write_rfc3339(at, &mut buf) {
+        Some(text) => text.to_string(),
+        None => at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    }
+}
+
 /// `serialize_with` for an optional timestamp in a response.
 pub fn rfc3339_opt<S: Serializer>(
     at: &Option<DateTime<Utc>>,

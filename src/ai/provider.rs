@@ -53,18 +53,19 @@ pub struct HttpProvider {
 }
 
 impl HttpProvider {
-    pub fn new(config: &AiConfig) -> anyhow::Result<Self> {
+    pub fn new(config: &AiConfig) -> Self {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .build()?;
-        Ok(HttpProvider {
+            .build()
+            .unwrap_or_default();
+        HttpProvider {
             client,
             protocol: config.provider,
             base_url: config.base_url.clone(),
             api_key: config.api_key.clone(),
             model: config.model.clone(),
             stall: config.stall_timeout,
-        })
+        }
     }
 
     fn request(&self, request: &ModelRequest) -> reqwest::RequestBuilder {
@@ -268,5 +269,11 @@ impl ModelStream for HttpStream {
 
     fn request_id(&self) -> Option<&str> {
         self.request_id.as_deref()
+    }
+}
+
+impl std::fmt::Debug for dyn ModelProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ModelProvider({}, {})", self.name(), self.model())
     }
 }

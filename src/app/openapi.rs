@@ -31,6 +31,7 @@ use crate::state::AppState;
         (name = "files", description = "An aide's workspace files (the draft page)"),
         (name = "publishing", description = "Immutable published versions"),
         (name = "revisions", description = "The history of an aide's files, and undo"),
+        (name = "turns", description = "A message that changes the page: the AI turn, streamed"),
         (name = "operations", description = "Liveness and readiness"),
     )
 )]
@@ -75,6 +76,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(crate::files::router())
         .merge(crate::publishing::router())
         .merge(crate::revisions::router())
+        .merge(crate::turns::router())
 }
 
 static DOCUMENT: LazyLock<(utoipa::openapi::OpenApi, String)> = LazyLock::new(|| {

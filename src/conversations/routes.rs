@@ -30,7 +30,7 @@ pub const MAX_ASSISTANT_CHARS: usize = 100_000;
 /// Largest metadata object, serialised.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// A turn week.
-const WEEK: chrono::Duration = chrono::Duration::days(7);
+pub(crate) const WEEK: chrono::Duration = chrono::Duration::days(7);
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -243,20 +243,10 @@ pub async fn append(
     let stored = match (stored, full) {
         (Some(stored), _) => stored,
         (None, Some((held, tier))) => {
-            let max = limits.tier(tier).max_conversation_bytes;
-            return Err(AppError::client(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "CONVERSATION_FULL",
-                format!(
-                    "This aide's conversation holds {} of text, the most your plan keeps ({}). Start a new aide to go on{}.",
-                    crate::files::quota::human(held as u64),
-                    crate::files::quota::human(max),
-                    if tier.is_pro() {
-                        ""
-                    } else {
-                        ", or upgrade to Pro"
-                    }
-                ),
+            return Err(conversation_full(
+                held,
+                limits.tier(tier).max_conversation_bytes,
+                tier,
             ));
         }
         (None, None) => return Err(AppError::not_found()),
@@ -308,7 +298,26 @@ fn storable(value: &serde_json::Value) -> bool {
     }
 }
 
-fn turn_limit(used: i32, limit: u32, resets_at: DateTime<Utc>) -> AppError {
+/// 413: the conversation holds `held` bytes of text, and `max` is the plan's most.
+pub(crate) fn conversation_full(held: i64, max: u64, tier: Tier) -> AppError {
+    AppError::client(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "CONVERSATION_FULL",
+        format!(
+            "This aide's conversation holds {} of text, the most your plan keeps ({}). Start a new aide to go on{}.",
+            crate::files::quota::human(held as u64),
+            crate::files::quota::human(max),
+            if tier.is_pro() {
+                ""
+            } else {
+                ", or upgrade to Pro"
+            }
+        ),
+    )
+}
+
+/// 429: the week's free turns are used.
+pub(crate) fn turn_limit(used: i32, limit: u32, resets_at: DateTime<Utc>) -> AppError {
     let wait = (resets_at - Utc::now())
         .to_std()
         .unwrap_or(Duration::from_secs(1));

@@ -10,7 +10,7 @@ use super::Error;
 /// which notifications may have been missed.
 pub struct Listener {
     client: Client,
-    notifications: mpsc::UnboundedReceiver<String>,
+    notifications: mpsc::UnboundedReceiver<(String, String)>,
 }
 
 impl Listener {
@@ -22,7 +22,10 @@ impl Listener {
             while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {
                 match message {
                     Ok(AsyncMessage::Notification(n)) => {
-                        if tx.send(n.payload().to_string()).is_err() {
+                        if tx
+                            .send((n.channel().to_string(), n.payload().to_string()))
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -48,8 +51,8 @@ impl Listener {
         Ok(())
     }
 
-    /// The next notification's payload; `None` when the connection is lost.
-    pub async fn recv(&mut self) -> Option<String> {
+    /// The next notification's channel and payload; `None` when the connection is lost.
+    pub async fn recv(&mut self) -> Option<(String, String)> {
         self.notifications.recv().await
     }
 }

@@ -15,8 +15,31 @@ use uuid::Uuid;
 
 use super::repo;
 use crate::auth::ApiUser;
-use crate::db::{Db, UserTx};
+use crate::db::{Db, UserId, UserTx};
 use crate::error::AppError;
+
+/// Who opens the transactions: a request (its session checked on each), or a turn running for
+/// its user after the request that started it.
+#[derive(Debug, Clone, Copy)]
+pub enum Caller<'a> {
+    Api(&'a ApiUser),
+    Owner(UserId),
+}
+
+impl<'a> From<&'a ApiUser> for Caller<'a> {
+    fn from(api: &'a ApiUser) -> Self {
+        Caller::Api(api)
+    }
+}
+
+impl Caller<'_> {
+    async fn begin(self, db: &Db) -> Result<UserTx, AppError> {
+        match self {
+            Caller::Api(api) => api.begin(db).await,
+            Caller::Owner(user) => Ok(db.user(user).await?),
+        }
+    }
+}
 
 /// Pending-blob rows a request holds.
 #[must_use = "release the guard, or settle it in the transaction that records the blobs"]
@@ -33,9 +56,14 @@ const LOCK_RETRY: Duration = Duration::from_millis(50);
 /// Opens a transaction of the caller's that holds `aide`'s blob lock shared. While the storage
 /// worker holds it, the transaction is given up and tried again after a moment, so no
 /// connection is held while waiting.
-pub async fn begin_sharing_blobs(db: &Db, api: &ApiUser, aide: Uuid) -> Result<UserTx, AppError> {
+pub async fn begin_sharing_blobs<'a>(
+    db: &Db,
+    caller: impl Into<Caller<'a>>,
+    aide: Uuid,
+) -> Result<UserTx, AppError> {
+    let caller = caller.into();
     for _ in 0..LOCK_TRIES {
-        let tx = api.begin(db).await?;
+        let tx = caller.begin(db).await?;
         if repo::try_share_blobs(&tx, aide).await? {
             return Ok(tx);
         }
@@ -62,16 +90,16 @@ impl BlobGuard {
     }
 
     /// Removes the rows in `tx`, the transaction that records what the blobs became.
-    pub async fn settle(&self, tx: &UserTx) -> Result<(), AppError> {
-        repo::delete_pending(tx, &self.ids).await?;
-        Ok(())
+    pub async fn settle(&self, tx: &UserTx) -> Result<(), crate::db::Error> {
+        repo::delete_pending(tx, &self.ids).await
     }
 
     /// Removes the rows after a failure, in a transaction of its own. Best effort: rows left
     /// behind are removed by the cleanup job after an hour.
-    pub async fn release(self, db: &Db, api: &ApiUser) {
+    pub async fn release<'a>(self, db: &Db, caller: impl Into<Caller<'a>>) {
+        let caller = caller.into();
         let result = async {
-            let tx = api.begin(db).await?;
+            let tx = caller.begin(db).await?;
             futures_util::future::try_join(
                 repo::delete_pending(&tx, &self.ids),
                 tx.commit_queued(),

@@ -258,7 +258,7 @@ async fn record_upload(
                     .ip(ip),
             )
             .map_err(AppError::from),
-            guard.settle(&tx),
+            guard.settle(&tx).map_err(AppError::from),
             tx.commit_queued().map_err(AppError::from),
         )
         .await?;

@@ -15,14 +15,11 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::page::Page;
 use crate::cache::WeightedLru;
-use crate::db::Db;
 
 /// The notification channel the triggers use.
 pub const CHANNEL: &str = "aide_pages";
@@ -132,47 +129,8 @@ impl LiveCache {
         }
     }
 
-    fn set_listening(&self, on: bool) {
+    pub(crate) fn set_listening(&self, on: bool) {
         self.evict("*");
         self.listening.store(on, Ordering::Release);
-    }
-
-    /// Listens for page changes until `shutdown` turns true, reconnecting after failures.
-    pub async fn listen(self: Arc<Self>, db: Db, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            match db.listener().await {
-                Ok(mut listener) => match listener.listen(CHANNEL).await {
-                    Ok(()) => {
-                        self.set_listening(true);
-                        loop {
-                            tokio::select! {
-                                received = listener.recv() => match received {
-                                    Some(slug) => self.evict(&slug),
-                                    // The connection was lost: notifications may have been missed.
-                                    None => break,
-                                },
-                                _ = shutdown.changed() => {}
-                            }
-                            if *shutdown.borrow() {
-                                break;
-                            }
-                        }
-                        self.set_listening(false);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "public pages: could not listen"),
-                },
-                Err(e) => tracing::warn!(error = %e, "public pages: could not connect to listen"),
-            }
-            if *shutdown.borrow() {
-                return;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() {
-                return;
-            }
-        }
     }
 }

@@ -276,7 +276,7 @@ pub async fn publish(
                     })),
             )
             .map_err(AppError::from),
-            guard.settle(&tx),
+            guard.settle(&tx).map_err(AppError::from),
             tx.commit_queued().map_err(AppError::from),
         )
         .await?;

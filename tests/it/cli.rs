@@ -36,7 +36,7 @@ fn run(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String)
     )
 }
 
-const SECRETS: [(&str, &str); 6] = [
+const SECRETS: [(&str, &str); 7] = [
     ("JWT_SECRET", "jwt-0123456789abcdef0123456789abcdef"),
     (
         "DATABASE_URL",
@@ -49,6 +49,7 @@ const SECRETS: [(&str, &str); 6] = [
         "DATABASE_ADMIN_URL",
         "postgres://admin:adminpassword123@db.internal/aide",
     ),
+    ("AI_API_KEY", "sk-ant-aikey123"),
 ];
 
 #[test]
@@ -62,6 +63,7 @@ fn config_check_prints_the_effective_configuration_with_secrets_redacted() {
         ("R2_ENDPOINT", "https://acct.r2.cloudflarestorage.com"),
         ("EMAIL_FROM", "AIde <login@example.com>"),
         ("FREE_TURNS_PER_WEEK", "70"),
+        ("AI_PROVIDER", "anthropic"),
     ]);
     let (code, stdout, stderr) = run(dir.path(), &env, &["config", "check"]);
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");

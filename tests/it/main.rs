@@ -2,6 +2,7 @@
 //! a migrated template, connecting through the roles the server uses.
 
 mod app;
+mod model_stub;
 mod resend_stub;
 mod s3;
 mod stores;
@@ -17,6 +18,7 @@ mod files;
 mod revisions;
 mod sessions;
 mod sign_in_limits;
+mod turns;
 
 mod catalog;
 mod cli;

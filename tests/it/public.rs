@@ -195,7 +195,12 @@ async fn pro_pages_have_no_footer_and_own_open_graph_tags_are_kept() {
 /// Starts `state`'s listener for page changes, so that answers are kept in memory.
 pub(crate) async fn start_listening(state: &aide::AppState) -> tokio::sync::watch::Sender<bool> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(state.live_pages.clone().listen(state.db.clone(), stopped));
+    tokio::spawn(aide::notify::listen(
+        state.live_pages.clone(),
+        state.turns.clone(),
+        state.db.clone(),
+        stopped,
+    ));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !state.live_pages.is_listening() {
         assert!(

@@ -1,0 +1,304 @@
+//! A local stand-in for the model provider, speaking Anthropic's Messages API (streaming) from a
+//! per-test script, and checking every request as the API would: the headers, `stream: true`,
+//! the model, `max_tokens`, the tools' schemas, at most four cache breakpoints, roles alternating
+//! from the user, and every tool call answered first in the next message.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+pub const API_KEY: &str = "sk-ant-test-0123456789";
+pub const MODEL: &str = "claude-sonnet-4-5-test";
+
+/// One scripted answer.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// An HTTP error with a JSON body and, maybe, Retry-After.
+    Error {
+        status: u16,
+        kind: &'static str,
+        retry_after: Option<u64>,
+    },
+    /// A stream of events, each sent after `pause`.
+    Stream {
+        events: Vec<(String, Value)>,
+        pause: Duration,
+    },
+    /// A stream that sends `events`, then nothing more (the server must give up or be stopped).
+    Stall { events: Vec<(String, Value)> },
+}
+
+#[derive(Default)]
+struct Inner {
+    script: VecDeque<Answer>,
+    received: Vec<Value>,
+    problems: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct ModelStub {
+    inner: Arc<Mutex<Inner>>,
+    pub url: String,
+}
+
+impl ModelStub {
+    pub async fn start() -> Self {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let app = Router::new()
+            .route("/v1/messages", post(messages))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        ModelStub { inner, url }
+    }
+
+    /// The configuration that points the server at this stand-in.
+    pub fn vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AI_PROVIDER", "anthropic".to_string()),
+            ("AI_BASE_URL", self.url.clone()),
+            ("AI_API_KEY", API_KEY.to_string()),
+            ("AI_MODEL", MODEL.to_string()),
+            ("AI_MAX_OUTPUT_TOKENS", "2000".to_string()),
+            ("AI_PRICES", "3,15,0.3,3.75".to_string()),
+        ]
+    }
+
+    pub fn script(&self, answers: Vec<Answer>) {
+        self.inner.lock().expect("lock").script.extend(answers);
+    }
+
+    pub fn received(&self) -> Vec<Value> {
+        self.inner.lock().expect("lock").received.clone()
+    }
+
+    pub fn problems(&self) -> Vec<String> {
+        self.inner.lock().expect("lock").problems.clone()
+    }
+}
+
+/// A complete response: text, then tool calls (name, input), ending with `stop`.
+pub fn response(text: &str, calls: &[(&str, Value)], stop: &str) -> Answer {
+    let mut events = vec![(
+        "message_start".to_string(),
+        json!({"type": "message_start", "message": {"id": "msg_1", "usage": {"input_tokens": 1200, "cache_creation_input_tokens": 800, "cache_read_input_tokens": 0, "output_tokens": 1}}}),
+    )];
+    let mut index = 0;
+    if !text.is_empty() {
+        events.push(("content_block_start".into(), json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+        // Split the text in two deltas.
+        let mid = text
+            .char_indices()
+            .nth(text.chars().count() / 2)
+            .map_or(0, |(i, _)| i);
+        for part in [&text[..mid], &text[mid..]] {
+            events.push(("content_block_delta".into(), json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": part}})));
+        }
+        events.push((
+            "content_block_stop".into(),
+            json!({"type": "content_block_stop", "index": 0}),
+        ));
+        index = 1;
+    }
+    for (n, (name, input)) in calls.iter().enumerate() {
+        let i = index + n;
+        events.push(("content_block_start".into(), json!({"type": "content_block_start", "index": i, "content_block": {"type": "tool_use", "id": format!("toolu_{i}"), "name": name, "input": {}}})));
+        let json = input.to_string();
+        // Split the input in three, anywhere.
+        let cut = |k: usize| {
+            json.char_indices()
+                .nth(json.chars().count() * k / 3)
+                .map_or(json.len(), |(i, _)| i)
+        };
+        let (a, b) = (cut(1), cut(2));
+        for part in [&json[..a], &json[a..b], &json[b..]] {
+            events.push(("content_block_delta".into(), json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": part}})));
+        }
+        events.push((
+            "content_block_stop".into(),
+            json!({"type": "content_block_stop", "index": i}),
+        ));
+    }
+    events.push(("ping".into(), json!({"type": "ping"})));
+    events.push(("message_delta".into(), json!({"type": "message_delta", "delta": {"stop_reason": stop}, "usage": {"output_tokens": 150}})));
+    events.push(("message_stop".into(), json!({"type": "message_stop"})));
+    Answer::Stream {
+        events,
+        pause: Duration::from_millis(2),
+    }
+}
+
+async fn messages(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => {
+            inner
+                .lock()
+                .expect("lock")
+                .problems
+                .push(format!("not JSON: {e}"));
+            return StatusCode::BAD_REQUEST.into_response();
+        }
+    };
+    let problems = check(&headers, &body);
+    let answer = {
+        let mut inner = inner.lock().expect("lock");
+        inner.problems.extend(problems);
+        inner.received.push(body);
+        inner.script.pop_front()
+    };
+    match answer {
+        None => error(500, "api_error", None),
+        Some(Answer::Error {
+            status,
+            kind,
+            retry_after,
+        }) => error(status, kind, retry_after),
+        Some(Answer::Stream { events, pause }) => stream(events, pause, false),
+        Some(Answer::Stall { events }) => stream(events, Duration::ZERO, true),
+    }
+}
+
+fn error(status: u16, kind: &str, retry_after: Option<u64>) -> Response {
+    let mut response = (
+        StatusCode::from_u16(status).expect("status"),
+        axum::Json(json!({"type": "error", "error": {"type": kind, "message": format!("stub {kind}")}, "request_id": "req_err"})),
+    )
+        .into_response();
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert("retry-after", seconds.to_string().parse().expect("header"));
+    }
+    response
+}
+
+fn stream(events: Vec<(String, Value)>, pause: Duration, stall: bool) -> Response {
+    let body = futures_util::stream::unfold(
+        (events.into_iter(), false),
+        move |(mut events, stalled)| async move {
+            if stalled {
+                return None;
+            }
+            match events.next() {
+                Some((name, data)) => {
+                    tokio::time::sleep(pause).await;
+                    let chunk = format!("event: {name}\r\ndata: {data}\r\n\r\n");
+                    Some((
+                        Ok::<_, std::convert::Infallible>(Bytes::from(chunk)),
+                        (events, false),
+                    ))
+                }
+                None if stall => {
+                    std::future::pending::<()>().await;
+                    None
+                }
+                None => None,
+            }
+        },
+    );
+    let mut response = Body::from_stream(body).into_response();
+    response
+        .headers_mut()
+        .insert("content-type", "text/event-stream".parse().expect("header"));
+    response
+        .headers_mut()
+        .insert("request-id", "req_stub_1".parse().expect("header"));
+    response
+}
+
+/// What the real API would refuse.
+fn check(headers: &HeaderMap, body: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    if header("x-api-key") != API_KEY {
+        problems.push("x-api-key is missing or wrong".into());
+    }
+    if header("anthropic-version") != "2023-06-01" {
+        problems.push("anthropic-version is missing".into());
+    }
+    if !header("content-type").starts_with("application/json") {
+        problems.push("content-type is not JSON".into());
+    }
+    if body["stream"] != true {
+        problems.push("stream is not true".into());
+    }
+    if body["model"] != MODEL {
+        problems.push(format!("model is {}", body["model"]));
+    }
+    if !body["max_tokens"]
+        .as_u64()
+        .is_some_and(|n| n > 0 && n <= 2000)
+    {
+        problems.push(format!("max_tokens is {}", body["max_tokens"]));
+    }
+    let tools = body["tools"].as_array().cloned().unwrap_or_default();
+    if tools.len() != 2
+        || !tools
+            .iter()
+            .all(|t| t["name"].is_string() && t["input_schema"]["type"] == "object")
+    {
+        problems.push(format!("tools are wrong: {tools:?}"));
+    }
+    if body.to_string().matches("cache_control").count() > 4 {
+        problems.push("more than four cache breakpoints".into());
+    }
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    if messages.is_empty() || messages[0]["role"] != "user" {
+        problems.push("the first message is not the user's".into());
+    }
+    for pair in messages.windows(2) {
+        if pair[0]["role"] == pair[1]["role"] {
+            problems.push("roles do not alternate".into());
+        }
+        let calls: Vec<&str> = pair[0]["content"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["type"] == "tool_use")
+            .filter_map(|b| b["id"].as_str())
+            .collect();
+        let answers: Vec<&str> = pair[1]["content"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(calls.len())
+            .filter(|b| b["type"] == "tool_result")
+            .filter_map(|b| b["tool_use_id"].as_str())
+            .collect();
+        if calls != answers {
+            problems.push(format!("tool calls {calls:?} answered by {answers:?}"));
+        }
+    }
+    for message in &messages {
+        for block in message["content"].as_array().into_iter().flatten() {
+            if block["type"] == "text" && block["text"].as_str().is_some_and(str::is_empty) {
+                problems.push("an empty text block".into());
+            }
+        }
+    }
+    problems
+}

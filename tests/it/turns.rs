@@ -1,0 +1,505 @@
+//! The AI turn through the router, on real PostgreSQL, with the model provider stood in for by
+//! [`ModelStub`] (Anthropic's wire format, every request checked).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::app::{Req, TestApp};
+use crate::model_stub::{Answer, ModelStub, response};
+
+const EDITOR: &str = "str_replace_based_edit_tool";
+
+/// The events of a `text/event-stream` body: (id, name, data).
+fn events(body: &str) -> Vec<(u64, String, Value)> {
+    body.split("\n\n")
+        .filter(|block| !block.trim().is_empty() && !block.starts_with(':'))
+        .map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            (
+                field("id").parse().expect("an id"),
+                field("event"),
+                serde_json::from_str(&field("data")).expect("JSON data"),
+            )
+        })
+        .collect()
+}
+
+async fn app_with(stub: &ModelStub, extra: &[(&str, &str)]) -> TestApp {
+    let vars = stub.vars();
+    let mut all: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.extend_from_slice(extra);
+    TestApp::with(&all).await
+}
+
+fn turn(id: &str, token: &str, content: &str, client: &str) -> Req {
+    Req::post(&format!("/api/aides/{id}/turns"))
+        .bearer(token)
+        .json(json!({"content": content, "client_turn_id": client}))
+}
+
+async fn me_turns(app: &TestApp, token: &str) -> i64 {
+    app.send(Req::get("/auth/me").bearer(token)).await.json()["turns"]["used"]
+        .as_i64()
+        .expect("used")
+}
+
+async fn page(app: &TestApp, id: &str, token: &str) -> String {
+    app.send(Req::get(&format!("/api/aides/{id}/files/index.html")).bearer(token))
+        .await
+        .body
+}
+
+#[tokio::test]
+async fn a_turn_streams_changes_the_page_and_is_metered_and_recorded() {
+    let stub = ModelStub::start().await;
+    let app = app_with(&stub, &[]).await;
+    let token = app.sign_in("turn@example.com").await;
+    let id = app.create_aide(&token, "Groceries").await;
+    app.put_file(&token, &id, "index.html", "<ul>\n<li>eggs</li>\n</ul>\n")
+        .await;
+    stub.script(vec![response(
+        "Added milk to the list.",
+        &[(
+            EDITOR,
+            json!({"command": "str_replace", "path": "index.html", "old_str": "<li>eggs</li>", "new_str": "<li>eggs</li>\n<li>milk \u{e9}</li>"}),
+        )],
+        "tool_use",
+    )]);
+    let answer = app.send(turn(&id, &token, "add milk", "c-1")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.header("content-type"), Some("text/event-stream"));
+    let seen = events(&answer.body);
+    let names: Vec<&str> = seen.iter().map(|(_, n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"turn.started"), "{names:?}");
+    assert_eq!(names.last(), Some(&"turn.completed"), "{names:?}");
+    for expected in [
+        "text.delta",
+        "tool.started",
+        "tool.delta",
+        "tool.applied",
+        "file.updated",
+    ] {
+        assert!(names.contains(&expected), "{expected} in {names:?}");
+    }
+    let ids: Vec<u64> = seen.iter().map(|(i, _, _)| *i).collect();
+    assert_eq!(
+        ids,
+        (1..=ids.len() as u64).collect::<Vec<_>>(),
+        "ids in order, none lost"
+    );
+    let started = &seen[0].2;
+    assert_eq!(started["turns"]["used"], 1);
+    assert_eq!(started["turns"]["limit"], 50);
+    let preview: String = seen
+        .iter()
+        .filter(|(_, n, d)| n == "tool.delta" && d["text"].is_string())
+        .map(|(_, _, d)| d["text"].as_str().expect("text").to_string())
+        .collect();
+    assert_eq!(preview, "<li>eggs</li>\n<li>milk \u{e9}</li>");
+    let done = &seen.last().expect("last").2;
+    // 1,200 input, 150 output and 800 cache-write tokens at $3, $15 and $3.75 a million.
+    assert_eq!(done["cost_micros"], 3600 + 2250 + 3000);
+    assert_eq!(done["files_changed"], json!(["index.html"]));
+    let turn_id = done["turn_id"].as_str().expect("turn id").to_string();
+
+    assert_eq!(
+        page(&app, &id, &token).await,
+        "<ul>\n<li>eggs</li>\n<li>milk \u{e9}</li>\n</ul>\n"
+    );
+    assert_eq!(me_turns(&app, &token).await, 1);
+    let row = app
+        .send(Req::get(&format!("/api/aides/{id}/turns/{turn_id}")).bearer(&token))
+        .await
+        .json();
+    assert_eq!(row["status"], "completed");
+    assert_eq!(row["counted"], true);
+    assert_eq!(row["provider"], "anthropic");
+    assert_eq!(row["model"], crate::model_stub::MODEL);
+    assert_eq!(row["rounds"], 1);
+    assert_eq!(row["tool_calls_applied"], 1);
+    assert_eq!(
+        (row["input_tokens"].as_i64(), row["output_tokens"].as_i64()),
+        (Some(1200), Some(150))
+    );
+    assert_eq!(row["cache_write_tokens"], 800);
+    assert_eq!(row["provider_request_ids"], json!(["req_stub_1"]));
+    assert_eq!(row["prompt_version"].as_str().map(str::len), Some(16));
+    assert!(row["duration_ms"].is_i64() && row["first_event_ms"].is_i64());
+    let revision = row["revision"].as_i64().expect("a revision");
+    let history = app
+        .send(Req::get(&format!("/api/aides/{id}/revisions")).bearer(&token))
+        .await
+        .json();
+    assert_eq!(history["items"][0]["number"], revision);
+    assert_eq!(history["items"][0]["cause"], "turn");
+    assert_eq!(history["items"][0]["turn_id"], turn_id.as_str());
+    let conversation = app
+        .send(Req::get(&format!("/api/aides/{id}/conversation")).bearer(&token))
+        .await
+        .json();
+    let messages: Vec<(String, String)> = conversation["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().expect("role").into(),
+                m["content"].as_str().expect("content").into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        messages,
+        vec![
+            ("user".into(), "add milk".into()),
+            ("assistant".into(), "Added milk to the list.".into())
+        ]
+    );
+    // What the model was sent: the page's file with the message.
+    let sent = stub.received();
+    assert_eq!(sent.len(), 1);
+    let last = sent[0]["messages"]
+        .as_array()
+        .expect("messages")
+        .last()
+        .expect("last")
+        .clone();
+    let text = last["content"][0]["text"].as_str().expect("text");
+    assert!(
+        text.contains("<file path=\"index.html\">") && text.ends_with("add milk"),
+        "{text}"
+    );
+    assert!(stub.problems().is_empty(), "{:?}", stub.problems());
+
+    // The same key again: the same turn, nothing new counted or sent.
+    let again = app.send(turn(&id, &token, "add milk", "c-1")).await;
+    assert_eq!(again.status, StatusCode::OK);
+    let replay = events(&again.body);
+    assert_eq!(
+        replay.first().map(|e| e.2["turn_id"].clone()),
+        Some(json!(turn_id))
+    );
+    assert_eq!(replay.last().map(|e| e.1.as_str()), Some("turn.completed"));
+    assert_eq!(me_turns(&app, &token).await, 1);
+    assert_eq!(stub.received().len(), 1);
+    // Re-attaching after event 3 gives the rest.
+    let rest = app
+        .send(
+            Req::get(&format!("/api/aides/{id}/turns/{turn_id}/events"))
+                .bearer(&token)
+                .header("last-event-id", "3"),
+        )
+        .await;
+    assert_eq!(events(&rest.body).first().map(|e| e.0), Some(4));
+    let listed = app
+        .send(Req::get(&format!("/api/aides/{id}/turns")).bearer(&token))
+        .await
+        .json();
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn a_turn_that_fails_is_given_back_and_transient_refusals_are_retried() {
+    let stub = ModelStub::start().await;
+    let app = app_with(&stub, &[]).await;
+    let token = app.sign_in("fails@example.com").await;
+    let id = app.create_aide(&token, "Page").await;
+    app.put_file(&token, &id, "index.html", "<p>hi</p>").await;
+    stub.script(vec![Answer::Error {
+        status: 400,
+        kind: "invalid_request_error",
+        retry_after: None,
+    }]);
+    let answer = app.send(turn(&id, &token, "change it", "f-1")).await;
+    let seen = events(&answer.body);
+    let (_, name, data) = seen.last().expect("an end");
+    assert_eq!(name, "turn.failed");
+    assert_eq!(data["code"], "AI_REFUSED");
+    assert_eq!(data["refunded"], true);
+    assert_eq!(me_turns(&app, &token).await, 0, "given back");
+    assert_eq!(page(&app, &id, &token).await, "<p>hi</p>");
+    assert_eq!(stub.received().len(), 1, "a 400 is not retried");
+
+    // Overloaded, then fine: retried before the first byte.
+    stub.script(vec![
+        Answer::Error {
+            status: 529,
+            kind: "overloaded_error",
+            retry_after: Some(0),
+        },
+        response(
+            "",
+            &[(
+                EDITOR,
+                json!({"command": "create", "path": "index.html", "file_text": "<p>new</p>"}),
+            )],
+            "tool_use",
+        ),
+    ]);
+    let answer = app.send(turn(&id, &token, "change it", "f-2")).await;
+    let seen = events(&answer.body);
+    assert_eq!(
+        seen.last().map(|e| e.1.as_str()),
+        Some("turn.completed"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(page(&app, &id, &token).await, "<p>new</p>");
+    assert_eq!(stub.received().len(), 3);
+    assert_eq!(me_turns(&app, &token).await, 1);
+    // No reply text: the stored reply names the files.
+    let conversation = app
+        .send(Req::get(&format!("/api/aides/{id}/conversation")).bearer(&token))
+        .await
+        .json();
+    let last = conversation["messages"]
+        .as_array()
+        .and_then(|m| m.last().cloned())
+        .expect("a reply");
+    assert_eq!(last["content"], "Updated index.html.");
+    assert!(stub.problems().is_empty(), "{:?}", stub.problems());
+}
+
+async fn running(app: &TestApp, id: &str, token: &str) -> Option<String> {
+    let listed = app
+        .send(Req::get(&format!("/api/aides/{id}/turns")).bearer(token))
+        .await
+        .json();
+    listed["items"]
+        .as_array()?
+        .iter()
+        .find(|t| t["status"] == "running")
+        .and_then(|t| t["id"].as_str().map(str::to_string))
+}
+
+#[tokio::test]
+async fn one_turn_runs_per_aide_and_a_stop_interrupts_it() {
+    let stub = ModelStub::start().await;
+    let app = Arc::new(app_with(&stub, &[("AI_STALL_TIMEOUT_SECONDS", "600")]).await);
+    let token = app.sign_in("busy@example.com").await;
+    let id = app.create_aide(&token, "Page").await;
+    app.put_file(&token, &id, "index.html", "<p>hi</p>").await;
+    let first_events = vec![
+        (
+            "message_start".to_string(),
+            json!({"type": "message_start", "message": {"usage": {"input_tokens": 10, "output_tokens": 1}}}),
+        ),
+        (
+            "content_block_start".to_string(),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+        (
+            "content_block_delta".to_string(),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Thinking about it"}}),
+        ),
+    ];
+    stub.script(vec![Answer::Stall {
+        events: first_events,
+    }]);
+    // Twenty at once: one runs, the others are refused.
+    let sends = (0..20).map(|n| {
+        let app = app.clone();
+        let token = token.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            app.send(turn(&id, &token, "hello", &format!("k-{n}")))
+                .await
+        })
+    });
+    let mut pending = Vec::new();
+    for send in sends {
+        pending.push(send);
+    }
+    // Wait for the refusals (the running one does not answer until it ends).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let turn_id = loop {
+        if let Some(turn_id) = running(&app, &id, &token).await {
+            break turn_id;
+        }
+        assert!(std::time::Instant::now() < deadline, "no turn started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Let the refusals finish, then stop the running turn.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stop = app
+        .send(Req::post(&format!("/api/aides/{id}/turns/{turn_id}/cancel")).bearer(&token))
+        .await;
+    assert_eq!(stop.status, StatusCode::ACCEPTED, "{}", stop.body);
+    assert_eq!(stop.json()["status"], "stopping");
+    let mut ok = 0;
+    let mut conflicts = 0;
+    for send in pending {
+        let answer = tokio::time::timeout(Duration::from_secs(20), send)
+            .await
+            .expect("every request is answered")
+            .expect("task");
+        match answer.status {
+            StatusCode::OK => {
+                ok += 1;
+                let seen = events(&answer.body);
+                let (_, name, data) = seen.last().expect("an end");
+                assert_eq!(name, "turn.interrupted", "{}", answer.body);
+                assert_eq!(data["counted"], true, "the model had answered");
+            }
+            StatusCode::CONFLICT => {
+                conflicts += 1;
+                assert_eq!(answer.json()["code"], "TURN_IN_PROGRESS");
+            }
+            other => panic!("unexpected {other}: {}", answer.body),
+        }
+    }
+    assert_eq!((ok, conflicts), (1, 19));
+    assert_eq!(
+        me_turns(&app, &token).await,
+        1,
+        "refused turns are not counted"
+    );
+    let row = app
+        .send(Req::get(&format!("/api/aides/{id}/turns/{turn_id}")).bearer(&token))
+        .await
+        .json();
+    assert_eq!(row["status"], "interrupted");
+    assert_eq!(page(&app, &id, &token).await, "<p>hi</p>");
+    let again = app
+        .send(Req::post(&format!("/api/aides/{id}/turns/{turn_id}/cancel")).bearer(&token))
+        .await;
+    assert_eq!(again.json()["status"], "finished");
+}
+
+#[tokio::test]
+async fn a_turn_stopped_before_the_model_answers_is_given_back() {
+    let stub = ModelStub::start().await;
+    let app = Arc::new(app_with(&stub, &[("AI_STALL_TIMEOUT_SECONDS", "600")]).await);
+    let token = app.sign_in("early@example.com").await;
+    let id = app.create_aide(&token, "Page").await;
+    stub.script(vec![Answer::Stall { events: vec![] }]);
+    let send = {
+        let (app, token, id) = (app.clone(), token.clone(), id.clone());
+        tokio::spawn(async move { app.send(turn(&id, &token, "hello", "e-1")).await })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let turn_id = loop {
+        if let Some(turn_id) = running(&app, &id, &token).await {
+            break turn_id;
+        }
+        assert!(std::time::Instant::now() < deadline, "no turn started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    app.send(Req::post(&format!("/api/aides/{id}/turns/{turn_id}/cancel")).bearer(&token))
+        .await;
+    let answer = send.await.expect("task");
+    let seen = events(&answer.body);
+    let (_, name, data) = seen.last().expect("an end");
+    assert_eq!(name, "turn.interrupted");
+    assert_eq!(data["counted"], false);
+    assert_eq!(me_turns(&app, &token).await, 0);
+}
+
+#[tokio::test]
+async fn turns_are_refused_clearly() {
+    let app = TestApp::new().await;
+    let token = app.sign_in("noai@example.com").await;
+    let id = app.create_aide(&token, "Page").await;
+    let off = app.send(turn(&id, &token, "hello", "n-1")).await;
+    assert_eq!(off.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(off.json()["code"], "AI_NOT_CONFIGURED");
+    assert_eq!(me_turns(&app, &token).await, 0);
+
+    let stub = ModelStub::start().await;
+    let app = app_with(&stub, &[("FREE_TURNS_PER_WEEK", "1")]).await;
+    let owner = app.sign_in("owner@example.com").await;
+    let other = app.sign_in("other@example.com").await;
+    let id = app.create_aide(&owner, "Page").await;
+    stub.script(vec![response("Hello.", &[], "end_turn")]);
+    let first = app.send(turn(&id, &owner, "hello", "t-1")).await;
+    assert_eq!(
+        events(&first.body).last().map(|e| e.1.clone()),
+        Some("turn.completed".into())
+    );
+    let turn_id = events(&first.body)[0].2["turn_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let limited = app.send(turn(&id, &owner, "again", "t-2")).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.json()["code"], "TURN_LIMIT_REACHED");
+    assert!(limited.header("retry-after").is_some());
+
+    for (body, field) in [
+        (json!({"content": " ", "client_turn_id": "x"}), "content"),
+        (
+            json!({"content": "a\u{0}b", "client_turn_id": "x"}),
+            "content",
+        ),
+        (
+            json!({"content": "x".repeat(10_001), "client_turn_id": "x"}),
+            "content",
+        ),
+        (
+            json!({"content": "hi", "client_turn_id": "has space"}),
+            "client_turn_id",
+        ),
+        (
+            json!({"content": "hi", "client_turn_id": ""}),
+            "client_turn_id",
+        ),
+    ] {
+        let answer = app
+            .send(
+                Req::post(&format!("/api/aides/{id}/turns"))
+                    .bearer(&owner)
+                    .json(body),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{field}");
+        assert!(answer.body.contains(field), "{}", answer.body);
+    }
+    let missing = app
+        .send(
+            Req::post(&format!("/api/aides/{id}/turns"))
+                .bearer(&owner)
+                .json(json!({"content": "hi"})),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Another user: nothing of the turn or the aide.
+    for req in [
+        turn(&id, &other, "mine now", "o-1"),
+        Req::get(&format!("/api/aides/{id}/turns")).bearer(&other),
+        Req::get(&format!("/api/aides/{id}/turns/{turn_id}")).bearer(&other),
+        Req::get(&format!("/api/aides/{id}/turns/{turn_id}/events")).bearer(&other),
+        Req::post(&format!("/api/aides/{id}/turns/{turn_id}/cancel")).bearer(&other),
+    ] {
+        let answer = app.send(req).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{}", answer.body);
+        assert_eq!(answer.json()["code"], "NOT_FOUND");
+    }
+    // Without a session, and with malformed ids.
+    let without = app
+        .send(Req::get(&format!("/api/aides/{id}/turns/{turn_id}")))
+        .await;
+    assert_eq!(without.status, StatusCode::UNAUTHORIZED);
+    let bad = app
+        .send(Req::get(&format!("/api/aides/{id}/turns/not-a-uuid")).bearer(&owner))
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let bad_id = app
+        .send(
+            Req::get(&format!("/api/aides/{id}/turns/{turn_id}/events"))
+                .bearer(&owner)
+                .header("last-event-id", "x"),
+        )
+        .await;
+    assert_eq!(bad_id.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(stub.problems().is_empty(), "{:?}", stub.problems());
+}
