@@ -81,6 +81,10 @@ impl Channel {
         }
     }
 
+    pub fn is_finished(&self) -> bool {
+        self.log.lock().map_or(true, |log| log.finished.is_some())
+    }
+
     /// Asks the turn to stop.
     pub fn cancel(&self) {
         let _ = self.cancel.send(true);
@@ -133,14 +137,14 @@ impl TurnHub {
         self.turns.lock().ok()?.get(&turn).cloned()
     }
 
-    /// Stops `turn` if it runs here; whether it did.
+    /// Stops `turn` if it is running here; whether it was.
     pub fn cancel(&self, turn: Uuid) -> bool {
         match self.get(turn) {
-            Some(channel) => {
+            Some(channel) if !channel.is_finished() => {
                 channel.cancel();
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 }

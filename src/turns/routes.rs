@@ -519,13 +519,14 @@ pub async fn cancel(
     path: TurnPath,
 ) -> Result<(StatusCode, Json<Cancelled>), AppError> {
     let row = find(&state, &api, &path).await?;
-    let status = if row.status == "running" {
-        if !state.turns.cancel(row.id) {
-            // Running in another process: it hears of it through the database.
-            let tx = state.db.bookkeeping().await?;
-            super::repo::notify_cancel(&tx, row.id).await?;
-            tx.commit().await?;
-        }
+    // Running here (even if the janitor has ended its row), or elsewhere, which hears of it
+    // through the database.
+    let status = if state.turns.cancel(row.id) {
+        "stopping"
+    } else if row.status == "running" {
+        let tx = state.db.bookkeeping().await?;
+        super::repo::notify_cancel(&tx, row.id).await?;
+        tx.commit().await?;
         "stopping"
     } else {
         "finished"

@@ -503,3 +503,314 @@ async fn turns_are_refused_clearly() {
     assert_eq!(bad_id.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(stub.problems().is_empty(), "{:?}", stub.problems());
 }
+
+async fn wait_for_status(app: &TestApp, id: &str, token: &str, turn_id: &str, want: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let row = app
+            .send(Req::get(&format!("/api/aides/{id}/turns/{turn_id}")).bearer(token))
+            .await
+            .json();
+        if row["status"] == want {
+            return row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "turn is {}",
+            row["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn running_turn(app: &TestApp, id: &str, token: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(turn_id) = running(app, id, token).await {
+            return turn_id;
+        }
+        assert!(std::time::Instant::now() < deadline, "no turn started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_does_not_stop_or_lose_the_turn() {
+    let stub = ModelStub::start().await;
+    let app = Arc::new(app_with(&stub, &[]).await);
+    let token = app.sign_in("gone@example.com").await;
+    let id = app.create_aide(&token, "Page").await;
+    let Answer::Stream { events: script, .. } = response(
+        "Made it.",
+        &[(
+            EDITOR,
+            json!({"command": "create", "path": "index.html", "file_text": "<h1>Trip</h1>"}),
+        )],
+        "tool_use",
+    ) else {
+        panic!("a stream");
+    };
+    stub.script(vec![Answer::Stream {
+        events: script,
+        pause: Duration::from_millis(30),
+    }]);
+    let send = {
+        let (app, token, id) = (app.clone(), token.clone(), id.clone());
+        tokio::spawn(async move { app.send(turn(&id, &token, "plan a trip", "g-1")).await })
+    };
+    let turn_id = running_turn(&app, &id, &token).await;
+    // The client hangs up mid-stream.
+    send.abort();
+    let row = wait_for_status(&app, &id, &token, &turn_id, "completed").await;
+    assert_eq!(row["counted"], true);
+    assert_eq!(page(&app, &id, &token).await, "<h1>Trip</h1>");
+    // Its events can be read again, whole.
+    let again = app
+        .send(Req::get(&format!("/api/aides/{id}/turns/{turn_id}/events")).bearer(&token))
+        .await;
+    let seen = events(&again.body);
+    assert_eq!(seen.first().map(|e| e.1.as_str()), Some("turn.started"));
+    assert_eq!(seen.last().map(|e| e.1.as_str()), Some("turn.completed"));
+}
+
+#[tokio::test]
+async fn a_page_changed_meanwhile_is_a_conflict_and_the_turn_is_given_back() {
+    let stub = ModelStub::start().await;
+    let app = Arc::new(app_with(&stub, &[]).await);
+    let token = app.sign_in("conflict@example.com").await;
+    let id = app.create_aide(&token, "Page").await;
+    app.put_file(&token, &id, "index.html", "<p>one</p>").await;
+    let Answer::Stream { events: script, .. } = response(
+        "",
+        &[(
+            EDITOR,
+            json!({"command": "create", "path": "index.html", "file_text": "<p>model</p>"}),
+        )],
+        "tool_use",
+    ) else {
+        panic!("a stream");
+    };
+    stub.script(vec![Answer::Stream {
+        events: script,
+        pause: Duration::from_millis(60),
+    }]);
+    let send = {
+        let (app, token, id) = (app.clone(), token.clone(), id.clone());
+        tokio::spawn(async move { app.send(turn(&id, &token, "rewrite", "x-1")).await })
+    };
+    running_turn(&app, &id, &token).await;
+    // The person uploads a file while the turn runs.
+    app.put_file(&token, &id, "index.html", "<p>mine</p>").await;
+    let answer = send.await.expect("task");
+    let seen = events(&answer.body);
+    let (_, name, data) = seen.last().expect("an end");
+    assert_eq!(name, "turn.failed", "{}", answer.body);
+    assert_eq!(data["code"], "CONFLICT");
+    assert_eq!(data["refunded"], true);
+    assert_eq!(
+        page(&app, &id, &token).await,
+        "<p>mine</p>",
+        "the person's edit stands"
+    );
+    assert_eq!(me_turns(&app, &token).await, 0);
+}
+
+#[tokio::test]
+async fn a_broken_stream_or_a_storage_failure_changes_nothing_and_is_given_back() {
+    let stub = ModelStub::start().await;
+    let app = app_with(&stub, &[]).await;
+    let token = app.sign_in("broken@example.com").await;
+    let id = app.create_aide(&token, "Page").await;
+    app.put_file(&token, &id, "index.html", "<p>kept</p>").await;
+    // An overloaded error after the first output: the turn fails, nothing half-applied.
+    let Answer::Stream {
+        events: mut script, ..
+    } = response(
+        "Starting.",
+        &[(
+            EDITOR,
+            json!({"command": "create", "path": "index.html", "file_text": "<p>half</p>"}),
+        )],
+        "tool_use",
+    )
+    else {
+        panic!("a stream");
+    };
+    script.truncate(script.len() - 3);
+    script.push((
+        "error".into(),
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+    ));
+    stub.script(vec![Answer::Stream {
+        events: script,
+        pause: Duration::ZERO,
+    }]);
+    let answer = app.send(turn(&id, &token, "change", "b-1")).await;
+    let seen = events(&answer.body);
+    let names: Vec<&str> = seen.iter().map(|e| e.1.as_str()).collect();
+    assert!(
+        names.contains(&"tool.applied"),
+        "the call was applied to the working copy: {names:?}"
+    );
+    let (_, name, data) = seen.last().expect("an end");
+    assert_eq!(name, "turn.failed");
+    assert_eq!(data["code"], "AI_BUSY");
+    assert_eq!(data["refunded"], true);
+    assert_eq!(page(&app, &id, &token).await, "<p>kept</p>");
+    assert_eq!(me_turns(&app, &token).await, 0);
+
+    // Storage that fails when the turn saves: the page and the meter stay as they were.
+    let stub = ModelStub::start().await;
+    let mut vars: Vec<(&str, String)> = stub.vars();
+    vars.push(("R2_WORKSPACE_BUCKET", "no-such-bucket-for-turns".into()));
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = TestApp::on_s3_with(None, &vars).await;
+    let token = app.sign_in("store@example.com").await;
+    let id = app.create_aide(&token, "Page").await;
+    stub.script(vec![response(
+        "",
+        &[(
+            EDITOR,
+            json!({"command": "create", "path": "index.html", "file_text": "<p>new</p>"}),
+        )],
+        "tool_use",
+    )]);
+    let answer = app.send(turn(&id, &token, "make a page", "s-1")).await;
+    let seen = events(&answer.body);
+    let (_, name, data) = seen.last().expect("an end");
+    assert_eq!(name, "turn.failed", "{}", answer.body);
+    assert_eq!(data["code"], "UNAVAILABLE");
+    assert_eq!(data["refunded"], true);
+    let files = app
+        .send(Req::get(&format!("/api/aides/{id}/files")).bearer(&token))
+        .await
+        .json();
+    assert_eq!(files["files"].as_array().map(Vec::len), Some(0), "{files}");
+    assert_eq!(me_turns(&app, &token).await, 0);
+    assert_eq!(
+        app.count_rows("pending_blobs").await,
+        0,
+        "the guard was released"
+    );
+}
+
+#[tokio::test]
+async fn the_janitor_fails_and_gives_back_turns_a_dead_process_left() {
+    let stub = ModelStub::start().await;
+    let app = Arc::new(app_with(&stub, &[("AI_STALL_TIMEOUT_SECONDS", "600")]).await);
+    let token = app.sign_in("janitor@example.com").await;
+    let id = app.create_aide(&token, "Page").await;
+    stub.script(vec![Answer::Stall { events: vec![] }]);
+    let send = {
+        let (app, token, id) = (app.clone(), token.clone(), id.clone());
+        tokio::spawn(async move { app.send(turn(&id, &token, "hello", "j-1")).await })
+    };
+    let turn_id = running_turn(&app, &id, &token).await;
+    assert_eq!(me_turns(&app, &token).await, 1);
+    // As if its process died long ago: the deadline has passed.
+    let admin = app.t.admin_conn().await;
+    crate::support::exec(
+        &admin,
+        "update ai_turns set deadline = now() - interval '1 hour' where id = $1",
+        &[&uuid::Uuid::parse_str(&turn_id).expect("uuid")],
+    )
+    .await
+    .expect("backdate");
+    let (failed, refunded) = aide::turns::expire_abandoned(&app.t.db)
+        .await
+        .expect("janitor");
+    assert_eq!((failed, refunded), (1, 1));
+    let row = wait_for_status(&app, &id, &token, &turn_id, "failed").await;
+    assert_eq!(row["error_code"], "TURN_ABANDONED");
+    assert_eq!(row["counted"], false);
+    assert_eq!(me_turns(&app, &token).await, 0);
+    // The aide takes turns again; the orphaned task, stopped, changes nothing.
+    app.send(Req::post(&format!("/api/aides/{id}/turns/{turn_id}/cancel")).bearer(&token))
+        .await;
+    let _ = send.await;
+    assert_eq!(me_turns(&app, &token).await, 0);
+    assert_eq!(
+        aide::turns::expire_abandoned(&app.t.db)
+            .await
+            .expect("janitor"),
+        (0, 0)
+    );
+    stub.script(vec![response("Hi.", &[], "end_turn")]);
+    let next = app.send(turn(&id, &token, "hello again", "j-2")).await;
+    assert_eq!(
+        events(&next.body).last().map(|e| e.1.clone()),
+        Some("turn.completed".into())
+    );
+}
+
+#[tokio::test]
+async fn turn_and_revision_rows_are_their_owners_only() {
+    let stub = ModelStub::start().await;
+    let app = app_with(&stub, &[]).await;
+    let a = app.sign_in("rows-a@example.com").await;
+    let b = app.sign_in("rows-b@example.com").await;
+    let id = app.create_aide(&a, "Page").await;
+    app.put_file(&a, &id, "index.html", "<p>a</p>").await;
+    stub.script(vec![response("Hi.", &[], "end_turn")]);
+    let answer = app.send(turn(&id, &a, "hello", "r-1")).await;
+    let turn_id = uuid::Uuid::parse_str(events(&answer.body)[0].2["turn_id"].as_str().expect("id"))
+        .expect("uuid");
+    let aide = uuid::Uuid::parse_str(&id).expect("uuid");
+    let b_user: uuid::Uuid = {
+        let me = app.send(Req::get("/auth/me").bearer(&b)).await.json();
+        uuid::Uuid::parse_str(me["id"].as_str().expect("id")).expect("uuid")
+    };
+    let tx = app
+        .t
+        .db
+        .user(aide::db::UserId(b_user))
+        .await
+        .expect("B's scope");
+    for table in [
+        "ai_turns",
+        "workspace_revisions",
+        "workspace_revision_files",
+    ] {
+        let n = crate::support::scalar::<i64>(
+            &tx,
+            &format!("select count(*) from {table} where aide_id = $1"),
+            &[&aide],
+        )
+        .await
+        .expect("count");
+        assert_eq!(n, 0, "B sees A's {table}");
+    }
+    use crate::support::Scoped;
+    let changed = tx
+        .run(
+            "update ai_turns set status = 'failed' where id = $1",
+            &[&turn_id],
+        )
+        .await
+        .expect("update");
+    assert!(changed.is_empty());
+    let refunded = tx
+        .run("select refund_turn($1)", &[&turn_id])
+        .await
+        .expect("refund");
+    assert!(
+        !refunded[0].get::<_, bool>(0),
+        "B cannot give back A's turn"
+    );
+    assert!(
+        tx.run(
+            "select record_revision($1, 'upload', null, null, 5)",
+            &[&aide]
+        )
+        .await
+        .is_err(),
+        "B cannot record a revision of A's aide"
+    );
+    drop(tx);
+    let row = app
+        .send(Req::get(&format!("/api/aides/{id}/turns/{turn_id}")).bearer(&a))
+        .await
+        .json();
+    assert_eq!(row["status"], "completed");
+    assert_eq!(row["counted"], true);
+}
