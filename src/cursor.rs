@@ -8,6 +8,21 @@ use uuid::Uuid;
 
 use crate::error::AppError;
 
+/// Cuts a page read with one row more than `limit` (which tells whether there is a next page) to
+/// `limit` rows, and returns the cursor of the page after it, made from its last row.
+pub fn next_page<T>(
+    items: &mut Vec<T>,
+    limit: i64,
+    cursor_of: impl Fn(&T) -> String,
+) -> Option<String> {
+    if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(cursor_of)
+    } else {
+        None
+    }
+}
+
 /// A position in a list ordered by (time, id): opaque to clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeCursor {

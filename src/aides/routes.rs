@@ -72,18 +72,13 @@ pub async fn list(
     let tx = api.begin_read(&state.db).await?;
     let mut rows = repo::list(&tx, status, cursor, limit + 1).await?;
     tx.finish();
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| {
-            TimeCursor {
-                at: r.updated_at,
-                id: r.id,
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
+    let next_cursor = crate::cursor::next_page(&mut rows, limit, |r| {
+        TimeCursor {
+            at: r.updated_at,
+            id: r.id,
+        }
+        .encode()
+    });
     let size_hint = 64 + 256 * rows.len();
     Ok(SizedJson(
         AidePage {

@@ -3,8 +3,8 @@
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -12,20 +12,11 @@ use uuid::Uuid;
 use crate::auth::ApiUser;
 use crate::cursor::{decode_id_cursor, encode_id_cursor};
 use crate::error::AppError;
-use crate::http::params::{QueryParams, page_size};
+use crate::http::params::{PageParams, QueryParams, page_size};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list))
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct AuditParams {
-    cursor: Option<String>,
-    /// 1 to 100 (default 20).
-    #[param(minimum = 1, maximum = 100)]
-    limit: Option<u32>,
 }
 
 /// One entry of the caller's audit trail.
@@ -63,7 +54,7 @@ pub struct AuditPage {
 }
 
 /// The caller's own audit entries, newest first.
-#[utoipa::path(get, path = "/api/audit", tag = "audit", params(AuditParams),
+#[utoipa::path(get, path = "/api/audit", tag = "audit", params(PageParams),
     responses((status = 200, body = AuditPage),
               (status = 401, body = crate::error::ErrorBody),
               (status = 422, body = crate::error::ErrorBody)),
@@ -71,18 +62,13 @@ pub struct AuditPage {
 pub async fn list(
     State(state): State<AppState>,
     api: ApiUser,
-    QueryParams(params): QueryParams<AuditParams>,
+    QueryParams(params): QueryParams<PageParams>,
 ) -> Result<Json<AuditPage>, AppError> {
     let before = params.cursor.as_deref().map(decode_id_cursor).transpose()?;
     let limit = page_size(params.limit)?;
     let tx = api.begin_read(&state.db).await?;
     let mut items = super::list(&tx, before, limit + 1).await?;
     tx.finish();
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|e| encode_id_cursor(e.id))
-    } else {
-        None
-    };
+    let next_cursor = crate::cursor::next_page(&mut items, limit, |e| encode_id_cursor(e.id));
     Ok(Json(AuditPage { items, next_cursor }))
 }

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -19,7 +19,7 @@ use crate::cursor::{decode_id_cursor, encode_id_cursor};
 use crate::error::{AppError, Usage};
 use crate::http::client_ip::ClientIp;
 use crate::http::input::JsonBody;
-use crate::http::params::{IdPath, QueryParams, page_size};
+use crate::http::params::{IdPath, PageParams, QueryParams, page_size};
 use crate::state::AppState;
 use crate::tier::Tier;
 
@@ -36,16 +36,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(read))
         .routes(routes!(append))
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageParams {
-    /// From the previous page's `next_cursor`.
-    cursor: Option<String>,
-    /// 1 to 100 (default 20).
-    #[param(minimum = 1, maximum = 100)]
-    limit: Option<u32>,
 }
 
 /// A page of a conversation, oldest message first.
@@ -121,12 +111,7 @@ pub async fn read(
     if conversation.is_none() {
         return Err(AppError::not_found());
     }
-    let next_cursor = if messages.len() as i64 > limit {
-        messages.truncate(limit as usize);
-        messages.last().map(|m| encode_id_cursor(m.id))
-    } else {
-        None
-    };
+    let next_cursor = crate::cursor::next_page(&mut messages, limit, |m| encode_id_cursor(m.id));
     Ok(Json(ConversationPage {
         aide_id,
         messages,

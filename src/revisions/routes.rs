@@ -3,8 +3,8 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -13,23 +13,13 @@ use crate::audit::{self, Entry};
 use crate::auth::ApiUser;
 use crate::error::AppError;
 use crate::http::client_ip::ClientIp;
-use crate::http::params::{IdPath, NumberPath, QueryParams, page_size};
+use crate::http::params::{IdPath, NumberPath, PageParams, QueryParams, page_size};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list))
         .routes(routes!(restore))
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct RevisionParams {
-    /// The `next_cursor` of the previous page.
-    cursor: Option<String>,
-    /// 1 to 100 (default 20).
-    #[param(minimum = 1, maximum = 100)]
-    limit: Option<u32>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -40,7 +30,7 @@ pub struct RevisionPage {
 
 /// The aide's revisions, newest first.
 #[utoipa::path(get, path = "/api/aides/{id}/revisions", tag = "revisions",
-    params(("id" = uuid::Uuid, Path, description = "The aide's id"), RevisionParams),
+    params(("id" = uuid::Uuid, Path, description = "The aide's id"), PageParams),
     responses((status = 200, body = RevisionPage),
               (status = 401, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody),
@@ -50,7 +40,7 @@ pub async fn list(
     State(state): State<AppState>,
     api: ApiUser,
     IdPath(aide): IdPath,
-    QueryParams(params): QueryParams<RevisionParams>,
+    QueryParams(params): QueryParams<PageParams>,
 ) -> Result<Json<RevisionPage>, AppError> {
     let before = params
         .cursor
@@ -70,14 +60,9 @@ pub async fn list(
     if exists.is_none() {
         return Err(AppError::not_found());
     }
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items
-            .last()
-            .map(|r| crate::cursor::encode_id_cursor(i64::from(r.number)))
-    } else {
-        None
-    };
+    let next_cursor = crate::cursor::next_page(&mut items, limit, |r| {
+        crate::cursor::encode_id_cursor(i64::from(r.number))
+    });
     Ok(Json(RevisionPage { items, next_cursor }))
 }
 

@@ -187,8 +187,11 @@ mod tests {
         let (rest, finished) = channel.after(2);
         assert!(finished);
         assert_eq!(rest.len(), 1);
-        let cancelled = channel.cancelled();
-        assert!(hub.cancel(turn));
+        // A finished turn is not stopped again; a running one is.
+        assert!(!hub.cancel(turn));
+        let running = Uuid::new_v4();
+        let cancelled = hub.open(running).cancelled();
+        assert!(hub.cancel(running));
         assert!(*cancelled.borrow());
         assert!(!hub.cancel(Uuid::new_v4()));
     }

@@ -30,7 +30,7 @@ use crate::cursor::TimeCursor;
 use crate::error::AppError;
 use crate::http::client_ip::ClientIp;
 use crate::http::input::JsonBody;
-use crate::http::params::{IdPath, QueryParams, page_size};
+use crate::http::params::{IdPath, PageParams, QueryParams, page_size};
 use crate::state::AppState;
 use crate::tier::Tier;
 
@@ -434,16 +434,6 @@ pub async fn get(
     Ok(Json(find(&state, &api, &path).await?))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct TurnListParams {
-    /// The `next_cursor` of the previous page.
-    cursor: Option<String>,
-    /// 1 to 100 (default 20).
-    #[param(minimum = 1, maximum = 100)]
-    limit: Option<u32>,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TurnPage {
     pub items: Vec<TurnRow>,
@@ -452,7 +442,7 @@ pub struct TurnPage {
 
 /// The aide's turns, newest first.
 #[utoipa::path(get, path = "/api/aides/{id}/turns", tag = "turns",
-    params(("id" = Uuid, Path, description = "The aide's id"), TurnListParams),
+    params(("id" = Uuid, Path, description = "The aide's id"), PageParams),
     responses((status = 200, body = TurnPage),
               (status = 401, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody),
@@ -462,7 +452,7 @@ pub async fn list(
     State(state): State<AppState>,
     api: ApiUser,
     IdPath(aide): IdPath,
-    QueryParams(params): QueryParams<TurnListParams>,
+    QueryParams(params): QueryParams<PageParams>,
 ) -> Result<Json<TurnPage>, AppError> {
     let cursor = params
         .cursor
@@ -480,18 +470,13 @@ pub async fn list(
     if exists.is_none() {
         return Err(AppError::not_found());
     }
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|t| {
-            TimeCursor {
-                at: t.created_at,
-                id: t.id,
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
+    let next_cursor = crate::cursor::next_page(&mut items, limit, |t| {
+        TimeCursor {
+            at: t.created_at,
+            id: t.id,
+        }
+        .encode()
+    });
     Ok(Json(TurnPage { items, next_cursor }))
 }
 

@@ -142,6 +142,29 @@ pub fn response(text: &str, calls: &[(&str, Value)], stop: &str) -> Answer {
     }
 }
 
+/// `answer` (a stream) with `pause` before each event.
+pub fn paced(answer: Answer, pause: Duration) -> Answer {
+    match answer {
+        Answer::Stream { events, .. } => Answer::Stream { events, pause },
+        other => other,
+    }
+}
+
+/// `answer` (a stream) broken off before its last `cut` events by an `error` event of `kind`.
+pub fn broken(answer: Answer, cut: usize, kind: &str) -> Answer {
+    match answer {
+        Answer::Stream { mut events, pause } => {
+            events.truncate(events.len().saturating_sub(cut));
+            events.push((
+                "error".into(),
+                json!({"type": "error", "error": {"type": kind, "message": "stub error"}}),
+            ));
+            Answer::Stream { events, pause }
+        }
+        other => other,
+    }
+}
+
 async fn messages(
     State(inner): State<Arc<Mutex<Inner>>>,
     headers: HeaderMap,

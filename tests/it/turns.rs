@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::app::{Req, TestApp};
-use crate::model_stub::{Answer, ModelStub, response};
+use crate::model_stub::{Answer, ModelStub, broken, paced, response};
 
 const EDITOR: &str = "str_replace_based_edit_tool";
 
@@ -540,20 +540,17 @@ async fn a_client_that_goes_away_does_not_stop_or_lose_the_turn() {
     let app = Arc::new(app_with(&stub, &[]).await);
     let token = app.sign_in("gone@example.com").await;
     let id = app.create_aide(&token, "Page").await;
-    let Answer::Stream { events: script, .. } = response(
-        "Made it.",
-        &[(
-            EDITOR,
-            json!({"command": "create", "path": "index.html", "file_text": "<h1>Trip</h1>"}),
-        )],
-        "tool_use",
-    ) else {
-        panic!("a stream");
-    };
-    stub.script(vec![Answer::Stream {
-        events: script,
-        pause: Duration::from_millis(30),
-    }]);
+    stub.script(vec![paced(
+        response(
+            "Made it.",
+            &[(
+                EDITOR,
+                json!({"command": "create", "path": "index.html", "file_text": "<h1>Trip</h1>"}),
+            )],
+            "tool_use",
+        ),
+        Duration::from_millis(30),
+    )]);
     let send = {
         let (app, token, id) = (app.clone(), token.clone(), id.clone());
         tokio::spawn(async move { app.send(turn(&id, &token, "plan a trip", "g-1")).await })
@@ -580,20 +577,17 @@ async fn a_page_changed_meanwhile_is_a_conflict_and_the_turn_is_given_back() {
     let token = app.sign_in("conflict@example.com").await;
     let id = app.create_aide(&token, "Page").await;
     app.put_file(&token, &id, "index.html", "<p>one</p>").await;
-    let Answer::Stream { events: script, .. } = response(
-        "",
-        &[(
-            EDITOR,
-            json!({"command": "create", "path": "index.html", "file_text": "<p>model</p>"}),
-        )],
-        "tool_use",
-    ) else {
-        panic!("a stream");
-    };
-    stub.script(vec![Answer::Stream {
-        events: script,
-        pause: Duration::from_millis(60),
-    }]);
+    stub.script(vec![paced(
+        response(
+            "",
+            &[(
+                EDITOR,
+                json!({"command": "create", "path": "index.html", "file_text": "<p>model</p>"}),
+            )],
+            "tool_use",
+        ),
+        Duration::from_millis(60),
+    )]);
     let send = {
         let (app, token, id) = (app.clone(), token.clone(), id.clone());
         tokio::spawn(async move { app.send(turn(&id, &token, "rewrite", "x-1")).await })
@@ -623,28 +617,18 @@ async fn a_broken_stream_or_a_storage_failure_changes_nothing_and_is_given_back(
     let id = app.create_aide(&token, "Page").await;
     app.put_file(&token, &id, "index.html", "<p>kept</p>").await;
     // An overloaded error after the first output: the turn fails, nothing half-applied.
-    let Answer::Stream {
-        events: mut script, ..
-    } = response(
-        "Starting.",
-        &[(
-            EDITOR,
-            json!({"command": "create", "path": "index.html", "file_text": "<p>half</p>"}),
-        )],
-        "tool_use",
-    )
-    else {
-        panic!("a stream");
-    };
-    script.truncate(script.len() - 3);
-    script.push((
-        "error".into(),
-        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
-    ));
-    stub.script(vec![Answer::Stream {
-        events: script,
-        pause: Duration::ZERO,
-    }]);
+    stub.script(vec![broken(
+        response(
+            "Starting.",
+            &[(
+                EDITOR,
+                json!({"command": "create", "path": "index.html", "file_text": "<p>half</p>"}),
+            )],
+            "tool_use",
+        ),
+        3,
+        "overloaded_error",
+    )]);
     let answer = app.send(turn(&id, &token, "change", "b-1")).await;
     let seen = events(&answer.body);
     let names: Vec<&str> = seen.iter().map(|e| e.1.as_str()).collect();
