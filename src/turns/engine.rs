@@ -86,7 +86,7 @@ pub struct Outcome {
     pub applied: u32,
     pub failed: u32,
     pub request_ids: Vec<String>,
-    /// From the start of the turn to the provider's first event.
+    /// From the start of the turn (its request) to the provider's first event.
     pub first_byte: Option<Duration>,
     /// From the start to the first thing the person saw (text or a tool call).
     pub first_visible: Option<Duration>,
@@ -110,6 +110,8 @@ pub struct Turn<'a> {
     pub messages: Vec<Message>,
     pub max_rounds: u32,
     pub max_tokens: u32,
+    /// When the turn began (its timings count from here).
+    pub started: Instant,
     /// When the turn must be over.
     pub deadline: Instant,
 }
@@ -122,7 +124,7 @@ pub async fn run(
     progress: &mut (dyn FnMut(Progress) + Send),
     mut cancel: watch::Receiver<bool>,
 ) -> Outcome {
-    let started = Instant::now();
+    let started = turn.started;
     let history = turn.messages.len();
     let mut outcome = Outcome {
         end: End::Completed,
@@ -552,6 +554,7 @@ mod tests {
             ],
             max_rounds: 3,
             max_tokens: 1000,
+            started: Instant::now(),
             deadline: Instant::now() + Duration::from_secs(60),
         };
         let outcome = run(turn, workspace(), &mut |p| seen.push(p), cancel).await;

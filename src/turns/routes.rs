@@ -111,6 +111,7 @@ pub async fn start(
     IdPath(aide): IdPath,
     JsonBody(body): JsonBody<NewTurnBody>,
 ) -> Result<Response, AppError> {
+    let received = std::time::Instant::now();
     let content = body.content.trim();
     if content.is_empty() {
         return Err(AppError::invalid("content", "must not be empty"));
@@ -272,6 +273,7 @@ pub async fn start(
             base_revision: base,
             content: content.to_string(),
             tier,
+            received,
         },
         channel.clone(),
     );

@@ -36,12 +36,14 @@ pub struct Started {
     pub base_revision: i32,
     pub content: String,
     pub tier: Tier,
+    /// When the request arrived: the turn's timings count from here.
+    pub received: Instant,
 }
 
 /// Runs the turn in a task of its own.
 pub fn spawn(state: AppState, started: Started, channel: Arc<Channel>) {
     tokio::spawn(async move {
-        let t0 = Instant::now();
+        let t0 = started.received;
         let (name, data) = settle(&state, &started, &channel, t0).await;
         channel.send(name, data.to_string());
         channel.finish();
@@ -89,6 +91,7 @@ async fn settle(
         messages: prompt::messages(&history, &started.content, &workspace),
         max_rounds: ai.max_rounds,
         max_tokens: ai.max_output_tokens,
+        started: t0,
         deadline: t0 + ai.turn_timeout,
     };
     let outcome = engine::run(
