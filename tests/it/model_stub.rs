@@ -1,7 +1,8 @@
-//! A local stand-in for the model provider, speaking Anthropic's Messages API (streaming) from a
-//! per-test script, and checking every request as the API would: the headers, `stream: true`,
-//! the model, `max_tokens`, the tools' schemas, at most four cache breakpoints, roles alternating
-//! from the user, and every tool call answered first in the next message.
+//! A local stand-in for the model provider, speaking Anthropic's Messages API or OpenAI's Chat
+//! Completions (both streaming) from a per-test script, and checking every request as the API
+//! would: the headers, `stream: true`, the model, `max_tokens`, the tools' schemas, at most four
+//! cache breakpoints (Anthropic), roles in order, and every tool call answered in the next
+//! message(s).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -55,6 +56,7 @@ impl ModelStub {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = Router::new()
             .route("/v1/messages", post(messages))
+            .route("/v1/chat/completions", post(completions))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
@@ -75,6 +77,18 @@ impl ModelStub {
             ("AI_MODEL", MODEL.to_string()),
             ("AI_MAX_OUTPUT_TOKENS", "2000".to_string()),
             ("AI_PRICES", "3,15,0.3,3.75".to_string()),
+        ]
+    }
+
+    /// The configuration that points the server at this stand-in as an OpenAI-compatible server.
+    pub fn openai_vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AI_PROVIDER", "openai".to_string()),
+            ("AI_BASE_URL", format!("{}/v1", self.url)),
+            ("AI_API_KEY", API_KEY.to_string()),
+            ("AI_MODEL", MODEL.to_string()),
+            ("AI_MAX_OUTPUT_TOKENS", "2000".to_string()),
+            ("AI_PRICES", "2,8,0.5,0".to_string()),
         ]
     }
 
@@ -320,6 +334,147 @@ fn check(headers: &HeaderMap, body: &Value) -> Vec<String> {
         for block in message["content"].as_array().into_iter().flatten() {
             if block["type"] == "text" && block["text"].as_str().is_some_and(str::is_empty) {
                 problems.push("an empty text block".into());
+            }
+        }
+    }
+    problems
+}
+
+/// A complete Chat Completions stream: text, then tool calls (name, input) each split in two
+/// fragments, the finish reason, a usage chunk and `[DONE]`.
+pub fn openai_response(text: &str, calls: &[(&str, Value)], finish: &str) -> Answer {
+    let mut chunks = Vec::new();
+    if !text.is_empty() {
+        chunks.push(
+            json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": text}}]}),
+        );
+    }
+    for (i, (name, input)) in calls.iter().enumerate() {
+        let json = input.to_string();
+        let mid = json
+            .char_indices()
+            .nth(json.chars().count() / 2)
+            .map_or(0, |(i, _)| i);
+        chunks.push(json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": i, "id": format!("call_{i}"), "type": "function", "function": {"name": name, "arguments": &json[..mid]}}]}}]}));
+        chunks.push(json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": i, "function": {"arguments": &json[mid..]}}]}}]}));
+    }
+    chunks.push(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}));
+    chunks.push(json!({"choices": [], "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "prompt_tokens_details": {"cached_tokens": 600}}}));
+    Answer::Stream {
+        events: chunks.into_iter().map(|c| (String::new(), c)).collect(),
+        pause: Duration::from_millis(2),
+    }
+}
+
+async fn completions(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => {
+            inner
+                .lock()
+                .expect("lock")
+                .problems
+                .push(format!("not JSON: {e}"));
+            return StatusCode::BAD_REQUEST.into_response();
+        }
+    };
+    let problems = check_openai(&headers, &body);
+    let answer = {
+        let mut inner = inner.lock().expect("lock");
+        inner.problems.extend(problems);
+        inner.received.push(body);
+        inner.script.pop_front()
+    };
+    match answer {
+        None | Some(Answer::Error { .. }) | Some(Answer::Stall { .. }) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"error": {"message": "stub error", "type": "server_error"}})),
+        )
+            .into_response(),
+        Some(Answer::Stream { events, pause }) => {
+            let mut lines: Vec<(String, Value)> = events;
+            lines.push(("done".into(), Value::Null));
+            let body =
+                futures_util::stream::unfold(lines.into_iter(), move |mut lines| async move {
+                    let (name, data) = lines.next()?;
+                    tokio::time::sleep(pause).await;
+                    let chunk = if name == "done" {
+                        "data: [DONE]\n\n".to_string()
+                    } else {
+                        format!("data: {data}\n\n")
+                    };
+                    Some((Ok::<_, std::convert::Infallible>(Bytes::from(chunk)), lines))
+                });
+            let mut response = Body::from_stream(body).into_response();
+            response
+                .headers_mut()
+                .insert("content-type", "text/event-stream".parse().expect("header"));
+            response
+                .headers_mut()
+                .insert("x-request-id", "req_openai_1".parse().expect("header"));
+            response
+        }
+    }
+}
+
+/// What an OpenAI-compatible server would refuse.
+fn check_openai(headers: &HeaderMap, body: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if auth != format!("Bearer {API_KEY}") {
+        problems.push("the bearer token is missing or wrong".into());
+    }
+    if body["stream"] != true || body["stream_options"]["include_usage"] != true {
+        problems.push("not streaming with usage".into());
+    }
+    if body["model"] != MODEL {
+        problems.push(format!("model is {}", body["model"]));
+    }
+    let tools = body["tools"].as_array().cloned().unwrap_or_default();
+    if tools.len() != 2
+        || !tools
+            .iter()
+            .all(|t| t["type"] == "function" && t["function"]["parameters"]["type"] == "object")
+    {
+        problems.push(format!("tools are wrong: {tools:?}"));
+    }
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    if messages.first().map(|m| &m["role"]) != Some(&json!("system")) {
+        problems.push("the first message is not the system prompt".into());
+    }
+    for (i, message) in messages.iter().enumerate() {
+        let calls: Vec<&str> = message["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["id"].as_str())
+            .collect();
+        if calls.is_empty() {
+            continue;
+        }
+        let answers: Vec<&str> = messages[i + 1..]
+            .iter()
+            .take(calls.len())
+            .filter(|m| m["role"] == "tool")
+            .filter_map(|m| m["tool_call_id"].as_str())
+            .collect();
+        if calls != answers {
+            problems.push(format!("tool calls {calls:?} answered by {answers:?}"));
+        }
+        for call in message["tool_calls"].as_array().into_iter().flatten() {
+            if call["function"]["arguments"]
+                .as_str()
+                .and_then(|a| serde_json::from_str::<Value>(a).ok())
+                .is_none()
+            {
+                problems.push("a call's arguments are not a JSON string".into());
             }
         }
     }

@@ -798,3 +798,57 @@ async fn turn_and_revision_rows_are_their_owners_only() {
     assert_eq!(row["status"], "completed");
     assert_eq!(row["counted"], true);
 }
+
+#[tokio::test]
+async fn an_openai_compatible_server_drives_a_turn_with_a_second_round() {
+    let stub = ModelStub::start().await;
+    let vars = stub.openai_vars();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = TestApp::with(&vars).await;
+    let token = app.sign_in("openai@example.com").await;
+    let id = app.create_aide(&token, "Schedule").await;
+    app.put_file(&token, &id, "index.html", "<p>Game: Thursday 7 pm</p>")
+        .await;
+    stub.script(vec![
+        crate::model_stub::openai_response(
+            "Moving the game.",
+            &[(EDITOR, json!({"command": "str_replace", "path": "index.html", "old_str": "Thursday 7pm", "new_str": "Thursday 8 pm"}))],
+            "tool_calls",
+        ),
+        crate::model_stub::openai_response(
+            "",
+            &[(EDITOR, json!({"command": "str_replace", "path": "index.html", "old_str": "Thursday 7 pm", "new_str": "Thursday 8 pm"}))],
+            "tool_calls",
+        ),
+    ]);
+    let answer = app
+        .send(turn(&id, &token, "move Thursday's game to 8 pm", "o-1"))
+        .await;
+    let seen = events(&answer.body);
+    let names: Vec<&str> = seen.iter().map(|e| e.1.as_str()).collect();
+    assert!(
+        names.contains(&"tool.failed") && names.contains(&"round.started"),
+        "{names:?}"
+    );
+    let (_, name, data) = seen.last().expect("an end");
+    assert_eq!(name, "turn.completed", "{}", answer.body);
+    // Two rounds: 400 uncached and 600 cached input tokens, 100 output, each at $2, $0.5, $8.
+    assert_eq!(data["usage"]["input_tokens"], 800);
+    assert_eq!(data["usage"]["cache_read_tokens"], 1200);
+    assert_eq!(data["cost_micros"], 2 * (800 + 300 + 800));
+    assert_eq!(page(&app, &id, &token).await, "<p>Game: Thursday 8 pm</p>");
+    let sent = stub.received();
+    assert_eq!(sent.len(), 2);
+    let second = sent[1]["messages"].as_array().expect("messages");
+    let tool = second
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .expect("the failed call answered");
+    assert!(
+        tool["content"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("Error:") && c.contains("not found")),
+        "{tool}"
+    );
+    assert!(stub.problems().is_empty(), "{:?}", stub.problems());
+}
