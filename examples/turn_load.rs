@@ -68,13 +68,21 @@ struct Result {
     error: Option<String>,
 }
 
-async fn one_turn(client: reqwest::Client, base: String, token: String, aide: String, n: usize) -> Result {
+async fn one_turn(
+    client: reqwest::Client,
+    base: String,
+    token: String,
+    aide: String,
+    n: usize,
+) -> Result {
     let mut result = Result::default();
     let asked = now_us();
     let response = client
         .post(format!("{base}/api/aides/{aide}/turns"))
         .bearer_auth(&token)
-        .json(&serde_json::json!({"content": "hello", "client_turn_id": format!("load-{n}-{asked}")}))
+        .json(
+            &serde_json::json!({"content": "hello", "client_turn_id": format!("load-{n}-{asked}")}),
+        )
         .send()
         .await;
     let mut response = match response {
@@ -106,7 +114,11 @@ async fn one_turn(client: reqwest::Client, base: String, token: String, aide: St
             break;
         };
         for event in events {
-            let id: u64 = event.id.as_deref().and_then(|i| i.parse().ok()).unwrap_or(0);
+            let id: u64 = event
+                .id
+                .as_deref()
+                .and_then(|i| i.parse().ok())
+                .unwrap_or(0);
             if id != last_id + 1 {
                 result.out_of_order += 1;
             }
@@ -114,8 +126,12 @@ async fn one_turn(client: reqwest::Client, base: String, token: String, aide: St
             match event.name.as_str() {
                 "turn.started" => result.started_us = Some(arrived - asked),
                 "text.delta" => {
-                    let data: serde_json::Value = serde_json::from_str(&event.data).unwrap_or_default();
-                    if let Some(sent) = data["text"].as_str().and_then(|t| t.trim().parse::<u64>().ok()) {
+                    let data: serde_json::Value =
+                        serde_json::from_str(&event.data).unwrap_or_default();
+                    if let Some(sent) = data["text"]
+                        .as_str()
+                        .and_then(|t| t.trim().parse::<u64>().ok())
+                    {
                         if sent < last_sent {
                             result.out_of_order += 1;
                         }
@@ -147,7 +163,10 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 async fn main() -> std::io::Result<()> {
     EPOCH.get_or_init(Instant::now);
     let args: Vec<String> = std::env::args().collect();
-    let base = args.get(1).cloned().unwrap_or_else(|| "http://127.0.0.1:8000".into());
+    let base = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "http://127.0.0.1:8000".into());
     let port: u16 = args.get(2).and_then(|p| p.parse().ok()).unwrap_or(18083);
     let targets = std::fs::read_to_string(args.get(3).map_or("targets.txt", String::as_str))?;
     let turns: usize = args.get(4).and_then(|n| n.parse().ok()).unwrap_or(200);
@@ -170,7 +189,13 @@ async fn main() -> std::io::Result<()> {
         .take(turns)
         .enumerate()
         .map(|(n, (token, aide))| {
-            tokio::spawn(one_turn(client.clone(), base.clone(), token.to_string(), aide.trim().to_string(), n))
+            tokio::spawn(one_turn(
+                client.clone(),
+                base.clone(),
+                token.to_string(),
+                aide.trim().to_string(),
+                n,
+            ))
         })
         .collect();
     let mut added = Vec::new();
@@ -203,7 +228,9 @@ async fn main() -> std::io::Result<()> {
         percentile(&to_started, 0.5),
         percentile(&to_started, 0.99),
         started.elapsed().as_secs_f64(),
-        first_error.map(|e| format!(" first_error={e:?}")).unwrap_or_default(),
+        first_error
+            .map(|e| format!(" first_error={e:?}"))
+            .unwrap_or_default(),
     );
     Ok(())
 }

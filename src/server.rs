@@ -85,6 +85,9 @@ impl Database {
     }
 }
 
+/// How long running turns get to finish after the shutdown signal.
+const TURN_GRACE: Duration = Duration::from_secs(20);
+
 /// `aide serve`: runs until SIGTERM or SIGINT, letting in-flight requests finish.
 pub async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
     let database = Database::open(&config).await?;
@@ -151,8 +154,16 @@ async fn serve_on(
         max_connections: connection_cap(config.limits.http_max_connections),
         grace: Duration::from_secs(30),
     };
+    let turns = state.turns.clone();
     accept::serve(listener, build_app(state), options, shutdown_signal()).await;
     tracing::info!("stopped accepting requests; shutting down");
+    // Turns run in tasks of their own: let them finish, then stop the rest, which record
+    // themselves as interrupted (or given back) while the database is still there.
+    if !turns.wait_idle(TURN_GRACE).await {
+        tracing::warn!("turns still running after the grace period; stopping them");
+        turns.cancel_all();
+        turns.wait_idle(Duration::from_secs(10)).await;
+    }
 
     // In-flight requests are done; let the workers finish what they hold (a claimed email is
     // retried by the next start if this one is cut short).

@@ -82,6 +82,9 @@ pub struct Outcome {
     /// Paths the turn changed (written or deleted).
     pub changed: BTreeSet<String>,
     pub usage: Usage,
+    /// The usage the current round has reported so far (added to `usage` when it ends, however
+    /// it ends).
+    round_usage: Usage,
     pub rounds: u32,
     pub applied: u32,
     pub failed: u32,
@@ -132,6 +135,7 @@ pub async fn run(
         workspace,
         changed: BTreeSet::new(),
         usage: Usage::default(),
+        round_usage: Usage::default(),
         rounds: 0,
         applied: 0,
         failed: 0,
@@ -160,6 +164,9 @@ pub async fn run(
             () = tokio::time::sleep_until(turn.deadline.into()) => Err(RoundEnd::TimedOut),
             round = one_round(&turn, &request, &mut outcome, progress, started) => round,
         };
+        // The round's tokens count however it ended (a stopped round was paid for too).
+        let spent = std::mem::take(&mut outcome.round_usage);
+        outcome.usage.add(spent);
         let round = match round {
             Ok(round) => round,
             Err(RoundEnd::Interrupted) => {
@@ -267,17 +274,13 @@ async fn one_round(
         viewed: false,
     };
     let mut open: Vec<OpenCall> = Vec::new();
-    let mut usage = Usage::default();
     let mut stop = None;
     let mut unparsed = Vec::new();
     while let Some(event) = stream.next().await {
         outcome.first_byte.get_or_insert_with(|| started.elapsed());
         let event = match event {
             Ok(event) => event,
-            Err(error) => {
-                outcome.usage.add(usage);
-                return Err(RoundEnd::Provider(error));
-            }
+            Err(error) => return Err(RoundEnd::Provider(error)),
         };
         match event {
             ModelEvent::TextDelta(text) => {
@@ -335,11 +338,10 @@ async fn one_round(
                     Err(why) => unparsed.push((id, name, why)),
                 }
             }
-            ModelEvent::Usage(u) => usage = u,
+            ModelEvent::Usage(u) => outcome.round_usage = u,
             ModelEvent::Stop(reason) => stop = Some(reason),
         }
     }
-    outcome.usage.add(usage);
     for (id, name, why) in unparsed {
         let error = if stop == Some(StopReason::MaxTokens) {
             "Your output reached its length limit in the middle of this call, so nothing of it was applied. Make smaller edits: several str_replace calls rather than one large create.".to_string()
@@ -728,6 +730,12 @@ mod tests {
     #[tokio::test]
     async fn a_cancel_interrupts_at_once() {
         let provider = scripted(vec![Ok(vec![
+            Ok(ModelEvent::Usage(Usage {
+                input: 7,
+                output: 1,
+                cache_read: 0,
+                cache_write: 0,
+            })),
             Ok(ModelEvent::TextDelta("Working".into())),
             Err(ProviderError::protocol("hang")),
         ])]);
@@ -741,6 +749,10 @@ mod tests {
         let _ = stopper.await;
         assert_eq!(outcome.end, End::Interrupted);
         assert!(outcome.produced_output());
+        assert_eq!(
+            outcome.usage.input, 7,
+            "a stopped round's tokens still count"
+        );
         assert_eq!(outcome.reply, "Working");
     }
 }

@@ -137,6 +137,41 @@ impl TurnHub {
         self.turns.lock().ok()?.get(&turn).cloned()
     }
 
+    /// Turns still running here.
+    fn running(&self) -> Vec<Arc<Channel>> {
+        self.turns
+            .lock()
+            .map(|turns| {
+                turns
+                    .values()
+                    .filter(|c| !c.is_finished())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits up to `limit` for every running turn to end; whether they all did.
+    pub async fn wait_idle(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.running().is_empty() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops every turn running here (at shutdown); each records itself as interrupted.
+    pub fn cancel_all(&self) {
+        for channel in self.running() {
+            channel.cancel();
+        }
+    }
+
     /// Stops `turn` if it is running here; whether it was.
     pub fn cancel(&self, turn: Uuid) -> bool {
         match self.get(turn) {
