@@ -81,6 +81,9 @@ pub struct Outcome {
     pub workspace: Workspace,
     /// Paths the turn changed (written or deleted).
     pub changed: BTreeSet<String>,
+    /// The calls that changed files, in order (tool name and input): what is replayed when the
+    /// page changed while the turn ran.
+    pub edits: Vec<(String, Value)>,
     pub usage: Usage,
     /// The usage the current round has reported so far (added to `usage` when it ends, however
     /// it ends).
@@ -134,6 +137,7 @@ pub async fn run(
         reply: String::new(),
         workspace,
         changed: BTreeSet::new(),
+        edits: Vec::new(),
         usage: Usage::default(),
         round_usage: Usage::default(),
         rounds: 0,
@@ -372,6 +376,9 @@ fn apply(
     input: Value,
 ) {
     let result = outcome.workspace.apply(&name, &input);
+    if matches!(&result, Ok(applied) if applied.changed.is_some()) {
+        outcome.edits.push((name.clone(), input.clone()));
+    }
     round.calls.push(Block::ToolUse {
         id: id.clone(),
         name,

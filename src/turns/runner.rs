@@ -94,6 +94,7 @@ async fn settle(
         started: t0,
         deadline: t0 + ai.turn_timeout,
     };
+    let before = workspace.clone();
     let outcome = engine::run(
         turn,
         workspace,
@@ -108,21 +109,41 @@ async fn settle(
         outcome.usage.cache_write,
     );
     match outcome.end.clone() {
-        End::Completed => match commit(state, started, &outcome, &limits, cost, t0).await {
-            Ok(done) => done,
-            Err((code, message)) => {
-                fail(
-                    state,
-                    started,
-                    Some((&outcome, cost)),
-                    code,
-                    &message,
-                    None,
-                    t0,
-                )
-                .await
+        End::Completed => {
+            let mut outcome = outcome;
+            let mut result = commit(
+                state,
+                started,
+                &outcome,
+                &limits,
+                cost,
+                t0,
+                started.base_revision,
+            )
+            .await;
+            if let Err(("CONFLICT", _)) = result {
+                // The person changed the page meanwhile: the turn's edits again, on what it is
+                // now. When they still apply, that is what is saved; otherwise, the conflict.
+                if let Some(head) = replay(state, started, &limits, &before, &mut outcome).await {
+                    result = commit(state, started, &outcome, &limits, cost, t0, head).await;
+                }
             }
-        },
+            match result {
+                Ok(done) => done,
+                Err((code, message)) => {
+                    fail(
+                        state,
+                        started,
+                        Some((&outcome, cost)),
+                        code,
+                        &message,
+                        None,
+                        t0,
+                    )
+                    .await
+                }
+            }
+        }
         End::Interrupted if outcome.produced_output() => {
             match record_interrupted(state, started, &outcome, cost, t0).await {
                 Ok(done) => done,
@@ -266,6 +287,47 @@ fn finish_of<'a>(
     }
 }
 
+/// Applies the turn's edits to the page as it is now (`before` is the page the turn read); the
+/// revision they then apply to, or None when one of them no longer does. Exact replacements and
+/// insertions are applied again where they still match; a whole file written or deleted by the
+/// turn is a conflict when the person changed that file meanwhile, never an overwrite.
+async fn replay(
+    state: &AppState,
+    started: &Started,
+    limits: &TierLimits,
+    before: &Workspace,
+    outcome: &mut Outcome,
+) -> Option<i32> {
+    let head = async {
+        let tx = state.db.user(started.user).await?;
+        let head = crate::revisions::repo::latest(&tx, started.aide).await?;
+        tx.rollback();
+        Ok::<_, crate::db::Error>(head)
+    }
+    .await
+    .ok()?;
+    let (mut workspace, _) = load(state, started, limits).await.ok()?;
+    let mut changed = std::collections::BTreeSet::new();
+    for (name, input) in &outcome.edits {
+        let whole = name == super::workspace::DELETE || input["command"].as_str() == Some("create");
+        if whole {
+            let path = input["path"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_start_matches('/');
+            if workspace.files().get(path) != before.files().get(path) {
+                return None;
+            }
+        }
+        let applied = workspace.apply(name, input).ok()?;
+        changed.extend(applied.changed);
+    }
+    tracing::info!(turn.id = %started.turn, edits = outcome.edits.len(), "turn replayed on the changed page");
+    outcome.workspace = workspace;
+    outcome.changed = changed;
+    Some(head)
+}
+
 /// The reply as stored: what the model wrote, or a line naming the files it changed.
 fn reply_text(outcome: &Outcome) -> String {
     let reply = outcome.reply.trim();
@@ -388,6 +450,7 @@ struct Written {
 }
 
 /// Stores the changed files and records everything in one transaction.
+#[allow(clippy::too_many_arguments)]
 async fn commit(
     state: &AppState,
     started: &Started,
@@ -395,6 +458,7 @@ async fn commit(
     limits: &TierLimits,
     cost: u64,
     t0: Instant,
+    base: i32,
 ) -> Result<(&'static str, serde_json::Value), (&'static str, String)> {
     let unavailable = |e: &dyn std::fmt::Display| {
         tracing::warn!(turn.id = %started.turn, error = %e, "a turn could not save its changes");
@@ -461,6 +525,7 @@ async fn commit(
         limits,
         cost,
         t0,
+        base,
         &written,
         &deleted,
         guard.as_ref(),
@@ -488,6 +553,7 @@ async fn record(
     limits: &TierLimits,
     cost: u64,
     t0: Instant,
+    base: i32,
     written: &[Written],
     deleted: &[FilePath],
     guard: Option<&BlobGuard>,
@@ -537,7 +603,7 @@ async fn record(
     if tier.is_none() {
         return Err(("NOT_FOUND", "The aide is gone.".to_string()));
     }
-    if head != started.base_revision {
+    if head != base {
         return Err((
             "CONFLICT",
             "The page changed while the turn ran (a file was uploaded or restored), so its edits were not applied. Send the message again.".to_string(),

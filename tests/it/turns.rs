@@ -852,3 +852,57 @@ async fn an_openai_compatible_server_drives_a_turn_with_a_second_round() {
     );
     assert!(stub.problems().is_empty(), "{:?}", stub.problems());
 }
+
+#[tokio::test]
+async fn edits_are_replayed_on_a_page_changed_meanwhile_when_they_still_apply() {
+    let stub = ModelStub::start().await;
+    let app = Arc::new(app_with(&stub, &[]).await);
+    let token = app.sign_in("replay@example.com").await;
+    let id = app.create_aide(&token, "Page").await;
+    app.put_file(&token, &id, "index.html", "<h1>List</h1>\n<li>eggs</li>\n")
+        .await;
+    stub.script(vec![paced(
+        response(
+            "Added milk.",
+            &[(
+                EDITOR,
+                json!({"command": "str_replace", "path": "index.html", "old_str": "<li>eggs</li>", "new_str": "<li>eggs</li>\n<li>milk</li>"}),
+            )],
+            "tool_use",
+        ),
+        Duration::from_millis(60),
+    )]);
+    let send = {
+        let (app, token, id) = (app.clone(), token.clone(), id.clone());
+        tokio::spawn(async move { app.send(turn(&id, &token, "add milk", "r-1")).await })
+    };
+    running_turn(&app, &id, &token).await;
+    // Meanwhile the person changes the title and adds a stylesheet.
+    app.put_file(
+        &token,
+        &id,
+        "index.html",
+        "<h1>Groceries</h1>\n<li>eggs</li>\n",
+    )
+    .await;
+    app.put_file(&token, &id, "style.css", "h1 { color: green }")
+        .await;
+    let answer = send.await.expect("task");
+    let seen = events(&answer.body);
+    assert_eq!(
+        seen.last().map(|e| e.1.as_str()),
+        Some("turn.completed"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        page(&app, &id, &token).await,
+        "<h1>Groceries</h1>\n<li>eggs</li>\n<li>milk</li>\n",
+        "both changes stand"
+    );
+    let css = app
+        .send(Req::get(&format!("/api/aides/{id}/files/style.css")).bearer(&token))
+        .await;
+    assert_eq!(css.body, "h1 { color: green }");
+    assert_eq!(me_turns(&app, &token).await, 1);
+}
