@@ -61,7 +61,10 @@ async fn completions(script: Script) -> axum::response::Response {
 #[derive(Default)]
 struct Result {
     started_us: Option<u64>,
-    added_us: Vec<u64>,
+    /// When the turn's `turn.started` arrived.
+    started_at: u64,
+    /// (when it arrived, what the server added), per delta.
+    added_us: Vec<(u64, u64)>,
     deltas: usize,
     out_of_order: usize,
     completed: bool,
@@ -124,7 +127,10 @@ async fn one_turn(
             }
             last_id = id;
             match event.name.as_str() {
-                "turn.started" => result.started_us = Some(arrived - asked),
+                "turn.started" => {
+                    result.started_us = Some(arrived - asked);
+                    result.started_at = arrived;
+                }
                 "text.delta" => {
                     let data: serde_json::Value =
                         serde_json::from_str(&event.data).unwrap_or_default();
@@ -136,7 +142,9 @@ async fn one_turn(
                             result.out_of_order += 1;
                         }
                         last_sent = sent;
-                        result.added_us.push(arrived.saturating_sub(sent));
+                        result
+                            .added_us
+                            .push((arrived, arrived.saturating_sub(sent)));
                         result.deltas += 1;
                     }
                 }
@@ -149,6 +157,34 @@ async fn one_turn(
         }
     }
     result
+}
+
+/// The same stream read straight from the stand-in, with the same reading code: the baseline of
+/// what the machine itself adds (both processes share the cores with everything else).
+async fn one_direct(client: reqwest::Client, port: u16) -> Vec<u64> {
+    let mut added = Vec::new();
+    let Ok(mut response) = client
+        .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .json(&serde_json::json!({"stream": true}))
+        .send()
+        .await
+    else {
+        return added;
+    };
+    let mut parser = aide::ai::sse::Parser::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let arrived = now_us();
+        for event in parser.feed(&chunk).unwrap_or_default() {
+            let data: serde_json::Value = serde_json::from_str(&event.data).unwrap_or_default();
+            if let Some(sent) = data["choices"][0]["delta"]["content"]
+                .as_str()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+            {
+                added.push(arrived.saturating_sub(sent));
+            }
+        }
+    }
+    added
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -182,6 +218,15 @@ async fn main() -> std::io::Result<()> {
         .pool_max_idle_per_host(0)
         .build()
         .map_err(std::io::Error::other)?;
+    // The baseline first: as many streams at once, straight from the stand-in.
+    let direct: Vec<_> = (0..turns)
+        .map(|_| tokio::spawn(one_direct(client.clone(), port)))
+        .collect();
+    let mut baseline = Vec::new();
+    for task in direct {
+        baseline.extend(task.await.unwrap_or_default());
+    }
+    baseline.sort_unstable();
     let started = Instant::now();
     let tasks: Vec<_> = targets
         .lines()
@@ -198,7 +243,8 @@ async fn main() -> std::io::Result<()> {
             ))
         })
         .collect();
-    let mut added = Vec::new();
+    let mut all: Vec<(u64, u64)> = Vec::new();
+    let mut last_start = 0;
     let mut to_started = Vec::new();
     let (mut completed, mut errors, mut out_of_order, mut delivered) = (0, 0, 0, 0);
     let mut first_error = None;
@@ -207,7 +253,8 @@ async fn main() -> std::io::Result<()> {
             errors += 1;
             continue;
         };
-        added.extend(result.added_us);
+        all.extend(result.added_us);
+        last_start = last_start.max(result.started_at);
         to_started.extend(result.started_us);
         completed += usize::from(result.completed);
         out_of_order += result.out_of_order;
@@ -217,14 +264,26 @@ async fn main() -> std::io::Result<()> {
             first_error.get_or_insert(e);
         }
     }
+    let mut added: Vec<u64> = all.iter().map(|(_, a)| *a).collect();
     added.sort_unstable();
+    // Once every turn has started: streaming alone, without the starts' work beside it.
+    let mut steady: Vec<u64> = all
+        .iter()
+        .filter(|(at, _)| *at > last_start)
+        .map(|(_, a)| *a)
+        .collect();
+    steady.sort_unstable();
     to_started.sort_unstable();
     println!(
-        "turns={turns} completed={completed} errors={errors} deltas_expected={} deltas_delivered={delivered} out_of_order={out_of_order} added_p50_ms={:.2} added_p99_ms={:.2} added_max_ms={:.2} started_p50_ms={:.1} started_p99_ms={:.1} wall_s={:.1}{}",
+        "turns={turns} completed={completed} errors={errors} deltas_expected={} deltas_delivered={delivered} out_of_order={out_of_order} direct_p50_ms={:.2} direct_p99_ms={:.2} added_p50_ms={:.2} added_p99_ms={:.2} added_max_ms={:.2} steady_p50_ms={:.2} steady_p99_ms={:.2} started_p50_ms={:.1} started_p99_ms={:.1} wall_s={:.1}{}",
         turns * deltas,
+        percentile(&baseline, 0.5),
+        percentile(&baseline, 0.99),
         percentile(&added, 0.5),
         percentile(&added, 0.99),
         percentile(&added, 1.0),
+        percentile(&steady, 0.5),
+        percentile(&steady, 0.99),
         percentile(&to_started, 0.5),
         percentile(&to_started, 0.99),
         started.elapsed().as_secs_f64(),
