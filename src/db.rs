@@ -163,6 +163,14 @@ impl Db {
         Ok(db)
     }
 
+    /// Opens every connection of the pool now (each prepares every statement as it opens), so
+    /// that the first requests after a start do not pay for it; returns how many opened.
+    pub async fn warm(&self) -> usize {
+        let size = self.pool.status().max_size;
+        let opened = futures_util::future::join_all((0..size).map(|_| self.conn())).await;
+        opened.iter().filter(|c| c.is_ok()).count()
+    }
+
     async fn conn(&self) -> Result<deadpool::managed::Object<pool::Manager>, Error> {
         self.pool.get().await.map_err(|e| match e {
             PoolError::Backend(e) => e,

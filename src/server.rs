@@ -115,6 +115,15 @@ async fn serve_on(
         database.app.clone(),
         config.database.max_connections.saturating_sub(1),
     );
+    // The pool opens in the background: the server listens (and answers /ready) at once, even
+    // while the database is down.
+    tokio::spawn({
+        let db = db.clone();
+        async move {
+            let warmed = db.warm().await;
+            tracing::debug!(database.connections = warmed, "connection pool opened");
+        }
+    });
     let listener = TcpListener::bind(config.listen_addr())
         .await
         .map_err(|e| anyhow::anyhow!("could not listen on {}: {e}", config.listen_addr()))?;
