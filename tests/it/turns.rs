@@ -906,3 +906,56 @@ async fn edits_are_replayed_on_a_page_changed_meanwhile_when_they_still_apply() 
     assert_eq!(css.body, "h1 { color: green }");
     assert_eq!(me_turns(&app, &token).await, 1);
 }
+
+/// A stop sent to another server process reaches the one running the turn, through the database.
+#[tokio::test]
+async fn a_stop_sent_to_another_server_reaches_the_turn() {
+    let stub = ModelStub::start().await;
+    let app = Arc::new(app_with(&stub, &[("AI_STALL_TIMEOUT_SECONDS", "600")]).await);
+    // This process listens for notifications, as `aide serve` does.
+    let _listening = crate::public::start_listening(&app.state).await;
+    let other = aide::build_app(aide::AppState::new(
+        app.state.config.clone(),
+        aide::db::Db::connect(app.t.app_options(), 2)
+            .await
+            .expect("second pool"),
+        app.state.session_key.clone(),
+        app.state.storage.clone(),
+    ));
+    let token = app.sign_in("two@example.com").await;
+    let id = app.create_aide(&token, "Page").await;
+    stub.script(vec![Answer::Stall {
+        events: vec![(
+            "message_start".to_string(),
+            json!({"type": "message_start", "message": {"usage": {"input_tokens": 5, "output_tokens": 1}}}),
+        )],
+    }]);
+    let send = {
+        let (app, token, id) = (app.clone(), token.clone(), id.clone());
+        tokio::spawn(async move { app.send(turn(&id, &token, "hello", "two-1")).await })
+    };
+    let turn_id = running_turn(&app, &id, &token).await;
+    let stop = TestApp::send_via(
+        &other,
+        Req::post(&format!("/api/aides/{id}/turns/{turn_id}/cancel")).bearer(&token),
+    )
+    .await;
+    assert_eq!(stop.status, StatusCode::ACCEPTED, "{}", stop.body);
+    assert_eq!(stop.json()["status"], "stopping");
+    let answer = tokio::time::timeout(Duration::from_secs(20), send)
+        .await
+        .expect("the turn stopped")
+        .expect("task");
+    let seen = events(&answer.body);
+    assert_eq!(
+        seen.last().map(|e| e.1.as_str()),
+        Some("turn.interrupted"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        me_turns(&app, &token).await,
+        0,
+        "stopped before any output: given back"
+    );
+}
