@@ -18,19 +18,23 @@ use crate::ai::model::{
 use crate::ai::provider::ModelProvider;
 
 /// What the person sees while a turn runs (besides its start and end, which the caller sends).
+/// Serialized as the event's data alone; [`Progress::name`] is the event's name.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "event", content = "data")]
+#[serde(untagged)]
 pub enum Progress {
     /// More of the reply.
-    #[serde(rename = "text.delta")]
-    Text { text: String },
+    Text {
+        text: String,
+    },
     /// A round after the first begins (a call failed, or the model read a file).
-    #[serde(rename = "round.started")]
-    Round { round: u32 },
-    #[serde(rename = "tool.started")]
-    ToolStarted { call_id: String, name: String },
+    Round {
+        round: u32,
+    },
+    ToolStarted {
+        call_id: String,
+        name: String,
+    },
     /// More of a call's input: the text being written, or its command or path once known.
-    #[serde(rename = "tool.delta")]
     ToolDelta {
         call_id: String,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -40,23 +44,38 @@ pub enum Progress {
         #[serde(skip_serializing_if = "Option::is_none")]
         path: Option<String>,
     },
-    #[serde(rename = "tool.applied")]
     ToolApplied {
         call_id: String,
         result: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         path: Option<String>,
     },
-    #[serde(rename = "tool.failed")]
-    ToolFailed { call_id: String, error: String },
+    ToolFailed {
+        call_id: String,
+        error: String,
+    },
     /// A file of the working copy after a call changed it (preview only: nothing is saved until
     /// the turn completes). `content` is null for a deleted file, and for one too large to send.
-    #[serde(rename = "file.updated")]
     FileUpdated {
         path: String,
         content: Option<String>,
         deleted: bool,
     },
+}
+
+impl Progress {
+    /// The event's name on the stream.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Progress::Text { .. } => "text.delta",
+            Progress::Round { .. } => "round.started",
+            Progress::ToolStarted { .. } => "tool.started",
+            Progress::ToolDelta { .. } => "tool.delta",
+            Progress::ToolApplied { .. } => "tool.applied",
+            Progress::ToolFailed { .. } => "tool.failed",
+            Progress::FileUpdated { .. } => "file.updated",
+        }
+    }
 }
 
 /// How the turn ended.

@@ -16,8 +16,9 @@ const KEEP_FINISHED: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
     pub id: u64,
-    pub name: String,
-    pub data: String,
+    pub name: &'static str,
+    /// Shared by every reader: a reader takes a reference, not a copy.
+    pub data: Arc<str>,
 }
 
 #[derive(Debug, Default)]
@@ -36,13 +37,13 @@ pub struct Channel {
 
 impl Channel {
     /// Appends an event.
-    pub fn send(&self, name: &str, data: String) {
+    pub fn send(&self, name: &'static str, data: String) {
         if let Ok(mut log) = self.log.lock() {
             let id = log.events.len() as u64 + 1;
             log.events.push(Sent {
                 id,
-                name: name.to_string(),
-                data,
+                name,
+                data: data.into(),
             });
         }
         self.wake.notify_waiters();
@@ -214,10 +215,7 @@ mod tests {
         channel.send("c", "3".into());
         channel.finish();
         let seen = reader.await.expect("reader");
-        assert_eq!(
-            seen,
-            vec![(1, "a".into()), (2, "b".into()), (3, "c".into())]
-        );
+        assert_eq!(seen, vec![(1, "a"), (2, "b"), (3, "c")]);
         // A late reader from event 2 gets the rest.
         let (rest, finished) = channel.after(2);
         assert!(finished);

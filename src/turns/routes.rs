@@ -332,23 +332,28 @@ fn attach(state: &AppState, row: &TurnRow, after: u64) -> Response {
 }
 
 /// `channel`'s events after `after`, as `text/event-stream`, ending after the turn's last one.
+/// A keep-alive comment goes out every [`KEEP_ALIVE`] (one timer per stream, not one per event).
 fn stream(channel: Arc<Channel>, after: u64) -> Response {
+    let keep_alive = Box::pin(tokio::time::sleep(KEEP_ALIVE));
     let events = futures_util::stream::unfold(
-        (channel, after, false),
-        |(channel, after, done)| async move {
+        (channel, after, false, keep_alive),
+        |(channel, after, done, mut keep_alive)| async move {
             if done {
                 return None;
             }
-            let (events, finished) =
-                match tokio::time::timeout(KEEP_ALIVE, channel.wait_after(after)).await {
-                    Ok(got) => got,
-                    Err(_) => {
-                        return Some((
-                            Ok::<_, Infallible>(Bytes::from_static(b": keep-alive\n\n")),
-                            (channel, after, false),
-                        ));
-                    }
-                };
+            let got = tokio::select! {
+                got = channel.wait_after(after) => Some(got),
+                () = &mut keep_alive => None,
+            };
+            let Some((events, finished)) = got else {
+                keep_alive
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + KEEP_ALIVE);
+                return Some((
+                    Ok::<_, Infallible>(Bytes::from_static(b": keep-alive\n\n")),
+                    (channel, after, false, keep_alive),
+                ));
+            };
             let mut out = String::new();
             let mut last = after;
             let mut end = false;
@@ -358,10 +363,10 @@ fn stream(channel: Arc<Channel>, after: u64) -> Response {
                     "id: {}\nevent: {}\ndata: {}\n\n",
                     event.id, event.name, event.data
                 ));
-                end |= terminal::is_terminal(&event.name);
+                end |= terminal::is_terminal(event.name);
             }
             let end = end || (finished && channel.after(last).0.is_empty());
-            Some((Ok(Bytes::from(out)), (channel, last, end)))
+            Some((Ok(Bytes::from(out)), (channel, last, end, keep_alive)))
         },
     );
     let mut response = Body::from_stream(events).into_response();

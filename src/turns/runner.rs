@@ -187,13 +187,8 @@ async fn settle(
 }
 
 fn send_progress(channel: &Channel, progress: &Progress) {
-    if let Ok(serde_json::Value::Object(mut map)) = serde_json::to_value(progress) {
-        let name = map
-            .remove("event")
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        let data = map.remove("data").unwrap_or_default();
-        channel.send(&name, data.to_string());
+    if let Ok(data) = serde_json::to_string(progress) {
+        channel.send(progress.name(), data);
     }
 }
 
