@@ -25,6 +25,7 @@ crate::statement! {
     );
     LOCK_ACCOUNT: User = "select tier from users where id = $1 for update";
     TIER: User = "select tier from users where id = $1";
+    EXISTS: User = "select exists (select 1 from aides where id = $1 and user_id = $2)";
     COUNT_ACTIVE: User = "select count(*) from aides where user_id = $1 and status <> 'archived'";
     INSERT: User = concat!(
         "insert into aides (user_id, title) values ($1, $2) returning ",
@@ -83,6 +84,11 @@ pub async fn list(
 /// checks such as "at most 5 aides" cannot race each other.
 pub async fn lock_account(tx: &UserTx) -> Result<Tier, db::Error> {
     tx.value(&LOCK_ACCOUNT, &[&tx.user_id()]).await
+}
+
+/// Whether aide `id` is the caller's.
+pub async fn exists(tx: &UserTx, id: Uuid) -> Result<bool, db::Error> {
+    tx.value(&EXISTS, &[&id, &tx.user_id()]).await
 }
 
 /// The caller's tier, without locking.

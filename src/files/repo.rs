@@ -54,7 +54,6 @@ crate::statement! {
     LOCK_AIDE: User = "select u.tier from aides a join users u on u.id = a.user_id
          where a.id = $1 and a.user_id = $2
          for update of a";
-    AIDE_EXISTS: User = "select exists (select 1 from aides where id = $1 and user_id = $2)";
     UPSERT: User = "insert into workspace_files (aide_id, user_id, path, size_bytes, content_type, sha256)
          values ($1, $2, $3, $4, $5, $6)
          on conflict (aide_id, user_id, path) do update
@@ -139,10 +138,6 @@ pub async fn account_bytes_after(
 /// counted one after another) and returns the caller's tier; None when the aide is not theirs.
 pub async fn lock_aide(tx: &UserTx, aide: Uuid) -> Result<Option<Tier>, db::Error> {
     tx.value_opt(&LOCK_AIDE, &[&aide, &tx.user_id()]).await
-}
-
-pub async fn aide_exists(tx: &UserTx, aide: Uuid) -> Result<bool, db::Error> {
-    tx.value(&AIDE_EXISTS, &[&aide, &tx.user_id()]).await
 }
 
 pub async fn upsert(

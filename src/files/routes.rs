@@ -395,13 +395,9 @@ pub async fn list_files(
     IdPath(aide): IdPath,
 ) -> Result<Json<FileList>, AppError> {
     let tx = api.begin_read(&state.db).await?;
-    // Both in one round trip: the list is empty when the aide is not the caller's.
-    let (exists, rows) =
-        futures_util::future::try_join(repo::aide_exists(&tx, aide), repo::list(&tx, aide)).await?;
+    let rows = crate::aides::of_owned_aide(&tx, aide, repo::list(&tx, aide)).await;
     tx.finish();
-    if !exists {
-        return Err(AppError::not_found());
-    }
+    let rows = rows?;
     let total_bytes = rows.iter().map(|r| r.size_bytes).sum();
     Ok(Json(FileList {
         files: rows.into_iter().map(FileInfo::from).collect(),

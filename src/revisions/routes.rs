@@ -50,16 +50,10 @@ pub async fn list(
         .map(|n| i32::try_from(n).unwrap_or(i32::MAX));
     let limit = page_size(params.limit)?;
     let tx = api.begin_read(&state.db).await?;
-    // One round trip: an empty list is "not yours" only when the aide is not.
-    let (exists, mut items) = futures_util::future::try_join(
-        crate::aides::repo::find(&tx, aide),
-        repo::list(&tx, aide, before, limit + 1),
-    )
-    .await?;
+    let items =
+        crate::aides::of_owned_aide(&tx, aide, repo::list(&tx, aide, before, limit + 1)).await;
     tx.finish();
-    if exists.is_none() {
-        return Err(AppError::not_found());
-    }
+    let mut items = items?;
     let next_cursor = crate::cursor::next_page(&mut items, limit, |r| {
         crate::cursor::encode_id_cursor(i64::from(r.number))
     });

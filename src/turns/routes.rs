@@ -468,15 +468,10 @@ pub async fn list(
         .transpose()?;
     let limit = page_size(params.limit)?;
     let tx = api.begin_read(&state.db).await?;
-    let (exists, mut items) = futures_util::future::try_join(
-        crate::aides::repo::find(&tx, aide),
-        repo::list(&tx, aide, cursor, limit + 1),
-    )
-    .await?;
+    let items =
+        crate::aides::of_owned_aide(&tx, aide, repo::list(&tx, aide, cursor, limit + 1)).await;
     tx.finish();
-    if exists.is_none() {
-        return Err(AppError::not_found());
-    }
+    let mut items = items?;
     let next_cursor = crate::cursor::next_page(&mut items, limit, |t| {
         TimeCursor {
             at: t.created_at,

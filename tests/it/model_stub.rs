@@ -179,28 +179,35 @@ pub fn broken(answer: Answer, cut: usize, kind: &str) -> Answer {
     }
 }
 
+/// Records a request and the problems `check` finds in it; the next scripted answer.
+fn receive(
+    inner: &Mutex<Inner>,
+    headers: &HeaderMap,
+    body: &[u8],
+    check: fn(&HeaderMap, &Value) -> Vec<String>,
+) -> Result<Option<Answer>, StatusCode> {
+    let mut inner = inner.lock().expect("lock");
+    let body: Value = match serde_json::from_slice(body) {
+        Ok(body) => body,
+        Err(e) => {
+            inner.problems.push(format!("not JSON: {e}"));
+            return Err(StatusCode::BAD_REQUEST);
+        }
+    };
+    let problems = check(headers, &body);
+    inner.problems.extend(problems);
+    inner.received.push(body);
+    Ok(inner.script.pop_front())
+}
+
 async fn messages(
     State(inner): State<Arc<Mutex<Inner>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body: Value = match serde_json::from_slice(&body) {
-        Ok(body) => body,
-        Err(e) => {
-            inner
-                .lock()
-                .expect("lock")
-                .problems
-                .push(format!("not JSON: {e}"));
-            return StatusCode::BAD_REQUEST.into_response();
-        }
-    };
-    let problems = check(&headers, &body);
-    let answer = {
-        let mut inner = inner.lock().expect("lock");
-        inner.problems.extend(problems);
-        inner.received.push(body);
-        inner.script.pop_front()
+    let answer = match receive(&inner, &headers, &body, check) {
+        Ok(answer) => answer,
+        Err(refused) => return refused.into_response(),
     };
     match answer {
         None => error(500, "api_error", None),
@@ -371,23 +378,9 @@ async fn completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body: Value = match serde_json::from_slice(&body) {
-        Ok(body) => body,
-        Err(e) => {
-            inner
-                .lock()
-                .expect("lock")
-                .problems
-                .push(format!("not JSON: {e}"));
-            return StatusCode::BAD_REQUEST.into_response();
-        }
-    };
-    let problems = check_openai(&headers, &body);
-    let answer = {
-        let mut inner = inner.lock().expect("lock");
-        inner.problems.extend(problems);
-        inner.received.push(body);
-        inner.script.pop_front()
+    let answer = match receive(&inner, &headers, &body, check_openai) {
+        Ok(answer) => answer,
+        Err(refused) => return refused.into_response(),
     };
     match answer {
         None | Some(Answer::Error { .. }) | Some(Answer::Stall { .. }) => (

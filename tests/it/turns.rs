@@ -269,6 +269,18 @@ async fn a_turn_that_fails_is_given_back_and_transient_refusals_are_retried() {
     assert!(stub.problems().is_empty(), "{:?}", stub.problems());
 }
 
+/// Sends a turn in a task of its own (the answer streams until the turn ends).
+fn spawn_turn(
+    app: &Arc<TestApp>,
+    id: &str,
+    token: &str,
+    content: &'static str,
+    client: &'static str,
+) -> tokio::task::JoinHandle<crate::app::Answer> {
+    let (app, id, token) = (app.clone(), id.to_string(), token.to_string());
+    tokio::spawn(async move { app.send(turn(&id, &token, content, client)).await })
+}
+
 async fn running(app: &TestApp, id: &str, token: &str) -> Option<String> {
     let listed = app
         .send(Req::get(&format!("/api/aides/{id}/turns")).bearer(token))
@@ -320,14 +332,7 @@ async fn one_turn_runs_per_aide_and_a_stop_interrupts_it() {
         pending.push(send);
     }
     // Wait for the refusals (the running one does not answer until it ends).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let turn_id = loop {
-        if let Some(turn_id) = running(&app, &id, &token).await {
-            break turn_id;
-        }
-        assert!(std::time::Instant::now() < deadline, "no turn started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let turn_id = running_turn(&app, &id, &token).await;
     // Let the refusals finish, then stop the running turn.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stop = app
@@ -382,18 +387,8 @@ async fn a_turn_stopped_before_the_model_answers_is_given_back() {
     let token = app.sign_in("early@example.com").await;
     let id = app.create_aide(&token, "Page").await;
     stub.script(vec![Answer::Stall { events: vec![] }]);
-    let send = {
-        let (app, token, id) = (app.clone(), token.clone(), id.clone());
-        tokio::spawn(async move { app.send(turn(&id, &token, "hello", "e-1")).await })
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let turn_id = loop {
-        if let Some(turn_id) = running(&app, &id, &token).await {
-            break turn_id;
-        }
-        assert!(std::time::Instant::now() < deadline, "no turn started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let send = spawn_turn(&app, &id, &token, "hello", "e-1");
+    let turn_id = running_turn(&app, &id, &token).await;
     app.send(Req::post(&format!("/api/aides/{id}/turns/{turn_id}/cancel")).bearer(&token))
         .await;
     let answer = send.await.expect("task");
@@ -551,10 +546,7 @@ async fn a_client_that_goes_away_does_not_stop_or_lose_the_turn() {
         ),
         Duration::from_millis(30),
     )]);
-    let send = {
-        let (app, token, id) = (app.clone(), token.clone(), id.clone());
-        tokio::spawn(async move { app.send(turn(&id, &token, "plan a trip", "g-1")).await })
-    };
+    let send = spawn_turn(&app, &id, &token, "plan a trip", "g-1");
     let turn_id = running_turn(&app, &id, &token).await;
     // The client hangs up mid-stream.
     send.abort();
@@ -588,10 +580,7 @@ async fn a_page_changed_meanwhile_is_a_conflict_and_the_turn_is_given_back() {
         ),
         Duration::from_millis(60),
     )]);
-    let send = {
-        let (app, token, id) = (app.clone(), token.clone(), id.clone());
-        tokio::spawn(async move { app.send(turn(&id, &token, "rewrite", "x-1")).await })
-    };
+    let send = spawn_turn(&app, &id, &token, "rewrite", "x-1");
     running_turn(&app, &id, &token).await;
     // The person uploads a file while the turn runs.
     app.put_file(&token, &id, "index.html", "<p>mine</p>").await;
@@ -685,10 +674,7 @@ async fn the_janitor_fails_and_gives_back_turns_a_dead_process_left() {
     let token = app.sign_in("janitor@example.com").await;
     let id = app.create_aide(&token, "Page").await;
     stub.script(vec![Answer::Stall { events: vec![] }]);
-    let send = {
-        let (app, token, id) = (app.clone(), token.clone(), id.clone());
-        tokio::spawn(async move { app.send(turn(&id, &token, "hello", "j-1")).await })
-    };
+    let send = spawn_turn(&app, &id, &token, "hello", "j-1");
     let turn_id = running_turn(&app, &id, &token).await;
     assert_eq!(me_turns(&app, &token).await, 1);
     // As if its process died long ago: the deadline has passed.
@@ -872,10 +858,7 @@ async fn edits_are_replayed_on_a_page_changed_meanwhile_when_they_still_apply() 
         ),
         Duration::from_millis(60),
     )]);
-    let send = {
-        let (app, token, id) = (app.clone(), token.clone(), id.clone());
-        tokio::spawn(async move { app.send(turn(&id, &token, "add milk", "r-1")).await })
-    };
+    let send = spawn_turn(&app, &id, &token, "add milk", "r-1");
     running_turn(&app, &id, &token).await;
     // Meanwhile the person changes the title and adds a stylesheet.
     app.put_file(
@@ -930,10 +913,7 @@ async fn a_stop_sent_to_another_server_reaches_the_turn() {
             json!({"type": "message_start", "message": {"usage": {"input_tokens": 5, "output_tokens": 1}}}),
         )],
     }]);
-    let send = {
-        let (app, token, id) = (app.clone(), token.clone(), id.clone());
-        tokio::spawn(async move { app.send(turn(&id, &token, "hello", "two-1")).await })
-    };
+    let send = spawn_turn(&app, &id, &token, "hello", "two-1");
     let turn_id = running_turn(&app, &id, &token).await;
     let stop = TestApp::send_via(
         &other,
