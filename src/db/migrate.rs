@@ -70,6 +70,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(13, "0013", "conversation_bytes"),
     migration!(14, "0014", "enter_user_scope"),
     migration!(15, "0015", "revisions_and_turns"),
+    migration!(16, "0016", "version_revision"),
 ];
 
 /// Arbitrary, fixed key for the migration advisory lock.

@@ -43,9 +43,25 @@ impl db::FromRow for VersionFile {
     }
 }
 
+/// A file of a workspace revision.
+struct RevisionFile {
+    file: VersionFile,
+    revision: i32,
+}
+
+impl db::FromRow for RevisionFile {
+    fn from_row(row: &db::Row) -> Result<Self, db::Error> {
+        Ok(RevisionFile {
+            file: VersionFile::from_row(row)?,
+            revision: row.try_get("revision")?,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct VersionRow {
     pub version: i32,
+    pub revision: Option<i32>,
     pub notes: Option<String>,
     pub size_bytes: i64,
     pub published_at: DateTime<Utc>,
@@ -55,6 +71,7 @@ impl db::FromRow for VersionRow {
     fn from_row(row: &db::Row) -> Result<Self, db::Error> {
         Ok(VersionRow {
             version: row.try_get("version")?,
+            revision: row.try_get("revision")?,
             notes: row.try_get("notes")?,
             size_bytes: row.try_get("size_bytes")?,
             published_at: row.try_get("published_at")?,
@@ -75,17 +92,23 @@ crate::statement! {
         "select r2_key from published_versions where aide_id = $1 and user_id = $2 and version = $3";
     NEXT_VERSION: User = "select coalesce(max(version), 0) + 1 from published_versions
          where aide_id = $1 and user_id = $2";
-    WORKSPACE_FILES: User = "select path, size_bytes, content_type, sha256 from workspace_files
-         where aide_id = $1 and user_id = $2 order by path";
+    /// Revision `$3`'s files, or the newest revision's (the workspace as it is) when `$3` is null.
+    REVISION_FILES: User = "select path, size_bytes, content_type, sha256, revision
+         from workspace_revision_files
+         where aide_id = $1 and user_id = $2 and revision = coalesce($3::int4,
+             (select max(number) from workspace_revisions where aide_id = $1 and user_id = $2))
+         order by path";
+    VERSION_REVISION: User =
+        "select revision from published_versions where aide_id = $1 and user_id = $2 and version = $3";
     VERSION_FILES: User = "select path, size_bytes, content_type, sha256 from published_files
          where aide_id = $1 and user_id = $2 and version = $3 order by path";
-    INSERT_VERSION: User = "insert into published_versions (aide_id, user_id, version, r2_key, notes, size_bytes)
-         values ($1, $2, $3, $4, $5, $6)
-         returning version, notes, size_bytes, published_at";
+    INSERT_VERSION: User = "insert into published_versions (aide_id, user_id, version, r2_key, notes, size_bytes, revision)
+         values ($1, $2, $3, $4, $5, $6, $7)
+         returning version, revision, notes, size_bytes, published_at";
     INSERT_VERSION_FILES: User = "insert into published_files (aide_id, user_id, version, path, size_bytes, content_type, sha256)
          select $1::uuid, $2::uuid, $3::int4, p, s, t, h
          from unnest($4::text[], $5::int8[], $6::text[], $7::bytea[]) as f(p, s, t, h)";
-    LIST_VERSIONS: User = "select version, notes, size_bytes, published_at from published_versions
+    LIST_VERSIONS: User = "select version, revision, notes, size_bytes, published_at from published_versions
          where aide_id = $1 and user_id = $2 order by version desc";
     CLAIM_SLUG: User = "update aides set slug = coalesce(slug, requested_slug, $3::text), requested_slug = null
          where id = $1 and user_id = $2 and slug is null";
@@ -140,8 +163,31 @@ pub async fn next_version(tx: &UserTx, aide: Uuid) -> Result<i32, db::Error> {
     tx.value(&NEXT_VERSION, &[&aide, &tx.user_id()]).await
 }
 
-pub async fn workspace_files(tx: &UserTx, aide: Uuid) -> Result<Vec<VersionFile>, db::Error> {
-    tx.rows(&WORKSPACE_FILES, &[&aide, &tx.user_id()]).await
+/// The files of a revision of the workspace, and its number; the newest revision's (the
+/// workspace as it is) when `revision` is `None`. Empty when there is no such revision (or it
+/// holds no files).
+pub async fn revision_files(
+    tx: &UserTx,
+    aide: Uuid,
+    revision: Option<i32>,
+) -> Result<(Vec<VersionFile>, Option<i32>), db::Error> {
+    let rows: Vec<RevisionFile> = tx
+        .rows(&REVISION_FILES, &[&aide, &tx.user_id(), &revision])
+        .await?;
+    let number = rows.first().map(|r| r.revision);
+    Ok((rows.into_iter().map(|r| r.file).collect(), number))
+}
+
+/// The revision version `version` was published from, if recorded.
+pub async fn version_revision(
+    tx: &UserTx,
+    aide: Uuid,
+    version: i32,
+) -> Result<Option<i32>, db::Error> {
+    let found: Option<Option<i32>> = tx
+        .value_opt(&VERSION_REVISION, &[&aide, &tx.user_id(), &version])
+        .await?;
+    Ok(found.flatten())
 }
 
 pub async fn version_files(
@@ -160,6 +206,7 @@ pub async fn insert_version(
     version: i32,
     r2_key: &str,
     notes: Option<&str>,
+    revision: Option<i32>,
     files: &[VersionFile],
 ) -> Result<VersionRow, db::Error> {
     let user = tx.user_id();
@@ -172,7 +219,7 @@ pub async fn insert_version(
     let (row, _) = futures_util::future::try_join(
         tx.row::<VersionRow>(
             &INSERT_VERSION,
-            &[&aide, &user, &version, &r2_key, &notes, &size],
+            &[&aide, &user, &version, &r2_key, &notes, &size, &revision],
         ),
         tx.execute(
             &INSERT_VERSION_FILES,

@@ -42,12 +42,19 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct PublishRequest {
     /// Up to 1,000 characters, for the owner's own history.
     pub notes: Option<String>,
+    /// Publish this revision of the workspace (see `GET /api/aides/{id}/revisions`) instead of
+    /// the workspace as it is now. The workspace itself is left as it is.
+    #[schema(minimum = 1)]
+    pub revision: Option<i32>,
 }
 
 /// A published version.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Version {
     pub version: i32,
+    /// The workspace revision this version shows; none for versions published before revisions
+    /// were kept.
+    pub revision: Option<i32>,
     pub notes: Option<String>,
     pub size_bytes: i64,
     #[serde(serialize_with = "crate::time::rfc3339")]
@@ -89,6 +96,7 @@ fn version_view(state: &AppState, slug: &str, row: VersionRow) -> Version {
             .public_url_for(&format!("s/{slug}/v/{}/", row.version))
             .to_string(),
         version: row.version,
+        revision: row.revision,
         notes: row.notes,
         size_bytes: row.size_bytes,
         published_at: row.published_at,
@@ -103,6 +111,7 @@ async fn record_version(
     tx: &UserTx,
     aide: Uuid,
     notes: Option<&str>,
+    revision: Option<i32>,
     files: &[VersionFile],
     new_blobs: &[(Vec<u8>, i64)],
 ) -> Result<(VersionRow, crate::aides::model::AideRow), AppError> {
@@ -124,7 +133,7 @@ async fn record_version(
     let version = repo::next_version(tx, aide).await?;
     let folder = keys::blob_folder(aide);
     let (row, aide_row) = futures_util::future::try_join(
-        repo::insert_version(tx, aide, version, &folder, notes, files),
+        repo::insert_version(tx, aide, version, &folder, notes, revision, files),
         repo::mark_published(tx, aide),
     )
     .await?;
@@ -179,7 +188,8 @@ async fn check_publish_rate(state: &AppState, api: &ApiUser) -> Result<(), AppEr
     })
 }
 
-/// Publishes the workspace as a new, immutable version. The page must have an index.html.
+/// Publishes the workspace (or one of its revisions) as a new, immutable version. The page must
+/// have an index.html.
 #[utoipa::path(post, path = "/api/aides/{id}/publish", tag = "publishing",
     params(("id" = Uuid, Path, description = "The aide's id")),
     request_body = PublishRequest,
@@ -188,7 +198,7 @@ async fn check_publish_rate(state: &AppState, api: &ApiUser) -> Result<(), AppEr
               (status = 404, body = crate::error::ErrorBody),
               (status = 409, description = "AIDE_ARCHIVED, or SLUG_TAKEN: the slug chosen before the first publish was taken meanwhile", body = crate::error::ErrorBody),
               (status = 413, description = "ACCOUNT_STORAGE_FULL", body = crate::error::ErrorBody),
-              (status = 422, description = "No index.html, or notes too long", body = crate::error::ErrorBody),
+              (status = 422, description = "No index.html, no such revision, or notes too long", body = crate::error::ErrorBody),
               (status = 429, description = "RATE_LIMITED (PUBLISHES_PER_USER_PER_HOUR) or UPLOADS_IN_FLIGHT", body = crate::error::ErrorBody)),
     security(("session_cookie" = []), ("bearer" = [])))]
 pub async fn publish(
@@ -216,21 +226,50 @@ pub async fn publish(
             "must be at most 1,000 characters",
         ));
     }
+    if request.revision.is_some_and(|n| n < 1) {
+        return Err(AppError::invalid(
+            "revision",
+            "must be a revision number (1 or more)",
+        ));
+    }
     let _slot = crate::files::enter_in_flight(&state, &api)?;
     check_publish_rate(&state, &api).await?;
 
-    // A snapshot of the workspace, with the blobs still to copy protected until recorded.
+    // The files to publish (the newest revision is the workspace as it is), with the blobs still
+    // to copy protected until recorded: the blob lock, held shared from here until the guard
+    // commits, keeps the storage worker from removing them meanwhile.
     let tx = begin_sharing_blobs(&state.db, &api, aide).await?;
     let folder = keys::blob_folder(aide);
     // One round trip: the files and hashes of an aide that is not the caller's are empty.
-    let (current, files, stored) = futures_util::future::try_join3(
-        repo::aide_state(&tx, aide, false),
-        repo::workspace_files(&tx, aide),
+    let ((current, (files, revision)), stored) = futures_util::future::try_join(
+        futures_util::future::try_join(
+            repo::aide_state(&tx, aide, false),
+            repo::revision_files(&tx, aide, request.revision),
+        ),
         repo::published_hashes(&tx, aide, &folder),
     )
     .await?;
     let current = current.ok_or_else(AppError::not_found)?;
     refuse_archived(&current)?;
+    if let Some(asked) = request.revision
+        && revision.is_none()
+    {
+        // None from revision_files: no such revision, or one with no files at all.
+        let (found, newest) = futures_util::future::try_join(
+            crate::revisions::repo::find(&tx, aide, asked),
+            crate::revisions::repo::latest(&tx, aide),
+        )
+        .await?;
+        if found.is_none() {
+            return Err(AppError::invalid(
+                "revision",
+                format!(
+                    "this aide has no revision {asked} (its newest is {newest}; only the newest {} are kept)",
+                    state.config.limits.tier(current.tier).revisions_kept
+                ),
+            ));
+        }
+    }
     if !files.iter().any(|f| f.path == "index.html") {
         return Err(AppError::invalid(
             "files",
@@ -262,7 +301,8 @@ pub async fn publish(
     let result = async {
         copy_to_published(&state, aide, &hashes).await?;
         let tx = api.begin(&state.db).await?;
-        let (row, aide_row) = record_version(&state, &tx, aide, notes, &files, &new_blobs).await?;
+        let (row, aide_row) =
+            record_version(&state, &tx, aide, notes, revision, &files, &new_blobs).await?;
         let size: i64 = files.iter().map(|f| f.size_bytes).sum();
         futures_util::future::try_join3(
             audit::record_user(
@@ -271,7 +311,7 @@ pub async fn publish(
                     .resource(aide)
                     .ip(ip)
                     .details(serde_json::json!({
-                        "version": row.version, "files": files.len(), "size_bytes": size,
+                        "version": row.version, "revision": revision, "files": files.len(), "size_bytes": size,
                         "new_bytes": new_blobs.iter().map(|(_, s)| s).sum::<i64>()
                     })),
             )
@@ -417,10 +457,11 @@ pub async fn restore_version(
 ) -> Result<(StatusCode, Json<Published>), AppError> {
     let _slot = crate::files::enter_in_flight(&state, &api)?;
     let tx = api.begin_read(&state.db).await?;
-    let (current, r2_key, files) = futures_util::future::try_join3(
+    let (current, r2_key, files, revision) = futures_util::future::try_join4(
         repo::aide_state(&tx, aide, false),
         repo::version_r2_key(&tx, aide, from),
         repo::version_files(&tx, aide, from),
+        repo::version_revision(&tx, aide, from),
     )
     .await?;
     tx.finish();
@@ -447,7 +488,8 @@ pub async fn restore_version(
 
     let tx = api.begin(&state.db).await?;
     let notes = format!("Restored from version {from}");
-    let (row, aide_row) = record_version(&state, &tx, aide, Some(&notes), &files, &[]).await?;
+    let (row, aide_row) =
+        record_version(&state, &tx, aide, Some(&notes), revision, &files, &[]).await?;
     futures_util::future::try_join(
         audit::record_user(
             &tx,

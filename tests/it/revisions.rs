@@ -198,3 +198,104 @@ async fn revisions_are_their_owners_only() {
     );
     assert_eq!(revisions(&app, &id, &owner).await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_named_revision_is_published_without_touching_the_workspace() {
+    let app = TestApp::with(&[("FREE_REVISIONS_KEPT", "3")]).await;
+    let token = app.sign_in("named@example.com").await;
+    let other = app.sign_in("named-other@example.com").await;
+    let id = aide(&app, &token).await;
+    stored_sha(&app, &id, "index.html", &token, "<h1>first</h1>").await;
+    stored_sha(&app, &id, "index.html", &token, "<h1>second</h1>").await;
+    let publish = |body: serde_json::Value, who: &str| {
+        app.send(
+            Req::post(&format!("/api/aides/{id}/publish"))
+                .bearer(who)
+                .json(body),
+        )
+    };
+
+    let old = publish(serde_json::json!({"revision": 1}), &token).await;
+    assert_eq!(old.status, StatusCode::CREATED, "{}", old.body);
+    assert_eq!(old.json()["version"]["version"], 1);
+    assert_eq!(old.json()["version"]["revision"], 1);
+    let slug = old.json()["aide"]["slug"]
+        .as_str()
+        .expect("slug")
+        .to_string();
+    let page = app.send(Req::get(&format!("/s/{slug}/"))).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("<h1>first</h1>"), "{}", page.body);
+    assert_eq!(
+        read(&app, &id, "index.html", &token).await,
+        (StatusCode::OK, "<h1>second</h1>".into()),
+        "the workspace is left as it is"
+    );
+    assert_eq!(
+        revisions(&app, &id, &token).await.len(),
+        2,
+        "no revision made"
+    );
+
+    // Without a revision, the workspace as it is: the newest revision.
+    let now = publish(serde_json::json!({}), &token).await;
+    assert_eq!(now.status, StatusCode::CREATED, "{}", now.body);
+    assert_eq!(now.json()["version"]["revision"], 2);
+    let page = app.send(Req::get(&format!("/s/{slug}/"))).await;
+    assert!(page.body.contains("<h1>second</h1>"), "{}", page.body);
+
+    // A version published again keeps the revision it shows.
+    let again = app
+        .send(Req::post(&format!("/api/aides/{id}/versions/1/restore")).bearer(&token))
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
+    assert_eq!(again.json()["version"]["revision"], 1);
+    let listed = app
+        .send(Req::get(&format!("/api/aides/{id}/versions")).bearer(&token))
+        .await
+        .json();
+    let shown: Vec<(i64, i64)> = listed["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_i64().expect("version"),
+                v["revision"].as_i64().expect("revision"),
+            )
+        })
+        .collect();
+    assert_eq!(shown, vec![(3, 1), (2, 2), (1, 1)]);
+
+    // Revisions that are not there, or not numbers, are refused by name and publish nothing.
+    stored_sha(&app, &id, "index.html", &token, "<h1>third</h1>").await;
+    stored_sha(&app, &id, "index.html", &token, "<h1>fourth</h1>").await;
+    for (body, says) in [
+        (
+            serde_json::json!({"revision": 1}),
+            "no revision 1 (its newest is 4",
+        ),
+        (serde_json::json!({"revision": 9}), "no revision 9"),
+        (serde_json::json!({"revision": 0}), "1 or more"),
+        (serde_json::json!({"revision": "2"}), "revision"),
+    ] {
+        let refused = publish(body.clone(), &token).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(
+            refused.json()["code"],
+            "VALIDATION_FAILED",
+            "{}",
+            refused.body
+        );
+        assert!(refused.body.contains(says), "{body}: {}", refused.body);
+    }
+    let foreign = publish(serde_json::json!({"revision": 2}), &other).await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND, "{}", foreign.body);
+    let count = app
+        .send(Req::get(&format!("/api/aides/{id}/versions")).bearer(&token))
+        .await
+        .json()["versions"]
+        .as_array()
+        .map(Vec::len);
+    assert_eq!(count, Some(3), "nothing refused was published");
+}
