@@ -2,8 +2,10 @@
 //! script at a fixed pace, each text delta carrying the moment it was sent, and clients that run
 //! one streaming turn each, all at once, and measure what the server adds.
 //!
-//! Usage: `turn_load BASE_URL PROVIDER_PORT TARGETS_FILE [TURNS] [DELTAS] [PACE_MS]`, where each
-//! line of TARGETS_FILE is `token aide_id`. The server under test must have
+//! Usage:
+//! `turn_load BASE_URL PROVIDER_PORT TARGETS_FILE [TURNS] [DELTAS] [PACE_MS] [aligned|spread]`,
+//! where each line of TARGETS_FILE is `token aide_id`. `aligned` (the default) puts every stream's
+//! deltas on the same tick; `spread` starts them out of phase. The server under test must have
 //! `AI_PROVIDER=openai` and `AI_BASE_URL=http://127.0.0.1:PROVIDER_PORT/v1`. Prints one line of
 //! `key=value` figures.
 
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::response::IntoResponse;
 use axum::routing::post;
+use axum::serve::ListenerExt;
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 
@@ -24,15 +27,30 @@ fn now_us() -> u64 {
 struct Script {
     deltas: usize,
     pace: Duration,
+    /// Streams out of phase: the n-th stream of `streams` starts n/streams of a pace late, so
+    /// deltas arrive spread over the pace instead of all on the same tick.
+    spread: Option<usize>,
 }
 
+/// Streams begun, for spreading them.
+static BEGUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 async fn completions(script: Script) -> axum::response::Response {
+    let offset = script.spread.map_or(Duration::ZERO, |streams| {
+        let n = BEGUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % streams.max(1);
+        script.pace * n as u32 / streams.max(1) as u32
+    });
     let stream = futures_util::stream::unfold(0usize, move |i| async move {
         if i > script.deltas + 1 {
             return None;
         }
         let chunk = if i < script.deltas {
-            tokio::time::sleep(script.pace).await;
+            let wait = if i == 0 {
+                script.pace + offset
+            } else {
+                script.pace
+            };
+            tokio::time::sleep(wait).await;
             // The moment this delta leaves, in microseconds since the process began.
             let text = format!("{} ", now_us());
             format!(
@@ -63,6 +81,8 @@ struct Result {
     started_us: Option<u64>,
     /// When the turn's `turn.started` arrived.
     started_at: u64,
+    /// When its `turn.completed` arrived.
+    completed_at: u64,
     /// (when it arrived, what the server added), per delta.
     added_us: Vec<(u64, u64)>,
     deltas: usize,
@@ -148,7 +168,10 @@ async fn one_turn(
                         result.deltas += 1;
                     }
                 }
-                "turn.completed" => result.completed = true,
+                "turn.completed" => {
+                    result.completed = true;
+                    result.completed_at = arrived;
+                }
                 "turn.failed" | "turn.interrupted" => {
                     result.error = Some(event.data.clone());
                 }
@@ -208,9 +231,25 @@ async fn main() -> std::io::Result<()> {
     let turns: usize = args.get(4).and_then(|n| n.parse().ok()).unwrap_or(200);
     let deltas: usize = args.get(5).and_then(|n| n.parse().ok()).unwrap_or(50);
     let pace = Duration::from_millis(args.get(6).and_then(|n| n.parse().ok()).unwrap_or(20));
-    let script = Script { deltas, pace };
+    // `aligned` (every stream on the same tick: the worst case) or `spread`.
+    let spread = match args.get(7).map(String::as_str) {
+        Some("spread") => Some(turns),
+        _ => None,
+    };
+    let script = Script {
+        deltas,
+        pace,
+        spread,
+    };
     let app = axum::Router::new().route("/v1/chat/completions", post(move || completions(script)));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    // Each delta leaves at once, as a provider's would: without TCP_NODELAY a small write waits
+    // for the previous one's ACK, which the reader may delay, and that wait would be counted
+    // against the server.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await?
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -219,6 +258,7 @@ async fn main() -> std::io::Result<()> {
         .build()
         .map_err(std::io::Error::other)?;
     // The baseline first: as many streams at once, straight from the stand-in.
+    BEGUN.store(0, std::sync::atomic::Ordering::Relaxed);
     let direct: Vec<_> = (0..turns)
         .map(|_| tokio::spawn(one_direct(client.clone(), port)))
         .collect();
@@ -227,6 +267,7 @@ async fn main() -> std::io::Result<()> {
         baseline.extend(task.await.unwrap_or_default());
     }
     baseline.sort_unstable();
+    BEGUN.store(0, std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
     let tasks: Vec<_> = targets
         .lines()
@@ -245,6 +286,7 @@ async fn main() -> std::io::Result<()> {
         .collect();
     let mut all: Vec<(u64, u64)> = Vec::new();
     let mut last_start = 0;
+    let mut first_end = u64::MAX;
     let mut to_started = Vec::new();
     let (mut completed, mut errors, mut out_of_order, mut delivered) = (0, 0, 0, 0);
     let mut first_error = None;
@@ -253,8 +295,16 @@ async fn main() -> std::io::Result<()> {
             errors += 1;
             continue;
         };
-        all.extend(result.added_us);
         last_start = last_start.max(result.started_at);
+        if result.completed {
+            // Its last delta left the stand-in before this: the commit began around then.
+            let ended = result
+                .added_us
+                .last()
+                .map_or(result.completed_at, |(at, _)| *at);
+            first_end = first_end.min(ended);
+        }
+        all.extend(result.added_us);
         to_started.extend(result.started_us);
         completed += usize::from(result.completed);
         out_of_order += result.out_of_order;
@@ -273,9 +323,16 @@ async fn main() -> std::io::Result<()> {
         .map(|(_, a)| *a)
         .collect();
     steady.sort_unstable();
+    // And before the first turn ended: streaming alone, without any turn's commit beside it.
+    let mut quiet: Vec<u64> = all
+        .iter()
+        .filter(|(at, _)| *at > last_start && *at < first_end)
+        .map(|(_, a)| *a)
+        .collect();
+    quiet.sort_unstable();
     to_started.sort_unstable();
     println!(
-        "turns={turns} completed={completed} errors={errors} deltas_expected={} deltas_delivered={delivered} out_of_order={out_of_order} direct_p50_ms={:.2} direct_p99_ms={:.2} added_p50_ms={:.2} added_p99_ms={:.2} added_max_ms={:.2} steady_p50_ms={:.2} steady_p99_ms={:.2} started_p50_ms={:.1} started_p99_ms={:.1} wall_s={:.1}{}",
+        "turns={turns} completed={completed} errors={errors} deltas_expected={} deltas_delivered={delivered} out_of_order={out_of_order} direct_p50_ms={:.2} direct_p99_ms={:.2} added_p50_ms={:.2} added_p99_ms={:.2} added_max_ms={:.2} steady_p50_ms={:.2} steady_p99_ms={:.2} quiet_deltas={} quiet_p50_ms={:.2} quiet_p99_ms={:.2} started_p50_ms={:.1} started_p99_ms={:.1} wall_s={:.1}{}",
         turns * deltas,
         percentile(&baseline, 0.5),
         percentile(&baseline, 0.99),
@@ -284,6 +341,9 @@ async fn main() -> std::io::Result<()> {
         percentile(&added, 1.0),
         percentile(&steady, 0.5),
         percentile(&steady, 0.99),
+        quiet.len(),
+        percentile(&quiet, 0.5),
+        percentile(&quiet, 0.99),
         percentile(&to_started, 0.5),
         percentile(&to_started, 0.99),
         started.elapsed().as_secs_f64(),
