@@ -20,10 +20,25 @@ pub fn open_graph(html: &str, title: &str, url: &str) -> String {
     if tags.is_empty() {
         return html.to_string();
     }
-    match find_tag_end(&lower, "<head") {
-        Some(at) => format!("{}{tags}{}", &html[..at], &html[at..]),
-        None => format!("{tags}{html}"),
+    // Inside <head>; without one, just inside <html> (the parser opens the head there); without
+    // that, after the doctype, so the page keeps its standards mode.
+    let at = find_tag_end(&lower, "<head")
+        .or_else(|| find_tag_end(&lower, "<html"))
+        .or_else(|| doctype_end(&lower))
+        .unwrap_or(0);
+    format!("{}{tags}{}", &html[..at], &html[at..])
+}
+
+/// The index just past a leading `<!doctype ...>`, if the page starts with one.
+fn doctype_end(lower: &str) -> Option<usize> {
+    let start = lower.len()
+        - lower
+            .trim_start_matches(['\u{feff}', ' ', '\t', '\r', '\n'])
+            .len();
+    if !lower[start..].starts_with("<!doctype") {
+        return None;
     }
+    lower[start..].find('>').map(|end| start + end + 1)
 }
 
 /// Adds the footer before `</body>`, or at the end.
@@ -68,6 +83,21 @@ mod tests {
         assert_eq!(out.matches("og:title").count(), 1);
         assert!(open_graph("<p>no head</p>", "t", "u").starts_with("<meta property=\"og:title\""));
         assert!(open_graph("<header>x</header>", "t", "u").starts_with("<meta"));
+        // Never before the doctype: that would put the page in quirks mode.
+        let bare = open_graph("<!doctype html>\n<title>x</title><h1>x</h1>", "t", "u");
+        assert!(
+            bare.starts_with("<!doctype html><meta property=\"og:title\""),
+            "{bare}"
+        );
+        let html = open_graph(
+            "<!DOCTYPE html><html lang=en><body>x</body></html>",
+            "t",
+            "u",
+        );
+        assert!(
+            html.starts_with("<!DOCTYPE html><html lang=en><meta property=\"og:title\""),
+            "{html}"
+        );
     }
 
     #[test]
