@@ -5,6 +5,7 @@
 //! `Debug` output or in error messages.
 
 mod ai;
+mod billing;
 mod limits;
 mod source;
 
@@ -17,6 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 pub use ai::{AiConfig, AiProvider, Prices};
+pub use billing::BillingConfig;
 pub use limits::{Limits, TierLimits};
 use source::{Source, Summary};
 
@@ -83,6 +85,8 @@ pub struct Config {
     pub limits: Limits,
     /// The model provider for AI turns (see [`AiConfig`]); None: turns are off.
     pub ai: Option<AiConfig>,
+    /// Stripe, for the Pro plan (see [`BillingConfig`]); None: billing is off.
+    pub billing: Option<BillingConfig>,
     /// Every variable read, as `aide config check` shows it: recorded by the readers while
     /// loading, so no list of variables is kept apart from the code that reads them.
     summary: Summary,
@@ -271,6 +275,7 @@ impl Config {
         );
         let limits = Limits::from_source(&mut src);
         let ai = AiConfig::from_source(&mut src);
+        let billing = BillingConfig::from_source(&mut src);
 
         if environment.is_deployed() {
             let env = environment.as_str();
@@ -319,6 +324,12 @@ impl Config {
                     format!("is required in {env}: without a model provider no page can change"),
                 );
             }
+            if billing
+                .as_ref()
+                .is_some_and(|b| b.api_url.scheme() != "https")
+            {
+                src.problem("STRIPE_API_URL", format!("must use https in {env}"));
+            }
             if email.resend_api_key.is_none() {
                 src.problem(
                     "RESEND_API_KEY",
@@ -343,6 +354,7 @@ impl Config {
                 trusted_proxy_header,
                 limits,
                 ai,
+                billing,
                 summary,
             }),
             _ => Err(ConfigError { problems }),
@@ -365,6 +377,18 @@ impl Config {
                 "TRUSTED_PROXY_HEADER is not set: rate limits and audit rows use the socket's peer \
                  address. Behind a proxy or load balancer every client then shares the proxy's \
                  address and one budget; set it to the header your proxy writes (see the README)."
+                    .to_string(),
+            );
+        }
+        if self.environment == Environment::Production
+            && self
+                .billing
+                .as_ref()
+                .is_some_and(|b| b.secret_key.expose_secret().contains("_test_"))
+        {
+            warnings.push(
+                "STRIPE_SECRET_KEY is a test-mode key in production: nobody is charged, and \
+                 upgrades made with test cards give Pro for free."
                     .to_string(),
             );
         }

@@ -15,11 +15,16 @@ pub async fn cleanup(db: &Db) -> Result<(), db::Error> {
     let (links, sessions) = crate::auth::delete_stale(db).await?;
     let tx = db.system().await?;
     // Independent deletes: one round trip, commit included.
-    let (rate_keys, emails, pending, ()) = futures_util::future::try_join4(
-        crate::limits::delete_idle(&tx),
-        crate::email::outbox::delete_finished(&tx),
-        crate::storage::release_abandoned(&tx),
-        tx.commit_queued(),
+    let ((rate_keys, emails, pending), (events, ())) = futures_util::future::try_join(
+        futures_util::future::try_join3(
+            crate::limits::delete_idle(&tx),
+            crate::email::outbox::delete_finished(&tx),
+            crate::storage::release_abandoned(&tx),
+        ),
+        futures_util::future::try_join(
+            crate::billing::repo::delete_old_events(&tx),
+            tx.commit_queued(),
+        ),
     )
     .await?;
     tracing::info!(
@@ -28,6 +33,7 @@ pub async fn cleanup(db: &Db) -> Result<(), db::Error> {
         deleted.rate_limit_keys = rate_keys,
         deleted.emails = emails,
         deleted.pending_blobs = pending,
+        deleted.stripe_events = events,
         "cleanup done"
     );
     Ok(())
@@ -78,4 +84,72 @@ pub async fn run_turn_janitor(db: Db, mut shutdown: watch::Receiver<bool>) {
             return;
         }
     }
+}
+
+/// How often past-due grace periods are checked.
+pub const BILLING_EVERY: Duration = Duration::from_secs(60);
+/// How often one server of the deployment reconciles subscriptions with Stripe, and how long a
+/// customer goes without being read before a reconcile reads it again.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(15 * 60);
+pub const RECONCILE_STALE_AFTER: Duration = Duration::from_secs(3600);
+/// Customers one reconcile pass reads at most.
+pub const RECONCILE_BATCH: i64 = 500;
+
+/// With billing configured, every [`BILLING_EVERY`]: moves past-due accounts whose grace ended
+/// to the free plan; and every [`RECONCILE_EVERY`], on one server of the deployment (the one that
+/// takes the shared rate-limit token), re-reads from Stripe the subscriptions not read for an
+/// hour, so a lost webhook cannot leave anyone on the wrong plan for long.
+pub async fn run_billing(state: crate::state::AppState, mut shutdown: watch::Receiver<bool>) {
+    if state.config.billing.is_none() {
+        return;
+    }
+    loop {
+        if let Err(e) = crate::billing::sync::expire_grace(&state).await {
+            tracing::warn!(error = %e, "billing: grace check failed; will try again");
+        }
+        match reconcile_due(&state.db).await {
+            Ok(true) => match crate::billing::sync::reconcile(
+                &state,
+                RECONCILE_BATCH,
+                RECONCILE_STALE_AFTER,
+            )
+            .await
+            {
+                Ok(done) => tracing::info!(
+                    checked = done.checked,
+                    corrected = done.corrected,
+                    failed = done.failed,
+                    "billing reconciled with Stripe"
+                ),
+                Err(e) => tracing::warn!(error = %e, "billing: reconcile failed; will try again"),
+            },
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "billing: could not tell whether to reconcile"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(BILLING_EVERY) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+/// Whether this server runs the reconcile now: one token every [`RECONCILE_EVERY`] for the
+/// whole deployment, in the database.
+async fn reconcile_due(db: &Db) -> Result<bool, db::Error> {
+    let tx = db.system().await?;
+    // Not joined with the commit: a refusal reads the wait in a second statement.
+    let verdict = crate::limits::hit(
+        &tx,
+        "job:billing_reconcile",
+        crate::limits::Rate {
+            limit: 1,
+            period: RECONCILE_EVERY,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(verdict.is_ok())
 }

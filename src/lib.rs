@@ -7,6 +7,7 @@ pub mod aides;
 mod app;
 pub mod audit;
 pub mod auth;
+pub mod billing;
 pub mod cache;
 pub mod config;
 pub mod conversations;

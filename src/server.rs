@@ -153,6 +153,7 @@ async fn serve_on(
         workers_stop.clone(),
     ));
     let turn_janitor = tokio::spawn(jobs::run_turn_janitor(db.clone(), workers_stop.clone()));
+    let billing = tokio::spawn(jobs::run_billing(state.clone(), workers_stop.clone()));
     let cleanup = tokio::spawn(jobs::run_cleanup(db.clone(), workers_stop));
 
     for warning in config.warnings() {
@@ -181,6 +182,7 @@ async fn serve_on(
         let _ = outbox.await;
         let _ = cleanup.await;
         let _ = turn_janitor.await;
+        let _ = billing.await;
         let _ = storage_cleanup.await;
         let _ = page_listener.await;
     };

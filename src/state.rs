@@ -7,6 +7,8 @@ use tokio::sync::Notify;
 
 use crate::ai::provider::{HttpProvider, ModelProvider};
 use crate::auth::SessionKey;
+use crate::billing::stripe::{StripeApi, StripeClient};
+use crate::billing::{KeyedLocks, WebhookRefusals};
 use crate::config::Config;
 use crate::db::Db;
 use crate::limits::{ApiLimiter, InFlight};
@@ -65,6 +67,12 @@ pub struct Shared {
     pub ai: Option<Arc<dyn ModelProvider>>,
     /// The turns this process runs.
     pub turns: Arc<TurnHub>,
+    /// Stripe; None when billing is not configured.
+    pub stripe: Option<Arc<dyn StripeApi>>,
+    /// One user's concurrent checkouts take turns creating their Stripe customer.
+    pub billing_locks: KeyedLocks,
+    /// Stripe webhook deliveries refused for their signature.
+    pub webhook_refusals: WebhookRefusals,
 }
 
 impl Shared {
@@ -73,7 +81,14 @@ impl Shared {
             .ai
             .as_ref()
             .map(|ai| Arc::new(HttpProvider::new(ai)) as Arc<dyn ModelProvider>);
+        let stripe = config
+            .billing
+            .as_ref()
+            .map(|billing| Arc::new(StripeClient::new(billing)) as Arc<dyn StripeApi>);
         Shared {
+            stripe,
+            billing_locks: KeyedLocks::default(),
+            webhook_refusals: WebhookRefusals::default(),
             storage,
             page_cache: Arc::new(PageCache::default()),
             storage_cleanup_wake: Arc::new(Notify::new()),

@@ -32,6 +32,7 @@ use crate::state::AppState;
         (name = "publishing", description = "Immutable published versions"),
         (name = "revisions", description = "The history of an aide's files, and undo"),
         (name = "turns", description = "A message that changes the page: the AI turn, streamed"),
+        (name = "billing", description = "The Pro plan through Stripe: checkout, the billing portal, Stripe's webhook"),
         (name = "operations", description = "Liveness and readiness"),
     )
 )]
@@ -77,6 +78,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(crate::publishing::router())
         .merge(crate::revisions::router())
         .merge(crate::turns::router())
+        .merge(crate::billing::router())
 }
 
 static DOCUMENT: LazyLock<(utoipa::openapi::OpenApi, String)> = LazyLock::new(|| {

@@ -71,6 +71,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(14, "0014", "enter_user_scope"),
     migration!(15, "0015", "revisions_and_turns"),
     migration!(16, "0016", "version_revision"),
+    migration!(17, "0017", "billing"),
 ];
 
 /// Arbitrary, fixed key for the migration advisory lock.

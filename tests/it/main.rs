@@ -6,12 +6,14 @@ mod model_stub;
 mod resend_stub;
 mod s3;
 mod stores;
+mod stripe_stub;
 mod support;
 
 mod abuse;
 mod aides;
 mod api_limit;
 mod auth;
+mod billing;
 mod conversations;
 mod email;
 mod files;
