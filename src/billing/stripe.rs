@@ -2,7 +2,8 @@
 //! trait. Requests are form-encoded with Stripe's bracketed keys, pinned to [`API_VERSION`], and
 //! every POST carries an `Idempotency-Key` chosen before the first attempt and sent again on each
 //! retry. Only connection errors, 429 and 5xx are retried (or what `Stripe-Should-Retry` says),
-//! at most [`ATTEMPTS`] times, honouring `Retry-After`.
+//! and a 409 `idempotency_key_in_use` (the same key still running elsewhere: Stripe asks to try
+//! again later), at most [`ATTEMPTS`] times, honouring `Retry-After`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -205,9 +206,13 @@ impl StripeClient {
                         return serde_json::from_slice(&body)
                             .map_err(|e| StripeError::Malformed(e.to_string()));
                     }
-                    let retryable =
-                        should_retry.unwrap_or(status.as_u16() == 429 || status.is_server_error());
                     let refused = refusal(status.as_u16(), body.as_deref().unwrap_or_default());
+                    // Another request with the same idempotency key is still running (another
+                    // server's, for the same user): Stripe asks to try again later.
+                    let key_in_use = matches!(&refused, StripeError::Refused { code: Some(c), .. } if c == "idempotency_key_in_use");
+                    let retryable = should_retry.unwrap_or(
+                        status.as_u16() == 429 || status.is_server_error() || key_in_use,
+                    );
                     if !retryable {
                         // Stripe's own trouble, even when it says a retry would not help.
                         if status.as_u16() == 429 || status.is_server_error() {
@@ -355,7 +360,9 @@ impl StripeApi for StripeClient {
                 pair("email", email),
                 pair("metadata[user_id]", user.to_string()),
             ];
-            let key = format!("aide-customer-{user}");
+            // The user's, so every attempt for them is one customer; with the address, so a
+            // key is never reused with other parameters (Stripe refuses that for a day).
+            let key = format!("aide-customer-{user}-{}", short_hash(email));
             let customer: Customer = self
                 .call(Method::Post, "/v1/customers", &params, Some(&key))
                 .await?;
@@ -471,6 +478,15 @@ impl StripeApi for StripeClient {
             }
         })
     }
+}
+
+/// Eight hex digits of SHA-256: enough to tell two addresses apart in a key.
+fn short_hash(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// An id as one path segment: Stripe ids are letters, digits and underscores; anything else is

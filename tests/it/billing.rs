@@ -213,6 +213,22 @@ async fn cancelling_keeps_pro_to_the_period_end_and_the_footer_comes_back_after(
     let slug = app.publish(&token, &aide).await;
     let page = app.send(Req::get(&format!("/s/{slug}/"))).await;
     assert!(!page.body.contains("Made with"), "Pro pages have no footer");
+    // Pro: more aides than the free plan keeps, one with a chosen slug.
+    let mut aides = vec![aide.clone()];
+    for n in 0..5 {
+        aides.push(app.create_aide(&token, &format!("Extra {n}")).await);
+    }
+    let renamed = app
+        .send(
+            Req::new(
+                axum::http::Method::PATCH,
+                &format!("/api/aides/{}", aides[1]),
+            )
+            .bearer(&token)
+            .json(json!({"slug": "my-own-page"})),
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.body);
 
     let cancel = stub.update(&sub, |s| s.cancel_at_period_end = true);
     assert_eq!(deliver(&app, &cancel).await.status, StatusCode::OK);
@@ -237,6 +253,32 @@ async fn cancelling_keeps_pro_to_the_period_end_and_the_footer_comes_back_after(
             ("pro".into(), "free".into(), "webhook".into())
         ]
     );
+    // Nothing is taken away: all six aides are there and the chosen slug stays; no new aide
+    // past the free limit, but archiving still works.
+    let listed = app.send(Req::get("/api/aides").bearer(&token)).await;
+    assert_eq!(
+        listed.json()["items"].as_array().map(Vec::len),
+        Some(6),
+        "{}",
+        listed.body
+    );
+    let one = app
+        .send(Req::get(&format!("/api/aides/{}", aides[1])).bearer(&token))
+        .await;
+    assert_eq!(one.json()["slug"], "my-own-page", "{}", one.body);
+    let more = app
+        .send(
+            Req::post("/api/aides")
+                .bearer(&token)
+                .json(json!({"title": "Seventh"})),
+        )
+        .await;
+    assert_eq!(more.status, StatusCode::FORBIDDEN);
+    assert_eq!(more.json()["code"], "AIDE_LIMIT_REACHED");
+    let archived = app
+        .send(Req::post(&format!("/api/aides/{}/archive", aides[2])).bearer(&token))
+        .await;
+    assert_eq!(archived.status, StatusCode::OK, "{}", archived.body);
 }
 
 #[tokio::test]
@@ -477,6 +519,11 @@ async fn stripe_failing_during_checkout_is_a_clear_error_and_leaves_nothing_half
         "one customer despite the retries"
     );
 
+    // The same key still running elsewhere (409 idempotency_key_in_use): tried again.
+    stub.key_in_use_next();
+    let again = checkout(&app, &token).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+
     // A refusal (4xx) is not retried; `Stripe-Should-Retry: false` on a 500 neither.
     let before = stub.requests().len();
     stub.script(&[(400, None, None)]);
@@ -619,4 +666,67 @@ async fn a_portal_not_set_up_in_stripe_is_a_clear_503() {
         !answer.body.contains("dashboard.stripe.com"),
         "operator detail stays in the log"
     );
+}
+
+/// Collects what the service logs, for reading back.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_stripe_id_or_address_reaches_the_logs_at_info() {
+    let stub = StripeStub::start().await;
+    let app = app_with(&stub, &[]).await;
+    // Signed in before capturing: the development outbox logs the sign-in email itself.
+    let token = app.sign_in("quiet@example.com").await;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let started = checkout(&app, &token).await;
+    let session = started.json()["url"]
+        .as_str()
+        .and_then(|u| u.rsplit('/').next())
+        .expect("session")
+        .to_string();
+    let (sub, events) = stub.complete_checkout(&session);
+    for event in &events {
+        deliver(&app, event).await;
+    }
+    app.send(Req::get(&format!("/billing/success?session_id={session}")))
+        .await;
+    app.send(Req::post("/api/billing/portal").bearer(&token))
+        .await;
+    deliver(&app, &stub.fail_payment(&sub)).await;
+    deliver(&app, &stub.update(&sub, |s| s.status = "canceled".into())).await;
+    deliver_raw(&app, "{}", Some("t=1,v1=00")).await;
+
+    let logs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("text");
+    assert!(logs.contains("plan changed"), "the capture works: {logs}");
+    assert!(logs.contains("webhook refused"), "{logs}");
+    for secret in [
+        "cus_",
+        "sub_",
+        "cs_test",
+        "evt_",
+        "quiet@example.com",
+        "bps_",
+    ] {
+        assert!(!logs.contains(secret), "{secret} in the logs:\n{logs}");
+    }
 }

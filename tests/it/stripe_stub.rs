@@ -62,6 +62,9 @@ struct Inner {
     script: VecDeque<(u16, Option<u64>, Option<bool>)>,
     /// Perform the next POST but answer it 500, as when an answer is lost on the way.
     lose_next_answer: bool,
+    /// Answer the next request 409 `idempotency_key_in_use`, as when another server's request
+    /// with the same key is still running.
+    key_in_use_next: bool,
     down: bool,
     portal_configured: bool,
     /// Problems with requests: any entry fails the test that reads it.
@@ -179,6 +182,10 @@ impl StripeStub {
 
     pub fn lose_next_answer(&self) {
         self.with(|i| i.lose_next_answer = true);
+    }
+
+    pub fn key_in_use_next(&self) {
+        self.with(|i| i.key_in_use_next = true);
     }
 
     pub fn set_down(&self, down: bool) {
@@ -414,6 +421,14 @@ fn answer(
     }
     if i.down {
         return error(500, "api_error", "Stripe is down (stand-in).", None);
+    }
+    if std::mem::take(&mut i.key_in_use_next) {
+        return (
+            StatusCode::CONFLICT,
+            axum::Json(json!({"error": {"type": "idempotency_error", "code": "idempotency_key_in_use",
+                "message": "There is currently another in-progress request using this Idempotent Key (that probably means you submitted twice, and the other request is still going through). Please try again later."}})),
+        )
+            .into_response();
     }
     let raw = match method {
         Method::POST => {
