@@ -193,14 +193,16 @@ pub async fn resync(
             .await?;
         }
     }
-    if event.is_some_and(|e| e.kind == "invoice.payment_failed") {
-        if let Some(after) = &after {
-            let email = super::message::payment_failed(state, &found.email, after, config);
-            crate::email::outbox::enqueue(&tx, &email).await?;
-        }
+    // The email belongs to the event, whichever re-sync's state wins (a newer one's, when this
+    // one is stale: the row as locked).
+    let failed_payment = event.is_some_and(|e| e.kind == "invoice.payment_failed");
+    let plan_now = after.as_ref().or(before.as_ref());
+    if let (true, Some(plan)) = (failed_payment, plan_now) {
+        let email = super::message::payment_failed(state, &found.email, plan, config);
+        crate::email::outbox::enqueue(&tx, &email).await?;
     }
     tx.commit().await?;
-    if event.is_some_and(|e| e.kind == "invoice.payment_failed") && after.is_some() {
+    if failed_payment && plan_now.is_some() {
         state.outbox_wake.notify_one();
     }
     if let (Some(before), Some(after)) = (&before, &after) {

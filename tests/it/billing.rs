@@ -326,6 +326,36 @@ async fn a_failed_payment_keeps_pro_through_the_grace_then_the_account_is_free()
         1
     );
 
+    // Stripe tries again and fails again; this event's re-sync is overtaken by a newer one (its
+    // ticket is older than the one stored): the email still goes, once.
+    owner
+        .execute(
+            "update users set billing_sync_ticket = billing_sync_ticket + 1000000 where email = 'late@example.com'",
+            &[],
+        )
+        .await
+        .expect("a newer re-sync wrote");
+    let again = stub.fail_payment(&sub);
+    assert_eq!(deliver(&app, &again).await.json()["outcome"], "stale");
+    assert_eq!(
+        owner
+            .query(
+                "select 1 from email_outbox where kind = 'payment_failed'",
+                &[]
+            )
+            .await
+            .expect("outbox")
+            .len(),
+        2
+    );
+    owner
+        .execute(
+            "update users set billing_sync_ticket = 0 where email = 'late@example.com'",
+            &[],
+        )
+        .await
+        .expect("back to the sequence's tickets");
+
     // Still past due when the grace runs out: the account is free, its data kept.
     assert_eq!(
         aide::billing::sync::expire_grace(&app.state)
