@@ -506,3 +506,66 @@ fn the_ai_provider_is_read_whole() {
     }
     assert!(load(&[]).expect("valid").ai.is_none());
 }
+
+#[test]
+fn stripe_is_all_or_none_and_checked_without_echoing_secrets() {
+    let p = problems(&[("STRIPE_SECRET_KEY", "sk_test_secretvalue")]).join("\n");
+    for name in ["STRIPE_WEBHOOK_SECRET", "STRIPE_PRICE_ID"] {
+        assert!(
+            p.contains(&format!("{name} is required when any of")),
+            "{p}"
+        );
+    }
+    let bad = problems(&[
+        ("STRIPE_SECRET_KEY", "pk_test_publishable"),
+        ("STRIPE_WEBHOOK_SECRET", "secretvalue"),
+        ("STRIPE_PRICE_ID", "prod_123"),
+    ])
+    .join("\n");
+    for name in [
+        "STRIPE_SECRET_KEY",
+        "STRIPE_WEBHOOK_SECRET",
+        "STRIPE_PRICE_ID",
+    ] {
+        assert!(bad.contains(name), "{bad}");
+    }
+    assert!(
+        !bad.contains("pk_test_publishable") && !bad.contains("secretvalue"),
+        "{bad}"
+    );
+
+    let stripe = [
+        ("STRIPE_SECRET_KEY", "rk_live_restricted"),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_abc"),
+        ("STRIPE_PRICE_ID", "price_abc"),
+    ];
+    let c = load(&stripe).expect("valid");
+    let billing = c.billing.as_ref().expect("billing on");
+    assert_eq!(billing.api_url.as_str(), "https://api.stripe.com/");
+    assert_eq!(
+        billing.past_due_grace,
+        std::time::Duration::from_secs(7 * 86_400)
+    );
+    assert!(!format!("{c:?}").contains("rk_live_restricted"));
+    assert!(load(&[]).expect("valid").billing.is_none());
+
+    let mut deployed = production();
+    deployed.extend(stripe);
+    deployed.push(("STRIPE_API_URL", "http://stripe.internal"));
+    assert!(
+        problems(&deployed)
+            .iter()
+            .any(|p| p.starts_with("STRIPE_API_URL must use https"))
+    );
+    let mut test_key = production();
+    test_key.extend([
+        ("STRIPE_SECRET_KEY", "sk_test_rehearsal"),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_abc"),
+        ("STRIPE_PRICE_ID", "price_abc"),
+    ]);
+    let warnings = load(&test_key).expect("valid").warnings().join("\n");
+    assert!(
+        warnings.contains("test-mode key in production"),
+        "{warnings}"
+    );
+}
