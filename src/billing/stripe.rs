@@ -145,9 +145,14 @@ enum Method {
 
 impl StripeClient {
     pub fn new(config: &BillingConfig) -> Self {
+        Self::with_timeout(config, Duration::from_secs(30))
+    }
+
+    /// A client whose every attempt gives up after `timeout` (and is then retried).
+    pub fn with_timeout(config: &BillingConfig, timeout: Duration) -> Self {
         let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(10).min(timeout))
+            .timeout(timeout)
             .build()
             .unwrap_or_default();
         StripeClient {

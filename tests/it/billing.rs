@@ -760,3 +760,40 @@ async fn no_stripe_id_or_address_reaches_the_logs_at_info() {
         assert!(!logs.contains(secret), "{secret} in the logs:\n{logs}");
     }
 }
+
+#[tokio::test]
+async fn a_stripe_that_does_not_answer_times_out_and_is_tried_again() {
+    let stub = StripeStub::start().await;
+    let vars = stub.vars();
+    let all: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // The production client, with attempts of a second instead of 30.
+    let app = TestApp::build(&all, 4, |shared| {
+        let config = shared.config.billing.clone().expect("billing");
+        shared.stripe = Some(std::sync::Arc::new(
+            aide::billing::stripe::StripeClient::with_timeout(
+                &config,
+                std::time::Duration::from_secs(1),
+            ),
+        ));
+    })
+    .await;
+    let token = app.sign_in("patient@example.com").await;
+    // The first attempt hangs: the second, with the same idempotency key, goes through.
+    stub.stall_next(1, std::time::Duration::from_secs(3));
+    let ok = checkout(&app, &token).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert_eq!(stub.customers().len(), 1);
+    // Every attempt hangs: a clear 503 after three, and nothing more is stored.
+    stub.stall_next(3, std::time::Duration::from_secs(3));
+    let portal = app
+        .send(Req::post("/api/billing/portal").bearer(&token))
+        .await;
+    assert_eq!(
+        portal.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        portal.body
+    );
+    assert_eq!(portal.json()["code"], "PAYMENTS_UNAVAILABLE");
+    assert_eq!(stub.problems(), Vec::<String>::new());
+}

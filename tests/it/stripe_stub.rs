@@ -62,6 +62,8 @@ struct Inner {
     script: VecDeque<(u16, Option<u64>, Option<bool>)>,
     /// Perform the next POST but answer it 500, as when an answer is lost on the way.
     lose_next_answer: bool,
+    /// Requests still to hold this long before answering (a timeout).
+    stalls: Vec<std::time::Duration>,
     /// Answer the next request 409 `idempotency_key_in_use`, as when another server's request
     /// with the same key is still running.
     key_in_use_next: bool,
@@ -182,6 +184,11 @@ impl StripeStub {
 
     pub fn lose_next_answer(&self) {
         self.with(|i| i.lose_next_answer = true);
+    }
+
+    /// The next `count` requests wait `wait` before they are looked at.
+    pub fn stall_next(&self, count: usize, wait: std::time::Duration) {
+        self.with(|i| i.stalls.extend(std::iter::repeat_n(wait, count)));
     }
 
     pub fn key_in_use_next(&self) {
@@ -346,7 +353,23 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    stall(&inner).await;
     answer(&inner, method, uri.path(), None, query, &headers, &body)
+}
+
+/// Waits as [`StripeStub::stall_next`] asked, without holding the state.
+async fn stall(inner: &Mutex<Inner>) {
+    let wait = {
+        let mut i = inner.lock().expect("lock");
+        if i.stalls.is_empty() {
+            None
+        } else {
+            Some(i.stalls.remove(0))
+        }
+    };
+    if let Some(wait) = wait {
+        tokio::time::sleep(wait).await;
+    }
 }
 
 async fn handle_id(
