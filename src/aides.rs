@@ -3,7 +3,7 @@
 
 pub mod model;
 pub(crate) mod repo;
-mod routes;
+pub(crate) mod routes;
 
 pub use routes::router;
 pub(crate) use routes::slug_conflict;

@@ -18,7 +18,7 @@ use crate::state::AppState;
 pub fn build_app(state: AppState) -> Router {
     Router::new()
         .merge(openapi::api().split_for_parts().0)
-        .merge(crate::home::router())
+        .merge(crate::web::router())
         .merge(crate::public::router())
         .merge(openapi::router())
         .merge(docs::router())
@@ -41,11 +41,7 @@ async fn unknown_route(uri: axum::http::Uri) -> axum::response::Response {
         )
         .into_response()
     } else {
-        crate::html::page(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "<h1>Not found</h1><p>There is nothing at this address. <a href=\"/\">Home</a></p>",
-        )
+        crate::web::not_found()
     }
 }
 

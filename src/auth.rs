@@ -5,7 +5,7 @@ mod email_address;
 pub mod jwt;
 mod message;
 mod pages;
-mod repo;
+pub(crate) mod repo;
 pub(crate) mod routes;
 pub mod session;
 pub mod tokens;

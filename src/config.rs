@@ -305,10 +305,10 @@ impl Config {
                         "is required in {env}: published pages need a domain of their own, apart from APP_URL's (for example https://example-pages.com)"
                     ),
                 );
-            } else if let (Some(app), Some(public)) = (&app_url, &public_url) {
-                if let Err(why) = pages_domain_apart(app, public) {
-                    src.problem("PUBLIC_URL", format!("{why} in {env}"));
-                }
+            } else if let (Some(app), Some(public)) = (&app_url, &public_url)
+                && let Err(why) = pages_domain_apart(app, public)
+            {
+                src.problem("PUBLIC_URL", format!("{why} in {env}"));
             }
             if storage.r2.is_none() {
                 src.problem(

@@ -16,7 +16,6 @@ pub mod db;
 pub mod email;
 pub mod error;
 pub mod files;
-mod home;
 pub mod html;
 pub mod http;
 pub mod jobs;
@@ -34,6 +33,7 @@ pub mod telemetry;
 pub mod tier;
 pub mod time;
 pub mod turns;
+pub mod web;
 
 pub use app::{build_app, health};
 pub use state::{AppState, Shared};

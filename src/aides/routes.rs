@@ -9,7 +9,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::model::{Aide, AidePage, CreateAide, Slug, Status, Title, UpdateAide};
+use super::model::{Aide, AidePage, AideRow, CreateAide, Slug, Status, Title, UpdateAide};
 use super::repo;
 use crate::audit::{self, Entry};
 use crate::auth::ApiUser;
@@ -104,7 +104,19 @@ pub async fn create(
     body: Option<JsonBody<CreateAide>>,
 ) -> Result<(StatusCode, Json<Aide>), AppError> {
     let request = body.map(|JsonBody(b)| b).unwrap_or_default();
-    let title = match request.title.as_deref() {
+    let row = create_aide(&state, &api, ip, request.title.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(row.into())))
+}
+
+/// Creates an aide titled `title` ("Untitled" when None), within the free plan's limit, with
+/// its audit row (the JSON route and the web app's form both come here).
+pub(crate) async fn create_aide(
+    state: &AppState,
+    api: &ApiUser,
+    ip: std::net::IpAddr,
+    title: Option<&str>,
+) -> Result<AideRow, AppError> {
+    let title = match title {
         Some(raw) => Title::parse(raw).map_err(|m| AppError::invalid("title", m))?,
         None => Title::parse("Untitled").map_err(|m| AppError::invalid("title", m))?,
     };
@@ -117,7 +129,7 @@ pub async fn create(
         repo::insert(&tx, title.as_str()),
     )
     .await?;
-    check_aide_limit(&state, tier, active)?;
+    check_aide_limit(state, tier, active)?;
     try_join(
         audit::record_user(
             &tx,
@@ -126,7 +138,7 @@ pub async fn create(
         tx.commit_queued(),
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(row.into())))
+    Ok(row)
 }
 
 /// One aide.
@@ -236,6 +248,16 @@ pub async fn archive(
     ClientIp(ip): ClientIp,
     IdPath(id): IdPath,
 ) -> Result<Json<Aide>, AppError> {
+    Ok(Json(archive_aide(&state, &api, ip, id).await?.into()))
+}
+
+/// Archives aide `id` of `api`'s, with its audit row.
+pub(crate) async fn archive_aide(
+    state: &AppState,
+    api: &ApiUser,
+    ip: std::net::IpAddr,
+    id: uuid::Uuid,
+) -> Result<AideRow, AppError> {
     let tx = api.begin(&state.db).await?;
     let row = repo::set_status(&tx, id, Status::Archived)
         .await?
@@ -246,7 +268,7 @@ pub async fn archive(
     )
     .await?;
     state.page_changed(id, &[row.slug.as_deref()]);
-    Ok(Json(row.into()))
+    Ok(row)
 }
 
 /// Brings an archived aide back as a draft, within the free limit.
@@ -264,6 +286,17 @@ pub async fn restore(
     ClientIp(ip): ClientIp,
     IdPath(id): IdPath,
 ) -> Result<Json<Aide>, AppError> {
+    Ok(Json(restore_aide(&state, &api, ip, id).await?.into()))
+}
+
+/// Brings aide `id` of `api`'s back from the archive (within the free limit), with its audit
+/// row; one that is not archived is returned as it is.
+pub(crate) async fn restore_aide(
+    state: &AppState,
+    api: &ApiUser,
+    ip: std::net::IpAddr,
+    id: uuid::Uuid,
+) -> Result<AideRow, AppError> {
     let tx = api.begin(&state.db).await?;
     // One round trip: the aide, the account locked and its aides counted.
     let (current, tier, active) = try_join3(
@@ -274,9 +307,9 @@ pub async fn restore(
     .await?;
     let current = current.ok_or_else(AppError::not_found)?;
     if current.status != Status::Archived {
-        return Ok(Json(current.into()));
+        return Ok(current);
     }
-    check_aide_limit(&state, tier, active)?;
+    check_aide_limit(state, tier, active)?;
     let row = repo::set_status(&tx, id, Status::Draft)
         .await?
         .ok_or_else(AppError::not_found)?;
@@ -286,7 +319,7 @@ pub async fn restore(
     )
     .await?;
     state.page_changed(id, &[row.slug.as_deref()]);
-    Ok(Json(row.into()))
+    Ok(row)
 }
 
 /// Deletes an aide with its conversation and versions.
@@ -303,6 +336,17 @@ pub async fn delete(
     ClientIp(ip): ClientIp,
     IdPath(id): IdPath,
 ) -> Result<StatusCode, AppError> {
+    delete_aide(&state, &api, ip, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes aide `id` of `api`'s, with its audit row; its stored objects go after the commit.
+pub(crate) async fn delete_aide(
+    state: &AppState,
+    api: &ApiUser,
+    ip: std::net::IpAddr,
+    id: uuid::Uuid,
+) -> Result<(), AppError> {
     let tx = api.begin(&state.db).await?;
     if !repo::delete(&tx, id).await? {
         return Err(AppError::not_found());
@@ -316,7 +360,7 @@ pub async fn delete(
     state.page_changed(id, &[]);
     state.page_cache.forget(id);
     state.storage_cleanup_wake.notify_one();
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// Refuses one more active aide for a free account at its limit, given the aides it holds that

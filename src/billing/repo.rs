@@ -117,6 +117,8 @@ crate::statement! {
          order by billing_synced_at nulls first
          limit $1";
     DELETE_OLD_EVENTS: System = "delete from stripe_events where received_at < now() - interval '30 days'";
+    /// Whether the signed-in user has a Stripe customer (user scope).
+    OWN_CUSTOMER: User = "select stripe_customer_id is not null from users where id = $1";
     /// The signed-in user's own plan (user scope).
     OWN_PLAN: User = "select tier, billing_status, billing_period_end,
             billing_cancel_at_period_end, billing_past_due_since
@@ -204,4 +206,11 @@ pub async fn delete_old_events(tx: &SystemTx) -> Result<u64, db::Error> {
 
 pub async fn own_plan(tx: &UserTx) -> Result<Option<Plan>, db::Error> {
     tx.row_opt(&OWN_PLAN, &[&tx.user_id().0]).await
+}
+
+pub async fn own_customer(tx: &UserTx) -> Result<bool, db::Error> {
+    Ok(tx
+        .value_opt(&OWN_CUSTOMER, &[&tx.user_id().0])
+        .await?
+        .unwrap_or(false))
 }

@@ -244,7 +244,7 @@ pub async fn checkout(
         "{}?session_id={{CHECKOUT_SESSION_ID}}",
         state.config.app_url_for("billing/success")
     );
-    let mut cancel = state.config.app_url.clone();
+    let mut cancel = state.config.app_url_for("account");
     cancel.set_query(Some("billing=cancelled"));
     let session = stripe
         .create_checkout_session(&NewCheckout {
@@ -300,7 +300,7 @@ pub async fn portal(
             "There is no subscription to manage yet. Upgrade to Pro first.",
         ));
     };
-    let return_url = state.config.app_url.to_string();
+    let return_url = state.config.app_url_for("account").to_string();
     let url = match stripe.create_portal_session(&customer, &return_url).await {
         Ok(url) => url,
         Err(StripeError::Refused {
@@ -330,15 +330,15 @@ pub struct ReturnParams {
 }
 
 /// Where Checkout sends the browser after payment: reads the subscription from Stripe before
-/// answering, so the person lands on a page that already shows Pro, then redirects to the app.
+/// answering, so the person lands on a page that already shows Pro: the account page.
 #[utoipa::path(get, path = "/billing/success", tag = "billing",
     params(ReturnParams),
-    responses((status = 303, description = "To the app, the plan re-read from Stripe first")))]
+    responses((status = 303, description = "To the account page, the plan re-read from Stripe first")))]
 pub async fn checkout_return(
     State(state): State<AppState>,
     Query(params): Query<ReturnParams>,
 ) -> Response {
-    let mut home = state.config.app_url.clone();
+    let mut home = state.config.app_url_for("account");
     home.set_query(Some("billing=success"));
     let redirect = Redirect::to(home.as_str()).into_response();
     let (Some(stripe), Some(id)) = (state.stripe.as_deref(), params.session_id) else {
@@ -356,10 +356,10 @@ pub async fn checkout_return(
             None
         }
     };
-    if let Some(customer) = customer {
-        if let Err(e) = sync::resync(&state, &customer, None, Cause::CheckoutReturn).await {
-            tracing::warn!(error = %e, "checkout return: re-sync failed; the webhook will do it");
-        }
+    if let Some(customer) = customer
+        && let Err(e) = sync::resync(&state, &customer, None, Cause::CheckoutReturn).await
+    {
+        tracing::warn!(error = %e, "checkout return: re-sync failed; the webhook will do it");
     }
     redirect
 }

@@ -178,20 +178,20 @@ pub async fn resync(
             return Ok(Outcome::Duplicate);
         }
     }
-    if let (Some(before), Some(after)) = (&before, &after) {
-        if before.tier != after.tier {
-            audit::record_system(
-                &tx,
-                &Entry::new("billing.plan_changed", "user")
-                    .user(found.user)
-                    .resource(found.user.0)
-                    .details(serde_json::json!({
-                        "from": before.tier.as_str(), "to": after.tier.as_str(),
-                        "status": after.status, "cause": cause.as_str(),
-                    })),
-            )
-            .await?;
-        }
+    if let (Some(before), Some(after)) = (&before, &after)
+        && before.tier != after.tier
+    {
+        audit::record_system(
+            &tx,
+            &Entry::new("billing.plan_changed", "user")
+                .user(found.user)
+                .resource(found.user.0)
+                .details(serde_json::json!({
+                    "from": before.tier.as_str(), "to": after.tier.as_str(),
+                    "status": after.status, "cause": cause.as_str(),
+                })),
+        )
+        .await?;
     }
     // The email belongs to the event, whichever re-sync's state wins (a newer one's, when this
     // one is stale: the row as locked).
@@ -205,10 +205,10 @@ pub async fn resync(
     if failed_payment && plan_now.is_some() {
         state.outbox_wake.notify_one();
     }
-    if let (Some(before), Some(after)) = (&before, &after) {
-        if before.tier != after.tier {
-            plan_changed(state, found.user, before, after);
-        }
+    if let (Some(before), Some(after)) = (&before, &after)
+        && before.tier != after.tier
+    {
+        plan_changed(state, found.user, before, after);
     }
     Ok(outcome)
 }

@@ -173,12 +173,12 @@ impl Tx {
 
 impl Drop for Tx {
     fn drop(&mut self) {
-        if self.state.load(Ordering::Acquire) == OPEN {
-            if let Ok(statement) = self.conn.statement(ROLLBACK.text()) {
-                // The first poll sends the request; its answer is read and dropped by the
-                // connection's task. The connection goes back to the pool at once.
-                let _ = self.conn.client.execute(statement, &[]).now_or_never();
-            }
+        if self.state.load(Ordering::Acquire) == OPEN
+            && let Ok(statement) = self.conn.statement(ROLLBACK.text())
+        {
+            // The first poll sends the request; its answer is read and dropped by the
+            // connection's task. The connection goes back to the pool at once.
+            let _ = self.conn.client.execute(statement, &[]).now_or_never();
         }
     }
 }

@@ -2,7 +2,8 @@
 //! differs from APP_URL's): `/s/` only on PUBLIC_URL's host, and the app (`/`, `/auth`, `/api`)
 //! only on APP_URL's. A page, which is user-written HTML, then never runs on the app's origin,
 //! where it could ask for a sign-in code under the real domain or lean on a forgotten header.
-//! `/health` and `/ready` answer on any host, for probes that address the server directly.
+//! `/health` and `/ready` answer on any host, for probes that address the server directly, and so
+//! does `/static/` (the stylesheet, which pages of both sides use).
 //!
 //! With one host for both (the development default) nothing is checked, and the server warns at
 //! start (see `Config::warnings`).
@@ -22,7 +23,8 @@ pub fn refuse(config: &Config, request: &Request) -> Option<Response> {
         return None;
     }
     let path = request.uri().path();
-    if path == "/health" || path == "/ready" {
+    // Probes, and our own stylesheet (the pages' 404 page uses it too).
+    if path == "/health" || path == "/ready" || path.starts_with("/static/") {
         return None;
     }
     let host = request

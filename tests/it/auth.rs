@@ -101,7 +101,8 @@ async fn the_whole_browser_flow_from_form_to_logout() {
     let home = app.send(Req::get("/").cookie(&cookie)).await;
     assert!(
         home.body
-            .contains("Signed in as <strong>ada@example.com</strong>"),
+            .contains("<a href=\"/account\">ada@example.com</a>")
+            && home.body.contains("Your aides"),
         "{}",
         home.body
     );

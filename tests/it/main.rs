@@ -21,6 +21,7 @@ mod revisions;
 mod sessions;
 mod sign_in_limits;
 mod turns;
+mod web;
 
 mod catalog;
 mod cli;

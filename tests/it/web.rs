@@ -1,0 +1,324 @@
+//! The web app's pages through the router: what a browser without JavaScript gets and can do.
+
+use axum::http::StatusCode;
+
+use crate::app::{Answer, Req, TestApp};
+use crate::stripe_stub::StripeStub;
+
+/// Signs in through the forms, as a browser does; returns the session cookie.
+async fn browser(app: &TestApp, email: &str) -> String {
+    let sent = app
+        .send(Req::post("/auth/send").form(&[("email", email)]))
+        .await;
+    assert_eq!(sent.status, StatusCode::OK, "{}", sent.body);
+    let (token, _, _) = app.last_email(email).await;
+    let verified = app
+        .send(Req::post("/auth/verify").form(&[("token", &token)]))
+        .await;
+    assert_eq!(verified.status, StatusCode::SEE_OTHER, "{}", verified.body);
+    verified.session_cookie()
+}
+
+fn csp(answer: &Answer) -> String {
+    answer
+        .header("content-security-policy")
+        .expect("a policy")
+        .to_string()
+}
+
+fn strict(policy: &str) {
+    assert!(!policy.contains("unsafe"), "{policy}");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert!(policy.contains("base-uri 'none'"), "{policy}");
+}
+
+/// The stylesheet's address on a page.
+fn stylesheet(body: &str) -> String {
+    let at = body.find("/static/app-").expect("a stylesheet link");
+    let end = body[at..].find('"').expect("end of the link") + at;
+    body[at..end].to_string()
+}
+
+#[tokio::test]
+async fn signed_out_the_home_page_is_sign_in_with_a_strict_policy_and_our_stylesheet() {
+    let app = TestApp::new().await;
+    let home = app.send(Req::get("/")).await;
+    assert_eq!(home.status, StatusCode::OK);
+    assert!(home.body.contains("action=\"/auth/send\""), "{}", home.body);
+    assert!(!home.body.contains("<style"), "no inline style");
+    strict(&csp(&home));
+    assert_eq!(home.header("cache-control"), Some("no-store"));
+    let css = app.send(Req::get(&stylesheet(&home.body))).await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
+    assert_eq!(
+        css.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert!(css.body.contains(":focus-visible"));
+    let stale = app.send(Req::get("/static/app-000000000000.css")).await;
+    assert_eq!(stale.status, StatusCode::NOT_FOUND);
+    assert!(stale.body.contains("<h1>Not found</h1>"));
+    let unknown = app.send(Req::get("/no/such/page")).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(
+        unknown.body.contains("Go to your aides"),
+        "{}",
+        unknown.body
+    );
+    strict(&csp(&unknown));
+    // Signed out, the account page sends you to sign in.
+    let account = app.send(Req::get("/account")).await;
+    assert_eq!(account.status, StatusCode::SEE_OTHER);
+    assert_eq!(account.header("location"), Some("/"));
+}
+
+#[tokio::test]
+async fn the_list_creates_archives_restores_and_deletes_with_forms() {
+    let app = TestApp::new().await;
+    let cookie = browser(&app, "lister@example.com").await;
+    let empty = app.send(Req::get("/").cookie(&cookie)).await;
+    assert_eq!(empty.status, StatusCode::OK);
+    assert!(empty.body.contains("No aides yet"), "{}", empty.body);
+    assert!(empty.body.contains("0 of 5 aides"), "{}", empty.body);
+    let policy = csp(&empty);
+    strict(&policy);
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+
+    let created = app
+        .send(
+            Req::post("/a")
+                .cookie(&cookie)
+                .form(&[("title", "<script>alert(1)</script> Groceries")]),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    assert_eq!(created.header("location"), Some("/"));
+    let untitled = app
+        .send(Req::post("/a").cookie(&cookie).form(&[("title", "  ")]))
+        .await;
+    assert_eq!(untitled.status, StatusCode::SEE_OTHER);
+    let list = app.send(Req::get("/").cookie(&cookie)).await;
+    assert!(
+        list.body
+            .contains("&#60;script&#62;alert(1)&#60;/script&#62; Groceries")
+            || list
+                .body
+                .contains("&lt;script&gt;alert(1)&lt;/script&gt; Groceries"),
+        "escaped: {}",
+        list.body
+    );
+    assert!(!list.body.contains("<script>alert"), "{}", list.body);
+    assert!(list.body.contains("Untitled"));
+    assert!(list.body.contains("2 of 5 aides"), "{}", list.body);
+    assert_eq!(list.body.matches("class=\"badge draft\"").count(), 2);
+
+    let id = {
+        let at = list.body.find("/a/").expect("an aide's form") + 3;
+        list.body[at..at + 36].to_string()
+    };
+    let archived = app
+        .send(
+            Req::post(&format!("/a/{id}/archive"))
+                .cookie(&cookie)
+                .form(&[]),
+        )
+        .await;
+    assert_eq!(archived.status, StatusCode::SEE_OTHER);
+    let list = app.send(Req::get("/").cookie(&cookie)).await;
+    assert!(list.body.contains("1 of 5 aides"), "{}", list.body);
+    let shelf = app.send(Req::get("/?archived=1").cookie(&cookie)).await;
+    assert!(shelf.body.contains("Archived aides"));
+    assert!(
+        shelf.body.contains(&format!("/a/{id}/restore")),
+        "{}",
+        shelf.body
+    );
+    let restored = app
+        .send(
+            Req::post(&format!("/a/{id}/restore"))
+                .cookie(&cookie)
+                .form(&[]),
+        )
+        .await;
+    assert_eq!(restored.status, StatusCode::SEE_OTHER);
+    assert_eq!(restored.header("location"), Some("/"));
+    app.send(
+        Req::post(&format!("/a/{id}/archive"))
+            .cookie(&cookie)
+            .form(&[]),
+    )
+    .await;
+
+    let confirm = app
+        .send(Req::get(&format!("/a/{id}/delete")).cookie(&cookie))
+        .await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    assert!(confirm.body.contains("Delete for good"), "{}", confirm.body);
+    let deleted = app
+        .send(
+            Req::post(&format!("/a/{id}/delete"))
+                .cookie(&cookie)
+                .form(&[]),
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER);
+    let shelf = app.send(Req::get("/?archived=1").cookie(&cookie)).await;
+    assert!(shelf.body.contains("Nothing is archived"), "{}", shelf.body);
+    let again = app
+        .send(
+            Req::post(&format!("/a/{id}/delete"))
+                .cookie(&cookie)
+                .form(&[]),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    assert!(again.body.contains("<h1>Not found</h1>"));
+}
+
+#[tokio::test]
+async fn the_free_limit_is_shown_and_explained_and_others_ids_are_not_found() {
+    let app = TestApp::new().await;
+    let cookie = browser(&app, "full@example.com").await;
+    for n in 0..5 {
+        let created = app
+            .send(
+                Req::post("/a")
+                    .cookie(&cookie)
+                    .form(&[("title", &format!("Aide {n}"))]),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::SEE_OTHER);
+    }
+    let list = app.send(Req::get("/").cookie(&cookie)).await;
+    assert!(list.body.contains("5 of 5 aides"), "{}", list.body);
+    assert!(
+        list.body.contains("href=\"/account\">upgrade to Pro"),
+        "{}",
+        list.body
+    );
+    let refused = app
+        .send(Req::post("/a").cookie(&cookie).form(&[("title", "Sixth")]))
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused.body.contains("Free accounts can keep 5 aides"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains("role=\"alert\""));
+
+    let other = browser(&app, "other@example.com").await;
+    let id = {
+        let at = list.body.find("/a/").expect("an aide") + 3;
+        list.body[at..at + 36].to_string()
+    };
+    for (method, path) in [
+        ("POST", format!("/a/{id}/archive")),
+        ("POST", format!("/a/{id}/delete")),
+        ("GET", format!("/a/{id}/delete")),
+        ("GET", "/a/not-an-id/delete".to_string()),
+    ] {
+        let req = if method == "POST" {
+            Req::post(&path).cookie(&other).form(&[])
+        } else {
+            Req::get(&path).cookie(&other)
+        };
+        let answer = app.send(req).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{method} {path}");
+        assert!(!answer.body.contains("Aide 0"), "{method} {path}");
+    }
+    // Signed out, a form sends you to sign in and changes nothing.
+    let anonymous = app.send(Req::post("/a").form(&[("title", "x")])).await;
+    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+    assert_eq!(anonymous.header("location"), Some("/"));
+    // A form from another site is refused.
+    let forged = app
+        .send(
+            Req::post("/a")
+                .header("origin", "https://evil.example")
+                .cookie(&cookie)
+                .form(&[("title", "x")]),
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn the_account_page_shows_the_plan_and_upgrades_through_checkout() {
+    let stub = StripeStub::start().await;
+    let vars = stub.vars();
+    let all: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = TestApp::with(&all).await;
+    let cookie = browser(&app, "upgrader@example.com").await;
+    let account = app.send(Req::get("/account").cookie(&cookie)).await;
+    assert_eq!(account.status, StatusCode::OK);
+    for text in [
+        "upgrader@example.com",
+        "<dd>Free</dd>",
+        "0 of 50",
+        "Upgrade to Pro",
+        "action=\"/auth/logout-all\"",
+    ] {
+        assert!(account.body.contains(text), "{text}: {}", account.body);
+    }
+    let policy = csp(&account);
+    strict(&policy);
+    assert!(
+        policy
+            .contains("form-action 'self' https://checkout.stripe.com https://billing.stripe.com"),
+        "{policy}"
+    );
+    assert!(policy.contains(&stub.url), "the stand-in's pages: {policy}");
+
+    let checkout = app
+        .send(Req::post("/api/billing/checkout").cookie(&cookie).form(&[]))
+        .await;
+    assert_eq!(checkout.status, StatusCode::SEE_OTHER, "{}", checkout.body);
+    let to = checkout
+        .header("location")
+        .expect("to Checkout")
+        .to_string();
+    assert!(to.starts_with("https://checkout.stripe.com/"), "{to}");
+    let session = to.rsplit('/').next().expect("session");
+    let (_, _) = stub.complete_checkout(session);
+    let back = app
+        .send(Req::get(&format!("/billing/success?session_id={session}")))
+        .await;
+    assert_eq!(
+        back.header("location"),
+        Some("http://127.0.0.1:8000/account?billing=success")
+    );
+    let account = app
+        .send(Req::get("/account?billing=success").cookie(&cookie))
+        .await;
+    for text in [
+        "Welcome to Pro",
+        "<dd>Pro</dd>",
+        "no weekly limit",
+        "Renews on",
+        "Manage billing",
+    ] {
+        assert!(account.body.contains(text), "{text}: {}", account.body);
+    }
+    assert!(!account.body.contains("Upgrade to Pro"));
+    assert!(!account.body.contains("cus_"), "no Stripe id on the page");
+}
+
+#[tokio::test]
+async fn without_stripe_the_account_page_says_payments_are_off() {
+    let app = TestApp::new().await;
+    let cookie = browser(&app, "plain@example.com").await;
+    let account = app.send(Req::get("/account").cookie(&cookie)).await;
+    assert!(
+        account.body.contains("Payments are not set up"),
+        "{}",
+        account.body
+    );
+    assert!(!account.body.contains("Upgrade to Pro"));
+    assert!(
+        csp(&account).contains("form-action 'self';"),
+        "{}",
+        csp(&account)
+    );
+}
