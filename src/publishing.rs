@@ -11,6 +11,6 @@
 //! their `r2_key` says so, and [`crate::storage::keys::published_file`] finds either.
 
 mod repo;
-mod routes;
+pub(crate) mod routes;
 
 pub use routes::router;

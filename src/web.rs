@@ -5,6 +5,7 @@
 
 pub mod assets;
 mod pages;
+pub mod preview;
 
 use askama::Template;
 use axum::http::{HeaderValue, StatusCode, header};

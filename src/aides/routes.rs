@@ -195,6 +195,20 @@ pub async fn update(
             "give a title or a slug to change",
         ));
     }
+    Ok(Json(
+        update_aide(&state, &api, ip, id, title, slug).await?.into(),
+    ))
+}
+
+/// Renames aide `id`, or (Pro) gives it the slug, with its audit row.
+pub(crate) async fn update_aide(
+    state: &AppState,
+    api: &ApiUser,
+    ip: std::net::IpAddr,
+    id: uuid::Uuid,
+    title: Option<Title>,
+    slug: Option<Slug>,
+) -> Result<AideRow, AppError> {
     let tx = api.begin(&state.db).await?;
     let before = repo::find(&tx, id).await?.ok_or_else(AppError::not_found)?;
     if slug.is_some() && !repo::tier(&tx).await?.is_pro() {
@@ -231,7 +245,7 @@ pub async fn update(
     )
     .await?;
     state.page_changed(id, &[before.slug.as_deref(), row.slug.as_deref()]);
-    Ok(Json(row.into()))
+    Ok(row)
 }
 
 /// Archives an aide: it leaves the default list and stops counting toward the free limit.

@@ -37,6 +37,16 @@ impl SessionKey {
     fn bytes(&self) -> &[u8] {
         self.0.expose_secret().as_bytes()
     }
+
+    /// A key for another purpose, derived from this one (HMAC-SHA256 of `label`), so one secret
+    /// serves several signatures and none can stand in for another.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.bytes())
+            .expect("HMAC takes a key of any length");
+        mac.update(label.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
 }
 
 impl std::fmt::Debug for SessionKey {

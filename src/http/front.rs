@@ -73,7 +73,18 @@ async fn guarded(state: &AppState, request: Request, next: Next) -> Response {
     if private && !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+    // A response that names who may frame it (a preview, framed by the app) keeps that rule:
+    // X-Frame-Options cannot name another origin.
+    let framed_by_rule = headers
+        .get(header::CONTENT_SECURITY_POLICY)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|csp| {
+            csp.contains("frame-ancestors") && !csp.contains("frame-ancestors 'none'")
+        });
     for (name, value) in DEFAULT_HEADERS {
+        if framed_by_rule && name == header::X_FRAME_OPTIONS {
+            continue;
+        }
         if !headers.contains_key(&name) {
             headers.insert(name, HeaderValue::from_static(value));
         }

@@ -32,7 +32,8 @@ pub fn refuse(config: &Config, request: &Request) -> Option<Response> {
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let is_page = path == "/s" || path.starts_with("/s/");
+    // Published pages, and previews of drafts: user-written HTML, kept off the app's host.
+    let is_page = path == "/s" || path.starts_with("/s/") || path.starts_with("/p/");
     if is_page && is_host_of(host, &config.public_url) {
         return None;
     }

@@ -232,26 +232,40 @@ pub async fn publish(
             "must be a revision number (1 or more)",
         ));
     }
-    let _slot = crate::files::enter_in_flight(&state, &api)?;
-    check_publish_rate(&state, &api).await?;
+    let published = publish_aide(&state, &api, ip, aide, notes, request.revision).await?;
+    Ok((StatusCode::CREATED, Json(published)))
+}
+
+/// Publishes `revision` of aide `aide` (the newest when None) as its next version, with its
+/// audit row; `notes` already checked (the JSON route and the web app's form both come here).
+pub(crate) async fn publish_aide(
+    state: &AppState,
+    api: &ApiUser,
+    ip: std::net::IpAddr,
+    aide: Uuid,
+    notes: Option<&str>,
+    revision: Option<i32>,
+) -> Result<Published, AppError> {
+    let _slot = crate::files::enter_in_flight(state, api)?;
+    check_publish_rate(state, api).await?;
 
     // The files to publish (the newest revision is the workspace as it is), with the blobs still
     // to copy protected until recorded: the blob lock, held shared from here until the guard
     // commits, keeps the storage worker from removing them meanwhile.
-    let tx = begin_sharing_blobs(&state.db, &api, aide).await?;
+    let tx = begin_sharing_blobs(&state.db, api, aide).await?;
     let folder = keys::blob_folder(aide);
     // One round trip: the files and hashes of an aide that is not the caller's are empty.
     let ((current, (files, revision)), stored) = futures_util::future::try_join(
         futures_util::future::try_join(
             repo::aide_state(&tx, aide, false),
-            repo::revision_files(&tx, aide, request.revision),
+            repo::revision_files(&tx, aide, revision),
         ),
         repo::published_hashes(&tx, aide, &folder),
     )
     .await?;
     let current = current.ok_or_else(AppError::not_found)?;
     refuse_archived(&current)?;
-    if let Some(asked) = request.revision
+    if let Some(asked) = revision
         && revision.is_none()
     {
         // None from revision_files: no such revision, or one with no files at all.
@@ -299,10 +313,10 @@ pub async fn publish(
     drop(tx);
 
     let result = async {
-        copy_to_published(&state, aide, &hashes).await?;
+        copy_to_published(state, aide, &hashes).await?;
         let tx = api.begin(&state.db).await?;
         let (row, aide_row) =
-            record_version(&state, &tx, aide, notes, revision, &files, &new_blobs).await?;
+            record_version(state, &tx, aide, notes, revision, &files, &new_blobs).await?;
         let size: i64 = files.iter().map(|f| f.size_bytes).sum();
         futures_util::future::try_join3(
             audit::record_user(
@@ -326,7 +340,7 @@ pub async fn publish(
     let (row, aide_row) = match result {
         Ok(done) => done,
         Err(e) => {
-            guard.release(&state.db, &api).await;
+            guard.release(&state.db, api).await;
             if e.status() == StatusCode::NOT_FOUND {
                 // Deleted while the bytes were copied: remove what this publish stored.
                 let folder = keys::blob_folder(aide);
@@ -339,10 +353,7 @@ pub async fn publish(
         }
     };
     state.page_changed(aide, &[aide_row.slug.as_deref()]);
-    Ok((
-        StatusCode::CREATED,
-        Json(published_view(&state, row, aide_row)),
-    ))
+    Ok(published_view(state, row, aide_row))
 }
 
 /// Copies workspace blobs to the aide's blob folder in the published bucket.
@@ -385,6 +396,16 @@ pub async fn unpublish(
     ClientIp(ip): ClientIp,
     IdPath(aide): IdPath,
 ) -> Result<Json<Aide>, AppError> {
+    Ok(Json(unpublish_aide(&state, &api, ip, aide).await?.into()))
+}
+
+/// Takes aide `aide`'s page down at once, with its audit row.
+pub(crate) async fn unpublish_aide(
+    state: &AppState,
+    api: &ApiUser,
+    ip: std::net::IpAddr,
+    aide: Uuid,
+) -> Result<crate::aides::model::AideRow, AppError> {
     let tx = api.begin(&state.db).await?;
     // The lock and the update in one round trip (PostgreSQL runs the update once the lock is
     // held); a missing aide is told from one that is not published by the first answer.
@@ -405,7 +426,7 @@ pub async fn unpublish(
     )
     .await?;
     state.page_changed(aide, &[row.slug.as_deref()]);
-    Ok(Json(row.into()))
+    Ok(row)
 }
 
 /// The aide's published versions, newest first.

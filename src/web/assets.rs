@@ -19,11 +19,18 @@ struct Asset {
     content_type: &'static str,
 }
 
-const FILES: &[(&str, &[u8], &str)] = &[(
-    "app.css",
-    include_bytes!("../../static/app.css"),
-    "text/css; charset=utf-8",
-)];
+const FILES: &[(&str, &[u8], &str)] = &[
+    (
+        "app.css",
+        include_bytes!("../../static/app.css"),
+        "text/css; charset=utf-8",
+    ),
+    (
+        "editor.js",
+        include_bytes!("../../static/editor.js"),
+        "text/javascript; charset=utf-8",
+    ),
+];
 
 static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
     FILES

@@ -27,8 +27,21 @@ pub fn router() -> Router<AppState> {
         .route("/a/{id}/archive", post(archive))
         .route("/a/{id}/restore", post(restore))
         .route("/a/{id}/delete", get(confirm_delete).post(delete))
+        .route("/a/{id}", get(editor))
+        .route("/a/{id}/rename", post(rename))
+        .route("/a/{id}/preview-url", get(preview_url))
+        .route("/a/{id}/publish", post(publish))
+        .route("/a/{id}/unpublish", post(unpublish))
         .route("/account", get(account))
         .route("/static/{file}", get(super::assets::serve))
+        .route(
+            "/p/{aide}/{revision}/{expires}/{signature}/",
+            get(super::preview::serve),
+        )
+        .route(
+            "/p/{aide}/{revision}/{expires}/{signature}/{*path}",
+            get(super::preview::serve),
+        )
 }
 
 /// How many aides the list shows.
@@ -173,7 +186,7 @@ async fn create(
     }
     .await;
     match result {
-        Ok(_) => Redirect::to("/").into_response(),
+        Ok(row) => Redirect::to(&format!("/a/{}", row.id)).into_response(),
         Err(e) => error_page(e, "/"),
     }
 }
@@ -357,4 +370,207 @@ async fn account(
         notice,
     };
     Ok(render(StatusCode::OK, &page, &app_csp(&state.config)))
+}
+
+/// A message as the editor shows it.
+struct MessageItem {
+    role: String,
+    content: String,
+    /// A reply cut short by Stop.
+    stopped: bool,
+}
+
+#[derive(Template)]
+#[template(path = "editor.html")]
+struct EditorPage {
+    layout: Layout,
+    id: Uuid,
+    title: String,
+    status: &'static str,
+    badge: &'static str,
+    public_url: Option<String>,
+    messages: Vec<MessageItem>,
+    usage: String,
+    /// The preview's signed address, when the aide has files.
+    preview: Option<String>,
+    /// A turn still running (the script re-attaches to it).
+    running_turn: Option<Uuid>,
+    script: &'static str,
+}
+
+/// Messages the editor shows at most (the oldest first).
+const MESSAGES_SHOWN: i64 = 1000;
+
+/// "12 of 50 turns this week, resets Mon Dec 7 at 09:00 UTC", or Pro's count.
+fn usage_line(turns: &crate::auth::routes::TurnUsage) -> String {
+    let resets = turns
+        .resets_at
+        .map(|at| format!(", resets {}", at.format("%a %b %-d at %H:%M UTC")))
+        .unwrap_or_default();
+    match turns.limit {
+        Some(limit) => format!("{} of {limit} turns this week{resets}", turns.used),
+        None => format!("{} turns this week (no weekly limit on Pro)", turns.used),
+    }
+}
+
+/// `GET /a/{id}`: the editor: the conversation beside the page's preview.
+async fn editor(
+    State(state): State<AppState>,
+    user: Option<CurrentUser>,
+    id: Result<crate::http::params::IdPath, AppError>,
+) -> Result<Response, AppError> {
+    let Some(user) = user else {
+        return Ok(Redirect::to("/").into_response());
+    };
+    let Ok(crate::http::params::IdPath(id)) = id else {
+        return Ok(super::not_found());
+    };
+    let tx = state.db.user(user.user_id).await?;
+    let (me, row, messages, newest, turns) = futures_util::future::try_join5(
+        crate::auth::repo::me(&tx),
+        crate::aides::repo::find(&tx, id),
+        crate::conversations::repo::list_messages(&tx, id, None, MESSAGES_SHOWN),
+        crate::revisions::repo::newest(&tx, id),
+        crate::turns::repo::list(&tx, id, None, 1),
+    )
+    .await?;
+    tx.rollback();
+    let (Some(me), Some(row)) = (me, row) else {
+        return Ok(super::not_found());
+    };
+    let me = crate::auth::routes::UserResponse::new(me, &state.config, Utc::now());
+    let item = AideItem::new(row.clone(), Utc::now());
+    let public_url = (row.status == Status::Published)
+        .then(|| {
+            row.slug.as_deref().map(|slug| {
+                state
+                    .config
+                    .public_url_for(&format!("s/{slug}/"))
+                    .to_string()
+            })
+        })
+        .flatten();
+    let page = EditorPage {
+        layout: Layout::signed_in(row.title.clone(), &me.email),
+        id,
+        title: row.title,
+        status: item.status,
+        badge: item.badge,
+        public_url,
+        messages: messages
+            .into_iter()
+            .map(|m| MessageItem {
+                stopped: m.metadata.get("interrupted").and_then(|v| v.as_bool()) == Some(true),
+                role: m.role,
+                content: m.content,
+            })
+            .collect(),
+        usage: usage_line(&me.turns),
+        preview: newest
+            .filter(|r| r.file_count > 0)
+            .map(|r| super::preview::url(&state, id, r.number)),
+        running_turn: turns
+            .into_iter()
+            .next()
+            .filter(|t| t.status == "running")
+            .map(|t| t.id),
+        script: super::assets::url("editor.js"),
+    };
+    Ok(render(StatusCode::OK, &page, &app_csp(&state.config)))
+}
+
+#[derive(Debug, Deserialize)]
+struct RenameForm {
+    title: String,
+}
+
+async fn rename(
+    State(state): State<AppState>,
+    api: Result<ApiUser, AppError>,
+    ClientIp(ip): ClientIp,
+    id: Result<crate::http::params::IdPath, AppError>,
+    input: Input<RenameForm>,
+) -> Response {
+    let result = async {
+        let (api, id) = (api?, id?.0);
+        let title = crate::aides::model::Title::parse(&input.value.title)
+            .map_err(|m| AppError::invalid("title", m))?;
+        crate::aides::routes::update_aide(&state, &api, ip, id, Some(title), None).await
+    }
+    .await;
+    match result {
+        Ok(row) => Redirect::to(&format!("/a/{}", row.id)).into_response(),
+        Err(e) => error_page(e, "/"),
+    }
+}
+
+async fn publish(
+    State(state): State<AppState>,
+    api: Result<ApiUser, AppError>,
+    ClientIp(ip): ClientIp,
+    id: Result<crate::http::params::IdPath, AppError>,
+) -> Response {
+    let mut back = "/".to_string();
+    let result = async {
+        let (api, id) = (api?, id?.0);
+        back = format!("/a/{id}");
+        crate::publishing::routes::publish_aide(&state, &api, ip, id, None, None).await
+    }
+    .await;
+    match result {
+        Ok(_) => Redirect::to(&back).into_response(),
+        Err(e) => error_page(e, &back),
+    }
+}
+
+async fn unpublish(
+    State(state): State<AppState>,
+    api: Result<ApiUser, AppError>,
+    ClientIp(ip): ClientIp,
+    id: Result<crate::http::params::IdPath, AppError>,
+) -> Response {
+    let mut back = "/".to_string();
+    let result = async {
+        let (api, id) = (api?, id?.0);
+        back = format!("/a/{id}");
+        crate::publishing::routes::unpublish_aide(&state, &api, ip, id).await
+    }
+    .await;
+    match result {
+        Ok(_) => Redirect::to(&back).into_response(),
+        Err(e) => error_page(e, &back),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PreviewParams {
+    revision: i32,
+}
+
+/// `GET /a/{id}/preview-url?revision=N`: a fresh signed address for revision N's preview, as
+/// `{"url": ...}` (the editor's script asks after a turn made a revision).
+async fn preview_url(
+    State(state): State<AppState>,
+    user: Option<CurrentUser>,
+    id: Result<crate::http::params::IdPath, AppError>,
+    params: Result<Query<PreviewParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, AppError> {
+    let user = user.ok_or_else(AppError::unauthorized)?;
+    let id = id?.0;
+    let Ok(Query(params)) = params else {
+        return Err(AppError::invalid("revision", "must be a revision number"));
+    };
+    let tx = state.db.user(user.user_id).await?;
+    let found = crate::revisions::repo::find(&tx, id, params.revision).await?;
+    tx.rollback();
+    found.ok_or_else(AppError::not_found)?;
+    let mut response = axum::Json(serde_json::json!({
+        "url": super::preview::url(&state, id, params.revision)
+    }))
+    .into_response();
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
 }

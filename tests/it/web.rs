@@ -93,7 +93,12 @@ async fn the_list_creates_archives_restores_and_deletes_with_forms() {
         )
         .await;
     assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
-    assert_eq!(created.header("location"), Some("/"));
+    assert!(
+        created
+            .header("location")
+            .is_some_and(|l| l.starts_with("/a/")),
+        "to the new aide's editor"
+    );
     let untitled = app
         .send(Req::post("/a").cookie(&cookie).form(&[("title", "  ")]))
         .await;
@@ -320,5 +325,192 @@ async fn without_stripe_the_account_page_says_payments_are_off() {
         csp(&account).contains("form-action 'self';"),
         "{}",
         csp(&account)
+    );
+}
+
+#[tokio::test]
+async fn the_editor_shows_the_page_in_an_isolated_preview_and_its_forms_work() {
+    let app = TestApp::new().await;
+    let cookie = browser(&app, "editor@example.com").await;
+    let created = app
+        .send(
+            Req::post("/a")
+                .cookie(&cookie)
+                .form(&[("title", "Trip <plan>")]),
+        )
+        .await;
+    let location = created
+        .header("location")
+        .expect("to the editor")
+        .to_string();
+    let id = location.trim_start_matches("/a/").to_string();
+    let empty = app.send(Req::get(&location).cookie(&cookie)).await;
+    assert_eq!(empty.status, StatusCode::OK);
+    assert!(empty.body.contains("No page yet"), "{}", empty.body);
+    assert!(empty.body.contains("Trip &#60;plan&#62;") || empty.body.contains("Trip &lt;plan&gt;"));
+    assert!(empty.body.contains("Chat needs JavaScript"));
+    assert!(
+        empty.body.contains("0 of 50 turns this week"),
+        "{}",
+        empty.body
+    );
+    let script = {
+        let at = empty
+            .body
+            .find("/static/editor-")
+            .expect("the editor's script");
+        let end = empty.body[at..].find('"').expect("end") + at;
+        empty.body[at..end].to_string()
+    };
+    let js = app.send(Req::get(&script)).await;
+    assert_eq!(js.status, StatusCode::OK);
+    assert_eq!(
+        js.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert!(js.body.contains("readEvents"));
+
+    // A page in the workspace: the preview shows it, from a signed address.
+    let put = app
+        .send(
+            Req::new(
+                axum::http::Method::PUT,
+                &format!("/api/aides/{id}/files/index.html"),
+            )
+            .cookie(&cookie)
+            .header("origin", crate::app::APP_URL)
+            .header("content-type", "text/html")
+            .raw_body("<h1>Packing list</h1><script>document.title = 'ran'</script>"),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    let page = app.send(Req::get(&location).cookie(&cookie)).await;
+    let src = {
+        let at = page.body.find("src=\"/p/").expect("a preview frame") + 5;
+        let end = page.body[at..].find('"').expect("end") + at;
+        page.body[at..end].to_string()
+    };
+    assert!(
+        page.body
+            .contains("sandbox=\"allow-scripts allow-forms allow-popups\"")
+    );
+    assert!(!page.body.contains("allow-same-origin"));
+    let preview = app.send(Req::get(&src)).await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
+    assert!(preview.body.contains("<h1>Packing list</h1>"));
+    assert_eq!(
+        preview.header("content-security-policy"),
+        Some(
+            "sandbox allow-scripts allow-forms allow-popups; frame-ancestors http://127.0.0.1:8000"
+        )
+    );
+    assert_eq!(preview.header("x-frame-options"), None, "framed by the app");
+    assert_eq!(preview.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(
+        app.send(Req::get(&format!("{src}index.html"))).await.status,
+        StatusCode::OK
+    );
+    // Forged, altered or unknown addresses say nothing.
+    let parts: Vec<&str> = src.trim_matches('/').split('/').collect();
+    let (aide, revision, expires, signature) = (parts[1], parts[2], parts[3], parts[4]);
+    for bad in [
+        format!("/p/{aide}/{revision}/{expires}/AAAAAAAAAAAAAAAAAAAAAAAA/"),
+        format!(
+            "/p/{aide}/{}/{expires}/{signature}/",
+            revision.parse::<i32>().unwrap_or(0) + 1
+        ),
+        format!(
+            "/p/{aide}/{revision}/{}/{signature}/",
+            expires.parse::<i64>().unwrap_or(0) + 600
+        ),
+        format!("/p/{aide}/{revision}/1/{signature}/"),
+        format!("{src}missing.css"),
+        format!("/p/{aide}/x/{expires}/{signature}/"),
+    ] {
+        let answer = app.send(Req::get(&bad)).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{bad}");
+        assert!(!answer.body.contains("Packing list"), "{bad}");
+    }
+    let fresh = app
+        .send(Req::get(&format!("/a/{id}/preview-url?revision=1")).cookie(&cookie))
+        .await;
+    assert_eq!(fresh.status, StatusCode::OK, "{}", fresh.body);
+    assert!(
+        fresh.json()["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with(&format!("/p/{id}/1/")))
+    );
+    let none = app
+        .send(Req::get(&format!("/a/{id}/preview-url?revision=9")).cookie(&cookie))
+        .await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND);
+
+    // Someone else sees none of it.
+    let other = browser(&app, "not-the-editor@example.com").await;
+    let theirs = app.send(Req::get(&location).cookie(&other)).await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
+    assert!(!theirs.body.contains("Trip"));
+    let url = app
+        .send(Req::get(&format!("/a/{id}/preview-url?revision=1")).cookie(&other))
+        .await;
+    assert_eq!(url.status, StatusCode::NOT_FOUND);
+    let signed_out = app.send(Req::get(&location)).await;
+    assert_eq!(signed_out.status, StatusCode::SEE_OTHER);
+
+    // Rename, publish, unpublish.
+    let renamed = app
+        .send(
+            Req::post(&format!("/a/{id}/rename"))
+                .cookie(&cookie)
+                .form(&[("title", "Packing")]),
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::SEE_OTHER);
+    let published = app
+        .send(
+            Req::post(&format!("/a/{id}/publish"))
+                .cookie(&cookie)
+                .form(&[]),
+        )
+        .await;
+    assert_eq!(
+        published.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        published.body
+    );
+    let live = app.send(Req::get(&location).cookie(&cookie)).await;
+    assert!(live.body.contains("Live at"), "{}", live.body);
+    assert!(live.body.contains("value=\"Packing\""));
+    let public = {
+        let at = live.body.find("/s/").expect("the public address");
+        let end = live.body[at..].find('"').expect("end") + at;
+        live.body[at..end].to_string()
+    };
+    assert_eq!(app.send(Req::get(&public)).await.status, StatusCode::OK);
+    let down = app
+        .send(
+            Req::post(&format!("/a/{id}/unpublish"))
+                .cookie(&cookie)
+                .form(&[]),
+        )
+        .await;
+    assert_eq!(down.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.send(Req::get(&public)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let blank = app
+        .send(
+            Req::post(&format!("/a/{id}/rename"))
+                .cookie(&cookie)
+                .form(&[("title", "   ")]),
+        )
+        .await;
+    assert_eq!(blank.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        blank.body.contains("title: must not be empty"),
+        "{}",
+        blank.body
     );
 }

@@ -1,0 +1,238 @@
+// The editor's chat: sends a message as a turn, reads the turn's event stream (fetch, not
+// EventSource: a turn starts with a POST), shows the reply as it is written, stops it, and
+// points the preview at the new revision when the turn completes. Text from the model is only
+// ever set as text, never as markup.
+
+const editor = document.getElementById("editor");
+const aide = editor.dataset.aide;
+const messages = document.getElementById("messages");
+const composer = document.getElementById("composer");
+const content = document.getElementById("content");
+const send = document.getElementById("send");
+const stop = document.getElementById("stop");
+const usage = document.getElementById("usage");
+const chatError = document.getElementById("chat-error");
+
+let running = null; // { turn, controller }
+
+/** Reads an event stream from a fetch response, calling `onEvent(name, data, id)` per event. */
+export async function readEvents(response, onEvent) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let name = "message", id = null;
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let rest = colon < 0 ? "" : line.slice(colon + 1);
+        if (rest.startsWith(" ")) rest = rest.slice(1);
+        if (field === "event") name = rest;
+        else if (field === "data") data.push(rest);
+        else if (field === "id") id = rest;
+      }
+      if (data.length) onEvent(name, JSON.parse(data.join("\n")), id);
+    }
+  }
+}
+
+function addMessage(role, text) {
+  const item = document.createElement("li");
+  item.className = `message ${role}`;
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = role === "user" ? "You" : "AIde";
+  const body = document.createElement("div");
+  body.className = "text";
+  body.textContent = text;
+  item.append(who, body);
+  messages.append(item);
+  messages.scrollTop = messages.scrollHeight;
+  return item;
+}
+
+function setBusy(busy) {
+  send.hidden = busy;
+  stop.hidden = !busy;
+  content.disabled = busy;
+  if (!busy) content.focus();
+}
+
+function showError(text, retry) {
+  chatError.replaceChildren(document.createTextNode(text + " "));
+  if (retry) {
+    const again = document.createElement("button");
+    again.type = "button";
+    again.textContent = "Retry";
+    again.addEventListener("click", () => { chatError.hidden = true; retry(); });
+    chatError.append(again);
+  }
+  chatError.hidden = false;
+}
+
+function showUsage(turns) {
+  if (!turns) return;
+  const resets = turns.resets_at ? `, resets ${new Date(turns.resets_at).toUTCString().slice(0, 22)} UTC` : "";
+  usage.textContent = turns.limit == null
+    ? `${turns.used} turns this week (no weekly limit on Pro)`
+    : `${turns.used} of ${turns.limit} turns this week${resets}`;
+}
+
+async function showRevision(revision) {
+  const answer = await fetch(`/a/${aide}/preview-url?revision=${revision}`, { headers: { accept: "application/json" } });
+  if (!answer.ok) return;
+  const { url } = await answer.json();
+  let frame = document.getElementById("preview");
+  if (!frame) {
+    document.getElementById("preview-empty")?.remove();
+    frame = document.createElement("iframe");
+    frame.id = "preview";
+    frame.title = "Preview";
+    frame.setAttribute("sandbox", "allow-scripts allow-forms allow-popups");
+    frame.setAttribute("referrerpolicy", "no-referrer");
+    document.getElementById("preview-pane").prepend(frame);
+  }
+  frame.src = url;
+  const link = document.getElementById("preview-link");
+  if (link) link.href = url;
+}
+
+/** Follows one turn's events, on a response that streams them. */
+async function follow(response, reply, retry) {
+  let turn = null;
+  let finished = false;
+  await readEvents(response, (name, data) => {
+    switch (name) {
+      case "turn.started":
+        turn = data.turn_id;
+        running = { ...running, turn };
+        showUsage(data.turns);
+        break;
+      case "text.delta":
+        reply.querySelector(".text").textContent += data.text;
+        messages.scrollTop = messages.scrollHeight;
+        break;
+      case "file.updated":
+        document.getElementById("preview-pane").setAttribute("aria-busy", "true");
+        break;
+      case "turn.completed":
+        finished = true;
+        reply.removeAttribute("aria-busy");
+        if (data.revision) showRevision(data.revision);
+        break;
+      case "turn.interrupted":
+        finished = true;
+        reply.removeAttribute("aria-busy");
+        reply.classList.add("stopped");
+        break;
+      case "turn.failed":
+        finished = true;
+        reply.remove();
+        showError(data.message + (data.refunded ? " This turn was not counted." : ""), retry);
+        break;
+    }
+  });
+  document.getElementById("preview-pane").removeAttribute("aria-busy");
+  if (!finished) showError("The connection was lost. Reload the page to see how the turn ended.");
+}
+
+async function startTurn(text) {
+  chatError.hidden = true;
+  const controller = new AbortController();
+  running = { turn: null, controller };
+  setBusy(true);
+  const reply = addMessage("assistant", "");
+  reply.setAttribute("aria-busy", "true");
+  const retry = () => startTurn(text);
+  try {
+    const response = await fetch(`/api/aides/${aide}/turns`, {
+      method: "POST",
+      headers: { "content-type": "application/json", accept: "text/event-stream" },
+      body: JSON.stringify({ content: text, client_turn_id: crypto.randomUUID() }),
+      signal: controller.signal,
+    });
+    if (!response.ok) {
+      reply.remove();
+      const problem = await response.json().catch(() => ({ detail: "Something went wrong." }));
+      if (problem.code === "TURN_LIMIT_REACHED") {
+        chatError.replaceChildren(document.createTextNode(problem.detail + " "));
+        const upgrade = document.createElement("a");
+        upgrade.href = "/account";
+        upgrade.textContent = "Upgrade to Pro";
+        chatError.append(upgrade);
+        chatError.hidden = false;
+      } else {
+        showError(problem.detail, response.status >= 500 || response.status === 429 ? retry : null);
+      }
+      return;
+    }
+    await follow(response, reply, retry);
+  } catch (error) {
+    if (error.name !== "AbortError") showError("The connection was lost. Reload the page to see how the turn ended.");
+  } finally {
+    running = null;
+    setBusy(false);
+  }
+}
+
+async function stopTurn() {
+  if (!running?.turn) return;
+  await fetch(`/api/aides/${aide}/turns/${running.turn}/cancel`, { method: "POST" });
+}
+
+composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = content.value.trim();
+  if (!text || running) return;
+  content.value = "";
+  addMessage("user", text);
+  startTurn(text);
+});
+content.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey) {
+    event.preventDefault();
+    composer.requestSubmit();
+  }
+});
+stop.addEventListener("click", stopTurn);
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && running) stopTurn();
+});
+
+// Chat | Preview tabs (narrow screens only; wide ones show both panes).
+const tabs = [...document.querySelectorAll("[role=tab]")];
+function select(tab) {
+  for (const other of tabs) {
+    const on = other === tab;
+    other.setAttribute("aria-selected", String(on));
+    document.getElementById(other.getAttribute("aria-controls")).classList.toggle("off", !on);
+  }
+}
+tabs.forEach((tab) => tab.addEventListener("click", () => select(tab)));
+select(tabs[0]);
+
+content.disabled = false;
+send.disabled = false;
+
+// A turn still running when the page loaded (a reload mid-turn): follow it to its end.
+const pending = editor.dataset.runningTurn;
+if (pending) {
+  const controller = new AbortController();
+  running = { turn: pending, controller };
+  setBusy(true);
+  const reply = addMessage("assistant", "");
+  reply.setAttribute("aria-busy", "true");
+  fetch(`/api/aides/${aide}/turns/${pending}/events`, { signal: controller.signal })
+    .then((response) => (response.ok ? follow(response, reply, null) : reply.remove()))
+    .catch(() => {})
+    .finally(() => { running = null; setBusy(false); });
+}
