@@ -20,8 +20,9 @@ pub use pages::router;
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub title: String,
-    /// The stylesheet's hashed address.
+    /// The stylesheet's and the icon's hashed addresses.
     pub css: &'static str,
+    pub icon: &'static str,
     /// The signed-in person's address, for the header.
     pub user: Option<String>,
     /// A narrow column (forms) rather than the app's width.
@@ -33,6 +34,7 @@ impl Layout {
         Layout {
             title: title.into(),
             css: assets::url("app.css"),
+            icon: assets::url("icon.svg"),
             user: None,
             narrow: true,
         }

@@ -102,6 +102,9 @@ async function showRevision(revision) {
     document.getElementById("preview-pane").prepend(frame);
   }
   frame.src = url;
+  // There is a page now: it can be published.
+  const publish = document.getElementById("publish");
+  if (publish) publish.disabled = false;
   const link = document.getElementById("preview-link");
   if (link) link.href = url;
 }
@@ -109,13 +112,19 @@ async function showRevision(revision) {
 /** Follows one turn's events, on a response that streams them. */
 async function follow(response, reply, retry) {
   let turn = null;
+  let turns = null;
   let finished = false;
+  // A turn given back no longer counts: the usage shown goes back down.
+  const givenBack = () => {
+    if (turns) showUsage({ ...turns, used: Math.max(0, turns.used - 1) });
+  };
   await readEvents(response, (name, data) => {
     switch (name) {
       case "turn.started":
         turn = data.turn_id;
         running = { ...running, turn };
-        showUsage(data.turns);
+        turns = data.turns;
+        showUsage(turns);
         break;
       case "text.delta":
         reply.querySelector(".text").textContent += data.text;
@@ -133,10 +142,12 @@ async function follow(response, reply, retry) {
         finished = true;
         reply.removeAttribute("aria-busy");
         reply.classList.add("stopped");
+        if (!data.counted) givenBack();
         break;
       case "turn.failed":
         finished = true;
         reply.remove();
+        if (data.refunded) givenBack();
         showError(data.message + (data.refunded ? " This turn was not counted." : ""), retry);
         break;
     }
@@ -222,6 +233,7 @@ select(tabs[0]);
 
 content.disabled = false;
 send.disabled = false;
+document.getElementById("needs-script")?.remove();
 
 // A turn still running when the page loaded (a reload mid-turn): follow it to its end.
 const pending = editor.dataset.runningTurn;

@@ -23,7 +23,9 @@ use crate::state::AppState;
 
 /// Never `allow-same-origin`: the page runs in an opaque origin, away from the app's cookies.
 const SANDBOX: &str = "sandbox allow-scripts allow-forms allow-popups";
-const LATEST_CACHE: &str = "public, max-age=60";
+/// The latest version may change or be taken down at any moment: caches keep it but ask again
+/// each time (a `304` costs no storage read), so an unpublish reaches every visitor at once.
+const LATEST_CACHE: &str = "public, no-cache";
 /// A version's bytes never change, but its owner may take it down (unpublish, archive, delete):
 /// an hour is how long a shared cache may keep serving it after that.
 const VERSION_CACHE: &str = "public, max-age=3600, immutable";

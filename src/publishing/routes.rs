@@ -236,7 +236,7 @@ pub async fn publish(
     Ok((StatusCode::CREATED, Json(published)))
 }
 
-/// Publishes `revision` of aide `aide` (the newest when None) as its next version, with its
+/// Publishes revision `asked` of aide `aide` (the newest when None) as its next version, with its
 /// audit row; `notes` already checked (the JSON route and the web app's form both come here).
 pub(crate) async fn publish_aide(
     state: &AppState,
@@ -244,7 +244,7 @@ pub(crate) async fn publish_aide(
     ip: std::net::IpAddr,
     aide: Uuid,
     notes: Option<&str>,
-    revision: Option<i32>,
+    asked: Option<i32>,
 ) -> Result<Published, AppError> {
     let _slot = crate::files::enter_in_flight(state, api)?;
     check_publish_rate(state, api).await?;
@@ -258,14 +258,14 @@ pub(crate) async fn publish_aide(
     let ((current, (files, revision)), stored) = futures_util::future::try_join(
         futures_util::future::try_join(
             repo::aide_state(&tx, aide, false),
-            repo::revision_files(&tx, aide, revision),
+            repo::revision_files(&tx, aide, asked),
         ),
         repo::published_hashes(&tx, aide, &folder),
     )
     .await?;
     let current = current.ok_or_else(AppError::not_found)?;
     refuse_archived(&current)?;
-    if let Some(asked) = revision
+    if let Some(asked) = asked
         && revision.is_none()
     {
         // None from revision_files: no such revision, or one with no files at all.

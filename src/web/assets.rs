@@ -26,6 +26,11 @@ const FILES: &[(&str, &[u8], &str)] = &[
         "text/css; charset=utf-8",
     ),
     (
+        "icon.svg",
+        include_bytes!("../../static/icon.svg"),
+        "image/svg+xml",
+    ),
+    (
         "editor.js",
         include_bytes!("../../static/editor.js"),
         "text/javascript; charset=utf-8",

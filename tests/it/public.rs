@@ -42,7 +42,7 @@ async fn a_published_page_is_served_safely_with_footer_and_open_graph() {
             Some("text/html; charset=utf-8")
         );
         assert_sandboxed(&page);
-        assert_eq!(page.header("cache-control"), Some("public, max-age=60"));
+        assert_eq!(page.header("cache-control"), Some("public, no-cache"));
         assert!(page.body.contains("<h1>Milk</h1>"));
         assert!(
             page.body

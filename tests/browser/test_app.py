@@ -1,0 +1,187 @@
+"""The web app in Chromium: sign-in, the list, the editor's streamed turn, Stop, errors, the
+isolated preview, publishing, the account and Upgrade, phones, and pages without JavaScript."""
+import re
+import time
+import urllib.request
+
+from playwright.sync_api import expect
+
+from conftest import Watched, newest_email, sign_in
+
+
+def new_aide(page, title):
+    page.get_by_label("New aide").fill(title)
+    page.get_by_role("button", name="New aide").click()
+    expect(page).to_have_url(re.compile(r"/a/[0-9a-f-]{36}$"))
+
+
+def test_sign_in_by_link_and_by_code_in_another_browser(server, browser, watched):
+    page = watched.page
+    sign_in(page, server, "link@example.com")
+    expect(page.get_by_role("link", name="link@example.com")).to_be_visible()
+    cookie = [c for c in watched.context.cookies() if c["name"] == "session"][0]
+    assert cookie["httpOnly"]
+    # Another browser: the six-digit code instead of the link.
+    other = browser.new_context()
+    try:
+        second = Watched(other).page
+        second.goto(server["base"] + "/")
+        second.get_by_label("Email").fill("link@example.com")
+        second.get_by_role("button", name="Email me a sign-in link").click()
+        code = re.search(r"^\s*(\d{3}) (\d{3})\s*$", newest_email(server["outbox"], "link@example.com"), re.M)
+        second.get_by_label("Code").fill(code.group(1) + code.group(2))
+        second.get_by_role("button", name="Sign in").click()
+        expect(second.get_by_role("heading", name="Your aides")).to_be_visible()
+    finally:
+        other.close()
+
+
+def test_signed_out_an_editor_address_shows_sign_in_and_nothing_of_the_aide(server, browser, watched):
+    page = watched.page
+    sign_in(page, server, "owner@example.com")
+    new_aide(page, "Secret plans")
+    address = page.url
+    stranger = browser.new_context()
+    try:
+        other = stranger.new_page()
+        other.goto(address)
+        expect(other.get_by_role("button", name="Email me a sign-in link")).to_be_visible()
+        assert "Secret plans" not in other.content()
+    finally:
+        stranger.close()
+
+
+def test_a_turn_streams_changes_the_preview_and_counts(server, watched):
+    page = watched.page
+    sign_in(page, server, "writer@example.com")
+    new_aide(page, "Groceries")
+    expect(page.locator("#usage")).to_contain_text("0 of 50")
+    page.get_by_label("Message").fill("make a grocery list with milk")
+    page.get_by_label("Message").press("Enter")
+    expect(page.locator(".message.user .text")).to_have_text("make a grocery list with milk")
+    expect(page.get_by_role("button", name="Stop")).to_be_visible()
+    # The reply's first words while the turn still runs.
+    expect(page.locator(".message.assistant .text")).to_contain_text("Here is")
+    expect(page.get_by_role("button", name="Stop")).to_be_visible()
+    expect(page.get_by_role("button", name="Send")).to_be_visible(timeout=15000)
+    expect(page.locator(".message.assistant .text")).to_have_text("Here is your list.")
+    expect(page.locator("#usage")).to_contain_text("1 of 50")
+    frame = page.frame_locator("#preview")
+    expect(frame.get_by_role("heading", name="Groceries")).to_be_visible()
+    expect(frame.locator("li")).to_have_text("milk")
+    # The preview is isolated: an opaque origin, no cookie, its own style and script running,
+    # the editor out of its reach.
+    inner = page.frame(url=re.compile(r"/p/"))
+    assert inner.evaluate("self.origin") == "null"
+    # Reading cookies is refused outright in a sandbox without allow-same-origin.
+    assert inner.evaluate("(() => { try { return document.cookie; } catch (e) { return e.name; } })()") in ("", "SecurityError")
+    assert inner.evaluate("document.body.dataset.ran") == "yes"
+    assert inner.evaluate("document.body.dataset.blocked") == "yes"
+    assert inner.evaluate("getComputedStyle(document.querySelector('h1')).color") == "rgb(0, 128, 0)"
+    assert page.evaluate("document.body.dataset.touched") is None
+    # After a reload the conversation is there once.
+    page.reload()
+    expect(page.locator(".message.user")).to_have_count(1)
+    expect(page.locator(".message.assistant .text")).to_have_text(re.compile(r"^\s*Here is your list\.\s*$"))
+
+
+def test_stop_after_the_first_words_keeps_the_page(server, watched):
+    page = watched.page
+    sign_in(page, server, "stopper@example.com")
+    new_aide(page, "Slow one")
+    page.get_by_label("Message").fill("go slow please")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator(".message.assistant .text")).to_contain_text("Thinking")
+    started = time.monotonic()
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator(".message.assistant.stopped")).to_be_visible(timeout=2000)
+    assert time.monotonic() - started < 2
+    expect(page.get_by_role("button", name="Send")).to_be_visible()
+    expect(page.locator("#preview-empty")).to_be_visible()
+
+
+def test_a_model_error_is_shown_with_retry_and_costs_nothing(server, watched):
+    page = watched.page
+    sign_in(page, server, "unlucky@example.com")
+    new_aide(page, "Broken")
+    page.get_by_label("Message").fill("this will fail")
+    page.get_by_role("button", name="Send").click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("not counted")
+    expect(alert.get_by_role("button", name="Retry")).to_be_visible()
+    expect(page.locator("#usage")).to_contain_text("0 of 50")
+    expect(page.locator("#preview-empty")).to_be_visible()
+
+
+def test_publish_then_unpublish_and_the_public_page_follows(server, browser, watched):
+    page = watched.page
+    sign_in(page, server, "publisher@example.com")
+    new_aide(page, "Team schedule")
+    page.get_by_label("Message").fill("make the page")
+    page.get_by_role("button", name="Send").click()
+    expect(page.frame_locator("#preview").get_by_role("heading", name="Groceries")).to_be_visible(timeout=15000)
+    page.get_by_role("button", name="Publish", exact=True).click()
+    live = page.locator(".share a[href*='/s/']")
+    expect(live).to_be_visible()
+    address = live.get_attribute("href")
+    visitor = browser.new_context()
+    try:
+        public = visitor.new_page()
+        answer = public.goto(address)
+        assert answer.status == 200
+        expect(public.get_by_text("Made with")).to_be_visible()
+        page.get_by_role("button", name="Unpublish").click()
+        expect(page.locator(".badge")).to_have_text("Draft")
+        assert public.goto(address).status == 404
+    finally:
+        visitor.close()
+
+
+def test_upgrade_through_checkout_makes_the_account_pro(server, watched):
+    page = watched.page
+    sign_in(page, server, "upgrader@example.com")
+    page.get_by_role("link", name="upgrader@example.com").click()
+    expect(page.get_by_text("0 of 50")).to_be_visible()
+    page.get_by_role("button", name="Upgrade to Pro").click()
+    # The stand-in's Checkout page (a redirect the page's policy allows).
+    page.get_by_role("button", name="Pay").click()
+    expect(page.get_by_text("Welcome to Pro")).to_be_visible()
+    expect(page.locator("dd", has_text=re.compile(r"^Pro"))).to_be_visible()
+    expect(page.get_by_role("button", name="Manage billing")).to_be_visible()
+
+
+def test_a_phone_sees_one_pane_at_a_time_and_nothing_scrolls_sideways(server, browser):
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        watched = Watched(phone)
+        page = watched.page
+        sign_in(page, server, "phone@example.com")
+        assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+        new_aide(page, "On the go")
+        assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+        expect(page.get_by_label("Message")).to_be_visible()
+        expect(page.locator("#preview-pane")).to_be_hidden()
+        page.get_by_role("tab", name="Preview").click()
+        expect(page.locator("#preview-pane")).to_be_visible()
+        expect(page.get_by_label("Message")).to_be_hidden()
+        assert watched.errors == []
+    finally:
+        phone.close()
+
+
+def test_without_javascript_the_forms_still_work(server, browser):
+    plain = browser.new_context(java_script_enabled=False)
+    try:
+        page = plain.new_page()
+        sign_in(page, server, "nojs@example.com")
+        new_aide(page, "Plain")
+        expect(page.get_by_text("Chat needs JavaScript")).to_be_visible()
+        page.get_by_role("link", name="Aides").click()
+        page.get_by_role("button", name="Archive").click()
+        page.get_by_role("link", name="Archived aides").click()
+        page.get_by_role("button", name="Restore").click()
+        expect(page.get_by_role("link", name="Plain")).to_be_visible()
+        page.get_by_role("link", name="nojs@example.com").click()
+        expect(page.get_by_role("button", name="Upgrade to Pro")).to_be_visible()
+    finally:
+        plain.close()
