@@ -10,7 +10,7 @@
 //! Versions published before this layout kept a copy of each file at `aides/{id}/v{N}/{path}`;
 //! their `r2_key` says so, and [`crate::storage::keys::published_file`] finds either.
 
-mod repo;
+pub(crate) mod repo;
 pub(crate) mod routes;
 
 pub use routes::router;

@@ -5,7 +5,7 @@
 //! PRO_REVISIONS_KEPT); see migrations/0015.
 
 pub mod repo;
-mod routes;
+pub(crate) mod routes;
 
 pub use repo::{Cause, record};
 pub use routes::router;

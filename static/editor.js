@@ -136,7 +136,7 @@ async function follow(response, reply, retry) {
       case "turn.completed":
         finished = true;
         reply.removeAttribute("aria-busy");
-        if (data.revision) showRevision(data.revision);
+        if (data.revision && data.files_changed?.length) showRevision(data.revision);
         break;
       case "turn.interrupted":
         finished = true;

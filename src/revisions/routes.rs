@@ -78,6 +78,18 @@ pub async fn restore(
     IdPath(aide): IdPath,
     NumberPath(number): NumberPath,
 ) -> Result<(StatusCode, Json<Revision>), AppError> {
+    let newest = restore_revision(&state, &api, ip, aide, number).await?;
+    Ok((StatusCode::CREATED, Json(newest)))
+}
+
+/// Brings revision `number` of aide `aide` back as its newest revision, with its audit row.
+pub(crate) async fn restore_revision(
+    state: &AppState,
+    api: &ApiUser,
+    ip: std::net::IpAddr,
+    aide: uuid::Uuid,
+    number: i32,
+) -> Result<Revision, AppError> {
     let tx = api.begin(&state.db).await?;
     // One round trip: the aide locked (and its owner's plan), and the revision.
     let (tier, revision) = futures_util::future::try_join(
@@ -123,7 +135,5 @@ pub async fn restore(
     drop(tx);
     // Files the restore replaced, or revisions it dropped, may leave bytes nothing uses.
     state.storage_cleanup_wake.notify_one();
-    let newest = newest
-        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("no revision after recording one")))?;
-    Ok((StatusCode::CREATED, Json(newest)))
+    newest.ok_or_else(|| AppError::Internal(anyhow::anyhow!("no revision after recording one")))
 }

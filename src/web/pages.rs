@@ -4,7 +4,7 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -30,6 +30,9 @@ pub fn router() -> Router<AppState> {
         .route("/a/{id}", get(editor))
         .route("/a/{id}/rename", post(rename))
         .route("/a/{id}/preview-url", get(preview_url))
+        .route("/a/{id}/history", get(history))
+        .route("/a/{id}/undo", post(undo))
+        .route("/a/{id}/revisions/{n}/restore", post(restore_revision))
         .route("/a/{id}/publish", post(publish))
         .route("/a/{id}/unpublish", post(unpublish))
         .route("/account", get(account))
@@ -395,6 +398,8 @@ struct EditorPage {
     preview: Option<String>,
     /// A turn still running (the script re-attaches to it).
     running_turn: Option<Uuid>,
+    /// There is an earlier revision to go back to.
+    can_undo: bool,
     script: &'static str,
 }
 
@@ -466,6 +471,7 @@ async fn editor(
             })
             .collect(),
         usage: usage_line(&me.turns),
+        can_undo: newest.as_ref().is_some_and(|r| r.number > 1),
         preview: newest
             .filter(|r| r.file_count > 0)
             .map(|r| super::preview::url(&state, id, r.number)),
@@ -573,4 +579,166 @@ async fn preview_url(
         axum::http::HeaderValue::from_static("no-store"),
     );
     Ok(response)
+}
+
+/// One change in the history.
+struct RevisionItem {
+    number: i32,
+    label: String,
+    when: String,
+    files: String,
+    newest: bool,
+    preview: Option<String>,
+}
+
+struct VersionItem {
+    version: i32,
+    when: String,
+    url: String,
+}
+
+#[derive(Template)]
+#[template(path = "history.html")]
+struct HistoryPage {
+    layout: Layout,
+    id: Uuid,
+    title: String,
+    revisions: Vec<RevisionItem>,
+    versions: Vec<VersionItem>,
+    kept: u32,
+}
+
+/// Changes the history shows.
+const HISTORY_SHOWN: i64 = 100;
+
+/// `GET /a/{id}/history`: every kept change (each previewable, each restorable) and the
+/// published versions.
+async fn history(
+    State(state): State<AppState>,
+    user: Option<CurrentUser>,
+    id: Result<crate::http::params::IdPath, AppError>,
+) -> Result<Response, AppError> {
+    let Some(user) = user else {
+        return Ok(Redirect::to("/").into_response());
+    };
+    let Ok(crate::http::params::IdPath(id)) = id else {
+        return Ok(super::not_found());
+    };
+    let tx = state.db.user(user.user_id).await?;
+    let (me, row, revisions, versions) = futures_util::future::try_join4(
+        crate::auth::repo::me(&tx),
+        crate::aides::repo::find(&tx, id),
+        crate::revisions::repo::list(&tx, id, None, HISTORY_SHOWN),
+        crate::publishing::repo::list_versions(&tx, id),
+    )
+    .await?;
+    tx.rollback();
+    let (Some(me), Some(row)) = (me, row) else {
+        return Ok(super::not_found());
+    };
+    let now = Utc::now();
+    let newest = revisions.first().map(|r| r.number);
+    let slug = row.slug.clone().unwrap_or_default();
+    let page = HistoryPage {
+        layout: Layout::signed_in(format!("History of {}", row.title), &me.email),
+        id,
+        kept: state.config.limits.tier(me.tier).revisions_kept,
+        title: row.title,
+        revisions: revisions
+            .into_iter()
+            .map(|r| RevisionItem {
+                number: r.number,
+                label: match (r.cause, r.restored_from) {
+                    (crate::revisions::Cause::Turn, _) => format!("#{}: a chat turn", r.number),
+                    (crate::revisions::Cause::Upload, _) => {
+                        format!("#{}: a file uploaded", r.number)
+                    }
+                    (crate::revisions::Cause::Delete, _) => {
+                        format!("#{}: a file deleted", r.number)
+                    }
+                    (crate::revisions::Cause::Restore, Some(from)) => {
+                        format!("#{}: #{from} restored", r.number)
+                    }
+                    _ => format!("#{}", r.number),
+                },
+                when: ago(r.created_at, now),
+                files: match r.file_count {
+                    1 => "1 file".to_string(),
+                    n => format!("{n} files"),
+                },
+                newest: Some(r.number) == newest,
+                preview: (r.file_count > 0).then(|| super::preview::url(&state, id, r.number)),
+            })
+            .collect(),
+        versions: versions
+            .into_iter()
+            .map(|v| VersionItem {
+                version: v.version,
+                when: ago(v.published_at, now),
+                url: state
+                    .config
+                    .public_url_for(&format!("s/{slug}/v/{}/", v.version))
+                    .to_string(),
+            })
+            .collect(),
+    };
+    Ok(render(StatusCode::OK, &page, &app_csp(&state.config)))
+}
+
+/// `POST /a/{id}/undo`: back to the revision before the newest (as a new revision).
+async fn undo(
+    State(state): State<AppState>,
+    api: Result<ApiUser, AppError>,
+    ClientIp(ip): ClientIp,
+    id: Result<crate::http::params::IdPath, AppError>,
+) -> Response {
+    let mut back = "/".to_string();
+    let result = async {
+        let (api, id) = (api?, id?.0);
+        back = format!("/a/{id}");
+        let tx = api.begin_read(&state.db).await?;
+        let (mine, revisions) = futures_util::future::try_join(
+            crate::aides::repo::exists(&tx, id),
+            crate::revisions::repo::list(&tx, id, None, 2),
+        )
+        .await?;
+        tx.finish();
+        if !mine {
+            return Err(AppError::not_found());
+        }
+        let Some(previous) = revisions.get(1) else {
+            return Err(AppError::conflict(
+                "NOTHING_TO_UNDO",
+                "There is no earlier change to go back to.",
+            ));
+        };
+        crate::revisions::routes::restore_revision(&state, &api, ip, id, previous.number).await
+    }
+    .await;
+    match result {
+        Ok(_) => Redirect::to(&back).into_response(),
+        Err(e) => error_page(e, &back),
+    }
+}
+
+/// `POST /a/{id}/revisions/{n}/restore`: the history's Restore.
+async fn restore_revision(
+    State(state): State<AppState>,
+    api: Result<ApiUser, AppError>,
+    ClientIp(ip): ClientIp,
+    Path((id, number)): Path<(String, String)>,
+) -> Response {
+    let back = format!("/a/{id}/history");
+    let result = async {
+        let api = api?;
+        let (Ok(id), Ok(number)) = (id.parse::<Uuid>(), number.parse::<i32>()) else {
+            return Err(AppError::not_found());
+        };
+        crate::revisions::routes::restore_revision(&state, &api, ip, id, number).await
+    }
+    .await;
+    match result {
+        Ok(_) => Redirect::to(&back).into_response(),
+        Err(e) => error_page(e, &back),
+    }
 }

@@ -80,7 +80,7 @@ pub async fn serve(
         ))
     })();
     let Some((aide, revision, expires, given, path)) = parsed else {
-        return gone();
+        return gone(&state);
     };
     let expected = signature(&state, aide, revision, expires);
     // Constant time: the comparison of two MACs of the same length.
@@ -91,7 +91,7 @@ pub async fn serve(
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
     if !same || expires < chrono::Utc::now().timestamp() {
-        return gone();
+        return gone(&state);
     }
     let path = if path.is_empty() || path.ends_with('/') {
         format!("{path}index.html")
@@ -110,7 +110,7 @@ pub async fn serve(
     }
     .await;
     let Some((content_type, sha256)) = found else {
-        return gone();
+        return gone(&state);
     };
     let object = match state
         .storage
@@ -162,11 +162,18 @@ impl crate::db::FromRow for FileRow {
     }
 }
 
-/// A forged, expired or unknown address: nothing is said about which.
-fn gone() -> Response {
+/// A forged, expired or unknown address: nothing is said about which. The editor's frame may
+/// show it (a page without that file, say), sandboxed like a preview.
+fn gone(state: &AppState) -> Response {
     let mut response = super::not_found();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let csp = format!(
+        "sandbox; default-src 'none'; style-src 'self'; frame-ancestors {}",
+        state.config.app_url.origin().ascii_serialization()
+    );
+    if let Ok(value) = HeaderValue::from_str(&csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, value);
+    }
     response
 }

@@ -3,6 +3,7 @@ cluster, local storage, the email outbox folder), a model stand-in that streams 
 the repository's Stripe stand-in, and Chromium from the system. Python's standard library and
 Playwright only."""
 import glob
+import html
 import json
 import os
 import re
@@ -85,7 +86,10 @@ class Model(BaseHTTPRequestHandler):
             time.sleep(0.6)
             self.chunk({"choices": [{"index": 0, "delta": {"content": "your list."}}]})
             time.sleep(0.6)
-            args = json.dumps({"command": "create", "path": "index.html", "file_text": PAGE})
+            # Each turn's page names its message, so every turn changes the page.
+            asked = html.escape(str(last.get("content"))[-200:])
+            page = PAGE.replace("</ul>", f"</ul><p class=asked>{asked}</p>")
+            args = json.dumps({"command": "create", "path": "index.html", "file_text": page})
             self.chunk({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
                         "function": {"name": "str_replace_based_edit_tool", "arguments": args}}]}}]})
             self.chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})

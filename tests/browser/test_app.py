@@ -60,6 +60,7 @@ def test_a_turn_streams_changes_the_preview_and_counts(server, watched):
     page.get_by_label("Message").press("Enter")
     expect(page.locator(".message.user .text")).to_have_text("make a grocery list with milk")
     expect(page.get_by_role("button", name="Stop")).to_be_visible()
+    expect(page.get_by_role("button", name="Send")).to_be_hidden()
     # The reply's first words while the turn still runs.
     expect(page.locator(".message.assistant .text")).to_contain_text("Here is")
     expect(page.get_by_role("button", name="Stop")).to_be_visible()
@@ -185,3 +186,35 @@ def test_without_javascript_the_forms_still_work(server, browser):
         expect(page.get_by_role("button", name="Upgrade to Pro")).to_be_visible()
     finally:
         plain.close()
+
+
+def test_reload_during_a_turn_follows_it_to_the_end(server, watched):
+    page = watched.page
+    sign_in(page, server, "reloader@example.com")
+    new_aide(page, "Patience")
+    page.get_by_label("Message").fill("slow, then reload")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator(".message.assistant .text")).to_contain_text("Thinking")
+    page.reload()
+    expect(page.locator(".message.user")).to_have_count(1)
+    expect(page.get_by_role("button", name="Stop")).to_be_visible()
+    expect(page.locator(".message.assistant .text")).to_have_text(
+        "Thinking about it slowly and carefully now.", timeout=15000)
+    expect(page.get_by_role("button", name="Send")).to_be_visible()
+
+
+def test_undo_after_two_turns_and_the_history(server, watched):
+    page = watched.page
+    sign_in(page, server, "undoer@example.com")
+    new_aide(page, "Twice")
+    for text in ["first page", "second page"]:
+        page.get_by_label("Message").fill(text)
+        page.get_by_role("button", name="Send").click()
+        expect(page.get_by_role("button", name="Send")).to_be_visible(timeout=15000)
+    page.reload()
+    page.get_by_role("button", name="Undo").click()
+    page.get_by_role("link", name="History").click()
+    expect(page.get_by_text("#3: #1 restored")).to_be_visible()
+    expect(page.get_by_text("#2: a chat turn")).to_be_visible()
+    page.get_by_role("listitem").filter(has_text="#2: a chat turn").get_by_role("button", name="Restore").click()
+    expect(page.get_by_text("#4: #2 restored")).to_be_visible()

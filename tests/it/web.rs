@@ -514,3 +514,110 @@ async fn the_editor_shows_the_page_in_an_isolated_preview_and_its_forms_work() {
         blank.body
     );
 }
+
+#[tokio::test]
+async fn history_lists_changes_and_versions_and_undo_and_restore_go_back() {
+    let app = TestApp::new().await;
+    let cookie = browser(&app, "historian@example.com").await;
+    let created = app
+        .send(Req::post("/a").cookie(&cookie).form(&[("title", "Diary")]))
+        .await;
+    let location = created.header("location").expect("editor").to_string();
+    let id = location.trim_start_matches("/a/").to_string();
+    let put = |body: &'static str| {
+        app.send(
+            Req::new(
+                axum::http::Method::PUT,
+                &format!("/api/aides/{id}/files/index.html"),
+            )
+            .cookie(&cookie)
+            .header("origin", crate::app::APP_URL)
+            .header("content-type", "text/html")
+            .raw_body(body),
+        )
+    };
+    assert_eq!(put("<p>first</p>").await.status, StatusCode::OK);
+    let first_only = app.send(Req::get(&location).cookie(&cookie)).await;
+    assert!(
+        !first_only.body.contains(&format!("/a/{id}/undo")),
+        "nothing to undo yet"
+    );
+    assert_eq!(put("<p>second</p>").await.status, StatusCode::OK);
+    let read = || async {
+        app.send(Req::get(&format!("/api/aides/{id}/files/index.html")).cookie(&cookie))
+            .await
+            .body
+    };
+
+    let history = app
+        .send(Req::get(&format!("/a/{id}/history")).cookie(&cookie))
+        .await;
+    assert_eq!(history.status, StatusCode::OK);
+    assert!(
+        history.body.contains("#2: a file uploaded"),
+        "{}",
+        history.body
+    );
+    assert!(history.body.contains("#1: a file uploaded"));
+    assert!(history.body.contains("Current"));
+    assert_eq!(
+        history.body.matches("href=\"/p/").count(),
+        2,
+        "each change previews"
+    );
+    assert!(history.body.contains("Not published yet"));
+
+    let restored = app
+        .send(
+            Req::post(&format!("/a/{id}/revisions/1/restore"))
+                .cookie(&cookie)
+                .form(&[]),
+        )
+        .await;
+    assert_eq!(restored.status, StatusCode::SEE_OTHER);
+    assert_eq!(read().await, "<p>first</p>");
+    let editor = app.send(Req::get(&location).cookie(&cookie)).await;
+    assert!(
+        editor.body.contains(&format!("action=\"/a/{id}/undo\"")),
+        "{}",
+        editor.body
+    );
+    let undone = app
+        .send(
+            Req::post(&format!("/a/{id}/undo"))
+                .cookie(&cookie)
+                .form(&[]),
+        )
+        .await;
+    assert_eq!(undone.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        read().await,
+        "<p>second</p>",
+        "undo brings back what the restore replaced"
+    );
+    let history = app
+        .send(Req::get(&format!("/a/{id}/history")).cookie(&cookie))
+        .await;
+    assert!(history.body.contains("#4: #2 restored"), "{}", history.body);
+    assert!(history.body.contains("#3: #1 restored"));
+
+    let gone = app
+        .send(
+            Req::post(&format!("/a/{id}/revisions/99/restore"))
+                .cookie(&cookie)
+                .form(&[]),
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    let other = browser(&app, "not-the-historian@example.com").await;
+    for path in [format!("/a/{id}/history")] {
+        let answer = app.send(Req::get(&path).cookie(&other)).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND);
+        assert!(!answer.body.contains("Diary"));
+    }
+    let theirs = app
+        .send(Req::post(&format!("/a/{id}/undo")).cookie(&other).form(&[]))
+        .await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
+    assert_eq!(read().await, "<p>second</p>");
+}
