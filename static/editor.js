@@ -79,9 +79,18 @@ function showError(text, retry) {
   chatError.hidden = false;
 }
 
+/** "Sun Dec 6 at 13:53 UTC", as the server writes it. */
+function when(iso) {
+  const d = new Date(iso);
+  const day = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"][d.getUTCDay()];
+  const month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][d.getUTCMonth()];
+  const time = `${String(d.getUTCHours()).padStart(2, "0")}:${String(d.getUTCMinutes()).padStart(2, "0")}`;
+  return `${day} ${month} ${d.getUTCDate()} at ${time} UTC`;
+}
+
 function showUsage(turns) {
   if (!turns) return;
-  const resets = turns.resets_at ? `, resets ${new Date(turns.resets_at).toUTCString().slice(0, 22)} UTC` : "";
+  const resets = turns.resets_at ? `, resets ${when(turns.resets_at)}` : "";
   usage.textContent = turns.limit == null
     ? `${turns.used} turns this week (no weekly limit on Pro)`
     : `${turns.used} of ${turns.limit} turns this week${resets}`;
@@ -218,6 +227,16 @@ stop.addEventListener("click", stopTurn);
 document.addEventListener("keydown", (event) => {
   if (event.key === "Escape" && running) stopTurn();
 });
+
+// Copy the public address.
+const copy = document.getElementById("copy");
+if (copy && navigator.clipboard) {
+  copy.hidden = false;
+  copy.addEventListener("click", async () => {
+    await navigator.clipboard.writeText(copy.dataset.url);
+    document.getElementById("copied").textContent = "Copied.";
+  });
+}
 
 // Chat | Preview tabs (narrow screens only; wide ones show both panes).
 const tabs = [...document.querySelectorAll("[role=tab]")];

@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/a/{id}/delete", get(confirm_delete).post(delete))
         .route("/a/{id}", get(editor))
         .route("/a/{id}/rename", post(rename))
+        .route("/a/{id}/slug", post(choose_slug))
         .route("/a/{id}/preview-url", get(preview_url))
         .route("/a/{id}/history", get(history))
         .route("/a/{id}/undo", post(undo))
@@ -400,6 +401,9 @@ struct EditorPage {
     running_turn: Option<Uuid>,
     /// There is an earlier revision to go back to.
     can_undo: bool,
+    /// On Pro, the address can be chosen.
+    pro: bool,
+    slug: String,
     script: &'static str,
 }
 
@@ -445,6 +449,7 @@ async fn editor(
     };
     let me = crate::auth::routes::UserResponse::new(me, &state.config, Utc::now());
     let item = AideItem::new(row.clone(), Utc::now());
+    let slug_now = row.slug.clone();
     let public_url = (row.status == Status::Published)
         .then(|| {
             row.slug.as_deref().map(|slug| {
@@ -472,6 +477,8 @@ async fn editor(
             .collect(),
         usage: usage_line(&me.turns),
         can_undo: newest.as_ref().is_some_and(|r| r.number > 1),
+        pro: me.tier.is_pro(),
+        slug: slug_now.unwrap_or_default(),
         preview: newest
             .filter(|r| r.file_count > 0)
             .map(|r| super::preview::url(&state, id, r.number)),
@@ -739,6 +746,34 @@ async fn restore_revision(
     .await;
     match result {
         Ok(_) => Redirect::to(&back).into_response(),
+        Err(e) => error_page(e, &back),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct SlugForm {
+    slug: String,
+}
+
+/// `POST /a/{id}/slug`: (Pro) the page's own address.
+async fn choose_slug(
+    State(state): State<AppState>,
+    api: Result<ApiUser, AppError>,
+    ClientIp(ip): ClientIp,
+    id: Result<crate::http::params::IdPath, AppError>,
+    input: Input<SlugForm>,
+) -> Response {
+    let mut back = "/".to_string();
+    let result = async {
+        let (api, id) = (api?, id?.0);
+        back = format!("/a/{id}");
+        let slug = crate::aides::model::Slug::parse(input.value.slug.trim())
+            .map_err(|m| AppError::invalid("slug", m))?;
+        crate::aides::routes::update_aide(&state, &api, ip, id, None, Some(slug)).await
+    }
+    .await;
+    match result {
+        Ok(row) => Redirect::to(&format!("/a/{}", row.id)).into_response(),
         Err(e) => error_page(e, &back),
     }
 }

@@ -55,7 +55,7 @@ def test_a_turn_streams_changes_the_preview_and_counts(server, watched):
     page = watched.page
     sign_in(page, server, "writer@example.com")
     new_aide(page, "Groceries")
-    expect(page.locator("#usage")).to_contain_text("0 of 50")
+    expect(page.locator("#usage")).to_contain_text("0 of 4")
     page.get_by_label("Message").fill("make a grocery list with milk")
     page.get_by_label("Message").press("Enter")
     expect(page.locator(".message.user .text")).to_have_text("make a grocery list with milk")
@@ -66,7 +66,7 @@ def test_a_turn_streams_changes_the_preview_and_counts(server, watched):
     expect(page.get_by_role("button", name="Stop")).to_be_visible()
     expect(page.get_by_role("button", name="Send")).to_be_visible(timeout=15000)
     expect(page.locator(".message.assistant .text")).to_have_text("Here is your list.")
-    expect(page.locator("#usage")).to_contain_text("1 of 50")
+    expect(page.locator("#usage")).to_contain_text("1 of 4")
     frame = page.frame_locator("#preview")
     expect(frame.get_by_role("heading", name="Groceries")).to_be_visible()
     expect(frame.locator("li")).to_have_text("milk")
@@ -110,7 +110,7 @@ def test_a_model_error_is_shown_with_retry_and_costs_nothing(server, watched):
     alert = page.get_by_role("alert")
     expect(alert).to_contain_text("not counted")
     expect(alert.get_by_role("button", name="Retry")).to_be_visible()
-    expect(page.locator("#usage")).to_contain_text("0 of 50")
+    expect(page.locator("#usage")).to_contain_text("0 of 4")
     expect(page.locator("#preview-empty")).to_be_visible()
 
 
@@ -142,13 +142,19 @@ def test_upgrade_through_checkout_makes_the_account_pro(server, watched):
     page = watched.page
     sign_in(page, server, "upgrader@example.com")
     page.get_by_role("link", name="upgrader@example.com").click()
-    expect(page.get_by_text("0 of 50")).to_be_visible()
+    expect(page.get_by_text("0 of 4")).to_be_visible()
     page.get_by_role("button", name="Upgrade to Pro").click()
     # The stand-in's Checkout page (a redirect the page's policy allows).
     page.get_by_role("button", name="Pay").click()
     expect(page.get_by_text("Welcome to Pro")).to_be_visible()
     expect(page.locator("dd", has_text=re.compile(r"^Pro"))).to_be_visible()
     expect(page.get_by_role("button", name="Manage billing")).to_be_visible()
+    # Pro: the page's own address can be chosen.
+    page.get_by_role("link", name="Aides").click()
+    new_aide(page, "Mine")
+    page.get_by_label("Address").fill("upgraders-page")
+    page.get_by_role("button", name="Use this address").click()
+    expect(page.get_by_label("Address")).to_have_value("upgraders-page")
 
 
 def test_a_phone_sees_one_pane_at_a_time_and_nothing_scrolls_sideways(server, browser):
@@ -218,3 +224,84 @@ def test_undo_after_two_turns_and_the_history(server, watched):
     expect(page.get_by_text("#2: a chat turn")).to_be_visible()
     page.get_by_role("listitem").filter(has_text="#2: a chat turn").get_by_role("button", name="Restore").click()
     expect(page.get_by_text("#4: #2 restored")).to_be_visible()
+
+
+def test_the_free_limit_on_aides_explains_itself(server, watched):
+    page = watched.page
+    sign_in(page, server, "collector@example.com")
+    for n in range(5):
+        page.goto(server["base"] + "/")
+        new_aide(page, f"Aide {n}")
+    page.goto(server["base"] + "/")
+    expect(page.get_by_text("5 of 5 aides on the free plan")).to_be_visible()
+    expect(page.get_by_role("link", name="upgrade to Pro")).to_be_visible()
+    page.get_by_label("New aide").fill("One too many")
+    page.get_by_role("button", name="New aide").click()
+    expect(page.get_by_role("alert")).to_contain_text("Free accounts can keep 5 aides")
+    watched.allow(403)
+    page.get_by_role("link", name="Back").click()
+    expect(page.locator(".aides li")).to_have_count(5)
+
+
+def test_the_weekly_limit_stops_before_a_turn_starts(server, watched):
+    page = watched.page
+    sign_in(page, server, "chatty@example.com")
+    new_aide(page, "Busy")
+    for n in range(4):
+        page.get_by_label("Message").fill(f"change number {n}")
+        page.get_by_role("button", name="Send").click()
+        expect(page.get_by_role("button", name="Send")).to_be_visible(timeout=15000)
+    expect(page.locator("#usage")).to_contain_text("4 of 4")
+    page.get_by_label("Message").fill("one more")
+    page.get_by_role("button", name="Send").click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("start again at")
+    expect(alert.get_by_role("link", name="Upgrade to Pro")).to_be_visible()
+    watched.allow(429)
+    expect(page.locator(".message.assistant")).to_have_count(4)
+    page.reload()
+    expect(page.locator(".message.user")).to_have_count(4)
+    expect(page.locator("#usage")).to_contain_text("4 of 4")
+
+
+def test_rename_archive_and_delete_and_the_public_address_dies(server, browser, watched):
+    page = watched.page
+    sign_in(page, server, "tidy@example.com")
+    new_aide(page, "Draft name")
+    page.get_by_label("Title").fill("Final name")
+    page.get_by_role("button", name="Rename").click()
+    expect(page).to_have_title("Final name · AIde")
+    page.get_by_label("Message").fill("make it")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("button", name="Send")).to_be_visible(timeout=15000)
+    page.get_by_role("button", name="Publish", exact=True).click()
+    address = page.locator(".share a[href*='/s/']").get_attribute("href")
+    page.get_by_role("link", name="Aides").click()
+    item = page.locator(".aides li", has_text="Final name")
+    expect(item.locator(".badge")).to_have_text("Live")
+    item.get_by_role("button", name="Archive").click()
+    page.get_by_role("link", name="Archived aides").click()
+    page.locator(".aides li", has_text="Final name").get_by_role("link", name="Delete…").click()
+    page.get_by_role("button", name="Delete for good").click()
+    expect(page.get_by_text("Nothing is archived")).to_be_visible()
+    visitor = browser.new_context()
+    try:
+        assert visitor.new_page().goto(address).status == 404
+    finally:
+        visitor.close()
+
+
+def test_log_out_everywhere_ends_the_other_browsers_session(server, browser, watched):
+    page = watched.page
+    sign_in(page, server, "everywhere@example.com")
+    other = browser.new_context()
+    try:
+        second = other.new_page()
+        sign_in(second, server, "everywhere@example.com")
+        page.get_by_role("link", name="everywhere@example.com").click()
+        page.get_by_role("button", name="Log out everywhere").click()
+        expect(page.get_by_role("button", name="Email me a sign-in link")).to_be_visible()
+        second.reload()
+        expect(second.get_by_role("button", name="Email me a sign-in link")).to_be_visible()
+    finally:
+        other.close()
