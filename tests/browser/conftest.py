@@ -160,13 +160,18 @@ class Watched:
         self.context = context
         self.page = context.new_page()
         self.errors = []
+        self.allowed = set()
         self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.watch()
 
     def allow(self, status):
         """A refusal the test asked for (the browser logs every 4xx it loads)."""
-        self.errors = [e for e in self.errors if f"status of {status}" not in e]
+        self.allowed.add(status)
+
+    def unexpected(self):
+        return [e for e in self.errors
+                if not any(f"status of {status}" in e for status in self.allowed)]
 
     def watch(self):
         self.page.add_init_script("""document.addEventListener('securitypolicyviolation',
@@ -184,7 +189,7 @@ def context(browser):
 def watched(context):
     page = Watched(context)
     yield page
-    assert page.errors == [], page.errors
+    assert page.unexpected() == [], page.unexpected()
 
 
 def newest_email(outbox, address):

@@ -171,7 +171,7 @@ def test_a_phone_sees_one_pane_at_a_time_and_nothing_scrolls_sideways(server, br
         page.get_by_role("tab", name="Preview").click()
         expect(page.locator("#preview-pane")).to_be_visible()
         expect(page.get_by_label("Message")).to_be_hidden()
-        assert watched.errors == []
+        assert watched.unexpected() == []
     finally:
         phone.close()
 
