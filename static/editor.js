@@ -228,6 +228,23 @@ document.addEventListener("keydown", (event) => {
   if (event.key === "Escape" && running) stopTurn();
 });
 
+// Share: with a script, the share section becomes a dialog behind a Share button (Escape or
+// Close shuts it, and focus goes back to the button); without one it stays on the page.
+const share = document.getElementById("share");
+const openShare = document.getElementById("open-share");
+if (share && openShare && window.HTMLDialogElement) {
+  const dialog = document.createElement("dialog");
+  dialog.className = "share-dialog";
+  dialog.setAttribute("aria-labelledby", "share-heading");
+  share.replaceWith(dialog);
+  dialog.append(share);
+  document.getElementById("share-heading").classList.remove("visually-hidden");
+  share.querySelector(".close-share").hidden = false;
+  openShare.hidden = false;
+  openShare.addEventListener("click", () => dialog.showModal());
+  dialog.addEventListener("close", () => openShare.focus());
+}
+
 // Copy the public address.
 const copy = document.getElementById("copy");
 if (copy && navigator.clipboard) {

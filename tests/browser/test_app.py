@@ -121,7 +121,16 @@ def test_publish_then_unpublish_and_the_public_page_follows(server, browser, wat
     page.get_by_label("Message").fill("make the page")
     page.get_by_role("button", name="Send").click()
     expect(page.frame_locator("#preview").get_by_role("heading", name="Groceries")).to_be_visible(timeout=15000)
+    page.get_by_role("button", name="Share").click()
+    dialog = page.get_by_role("dialog", name="Share")
+    expect(dialog).to_be_visible()
+    dialog.get_by_role("button", name="Close").click()
+    expect(dialog).to_be_hidden()
+    expect(page.get_by_role("button", name="Share")).to_be_focused()
+    page.get_by_role("button", name="Share").click()
     page.get_by_role("button", name="Publish", exact=True).click()
+    expect(page.locator(".badge")).to_have_text("Live")
+    page.get_by_role("button", name="Share").click()
     live = page.locator(".share a[href*='/s/']")
     expect(live).to_be_visible()
     address = live.get_attribute("href")
@@ -131,7 +140,7 @@ def test_publish_then_unpublish_and_the_public_page_follows(server, browser, wat
         answer = public.goto(address)
         assert answer.status == 200
         expect(public.get_by_text("Made with")).to_be_visible()
-        page.get_by_role("button", name="Unpublish").click()
+        page.get_by_role("dialog").get_by_role("button", name="Unpublish").click()
         expect(page.locator(".badge")).to_have_text("Draft")
         assert public.goto(address).status == 404
     finally:
@@ -152,8 +161,10 @@ def test_upgrade_through_checkout_makes_the_account_pro(server, watched):
     # Pro: the page's own address can be chosen.
     page.get_by_role("link", name="Aides").click()
     new_aide(page, "Mine")
+    page.get_by_role("button", name="Share").click()
     page.get_by_label("Address").fill("upgraders-page")
     page.get_by_role("button", name="Use this address").click()
+    page.get_by_role("button", name="Share").click()
     expect(page.get_by_label("Address")).to_have_value("upgraders-page")
 
 
@@ -274,6 +285,7 @@ def test_rename_archive_and_delete_and_the_public_address_dies(server, browser, 
     page.get_by_label("Message").fill("make it")
     page.get_by_role("button", name="Send").click()
     expect(page.get_by_role("button", name="Send")).to_be_visible(timeout=15000)
+    page.get_by_role("button", name="Share").click()
     page.get_by_role("button", name="Publish", exact=True).click()
     address = page.locator(".share a[href*='/s/']").get_attribute("href")
     page.get_by_role("link", name="Aides").click()
