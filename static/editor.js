@@ -96,10 +96,8 @@ function showUsage(turns) {
     : `${turns.used} of ${turns.limit} turns this week${resets}`;
 }
 
-async function showRevision(revision) {
-  const answer = await fetch(`/a/${aide}/preview-url?revision=${revision}`, { headers: { accept: "application/json" } });
-  if (!answer.ok) return;
-  const { url } = await answer.json();
+/** The preview frame, made when the page had none yet. */
+function previewFrame() {
   let frame = document.getElementById("preview");
   if (!frame) {
     document.getElementById("preview-empty")?.remove();
@@ -110,12 +108,56 @@ async function showRevision(revision) {
     frame.setAttribute("referrerpolicy", "no-referrer");
     document.getElementById("preview-pane").prepend(frame);
   }
-  frame.src = url;
+  return frame;
+}
+
+// The saved page's preview address, to go back to when a turn ends without saving.
+let saved = document.getElementById("preview")?.getAttribute("src") ?? null;
+
+/** Back to the saved page after a turn that saved nothing had shown its working copy. */
+function showSaved() {
+  const shown = live;
+  live = null;
+  if (!shown?.n) return;
+  if (saved) previewFrame().src = saved;
+  else document.getElementById("preview")?.remove();
+}
+
+async function showRevision(revision) {
+  live = null;
+  const answer = await fetch(`/a/${aide}/preview-url?revision=${revision}`, { headers: { accept: "application/json" } });
+  if (!answer.ok) return;
+  const { url } = await answer.json();
+  saved = url;
+  previewFrame().src = url;
   // There is a page now: it can be published.
   const publish = document.getElementById("publish");
   if (publish) publish.disabled = false;
   const link = document.getElementById("preview-link");
   if (link) link.href = url;
+}
+
+// While a turn edits, the preview shows its working copy, reloaded at most once a second.
+let live = null;
+async function showWorkingCopy(turn) {
+  if (!turn) return;
+  if (!live) {
+    live = { url: null, due: false, last: 0, n: 0 };
+    const answer = await fetch(`/a/${aide}/preview-url?turn=${turn}`, { headers: { accept: "application/json" } });
+    if (!answer.ok) return;
+    const { url } = await answer.json();
+    if (!live) return; // the turn ended meanwhile
+    live.url = url;
+  }
+  if (!live.url || live.due) return;
+  live.due = true;
+  const wait = Math.max(0, 1000 - (Date.now() - live.last));
+  setTimeout(() => {
+    if (!live) return;
+    live.due = false;
+    live.last = Date.now();
+    previewFrame().src = `${live.url}?v=${++live.n}`;
+  }, wait);
 }
 
 /** Follows one turn's events, on a response that streams them. */
@@ -141,6 +183,7 @@ async function follow(response, reply, retry) {
         break;
       case "file.updated":
         document.getElementById("preview-pane").setAttribute("aria-busy", "true");
+        showWorkingCopy(turn);
         break;
       case "turn.completed":
         finished = true;
@@ -149,12 +192,14 @@ async function follow(response, reply, retry) {
         break;
       case "turn.interrupted":
         finished = true;
+        showSaved();
         reply.removeAttribute("aria-busy");
         reply.classList.add("stopped");
         if (!data.counted) givenBack();
         break;
       case "turn.failed":
         finished = true;
+        showSaved();
         reply.remove();
         if (data.refunded) givenBack();
         showError(data.message + (data.refunded ? " This turn was not counted." : ""), retry);

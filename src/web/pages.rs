@@ -557,11 +557,14 @@ async fn unpublish(
 
 #[derive(Debug, Deserialize)]
 struct PreviewParams {
-    revision: i32,
+    revision: Option<i32>,
+    /// A running turn: its working copy.
+    turn: Option<Uuid>,
 }
 
-/// `GET /a/{id}/preview-url?revision=N`: a fresh signed address for revision N's preview, as
-/// `{"url": ...}` (the editor's script asks after a turn made a revision).
+/// `GET /a/{id}/preview-url?revision=N` (or `?turn=T`): a fresh signed address for revision N's
+/// preview, or for running turn T's working copy, as `{"url": ...}` (the editor's script asks
+/// while a turn edits and after it made a revision).
 async fn preview_url(
     State(state): State<AppState>,
     user: Option<CurrentUser>,
@@ -574,13 +577,20 @@ async fn preview_url(
         return Err(AppError::invalid("revision", "must be a revision number"));
     };
     let tx = state.db.user(user.user_id).await?;
-    let found = crate::revisions::repo::find(&tx, id, params.revision).await?;
+    let url = match (params.revision, params.turn) {
+        (Some(revision), None) => {
+            let found = crate::revisions::repo::find(&tx, id, revision).await?;
+            found.map(|_| super::preview::url(&state, id, revision))
+        }
+        (None, Some(turn)) => {
+            let found = crate::turns::repo::find_in_aide(&tx, id, turn).await?;
+            found.map(|_| super::preview::turn_url(&state, id, turn))
+        }
+        _ => return Err(AppError::invalid("revision", "give a revision or a turn")),
+    };
     tx.rollback();
-    found.ok_or_else(AppError::not_found)?;
-    let mut response = axum::Json(serde_json::json!({
-        "url": super::preview::url(&state, id, params.revision)
-    }))
-    .into_response();
+    let url = url.ok_or_else(AppError::not_found)?;
+    let mut response = axum::Json(serde_json::json!({ "url": url })).into_response();
     response.headers_mut().insert(
         axum::http::header::CACHE_CONTROL,
         axum::http::HeaderValue::from_static("no-store"),

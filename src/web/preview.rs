@@ -25,29 +25,41 @@ use crate::storage::keys;
 /// How long a preview address works.
 pub const LIFETIME_SECS: i64 = 3600;
 
-fn signature(state: &AppState, aide: Uuid, revision: i32, expires: i64) -> String {
+/// The signature over an address's aide, what it shows (a revision's number, or `t-{turn}` for
+/// a running turn's working copy) and its expiry.
+fn signature(state: &AppState, aide: Uuid, what: &str, expires: i64) -> String {
     let key = state.session_key.derive("aide preview v1");
     let mut mac =
         <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes a key of any length");
-    mac.update(format!("{aide}/{revision}/{expires}").as_bytes());
+    mac.update(format!("{aide}/{what}/{expires}").as_bytes());
     B64.encode(&mac.finalize().into_bytes()[..18])
 }
 
-/// The address of aide `aide`'s revision `revision`, working for [`LIFETIME_SECS`] (rounded to
-/// the next ten minutes, so a page reloaded within them keeps its address and the browser's
-/// cache).
-pub fn url(state: &AppState, aide: Uuid, revision: i32) -> String {
+fn address(state: &AppState, aide: Uuid, what: &str) -> String {
     let now = chrono::Utc::now().timestamp();
     let expires = (now + LIFETIME_SECS + 599) / 600 * 600;
     let path = format!(
-        "p/{aide}/{revision}/{expires}/{}/",
-        signature(state, aide, revision, expires)
+        "p/{aide}/{what}/{expires}/{}/",
+        signature(state, aide, what, expires)
     );
     if state.config.pages_apart() {
         state.config.public_url_for(&path).to_string()
     } else {
         format!("/{path}")
     }
+}
+
+/// The address of turn `turn`'s working copy while it runs: the files it has changed so far
+/// over the revision it began from. Served by the process that runs the turn.
+pub fn turn_url(state: &AppState, aide: Uuid, turn: Uuid) -> String {
+    address(state, aide, &format!("t-{turn}"))
+}
+
+/// The address of aide `aide`'s revision `revision`, working for [`LIFETIME_SECS`] (rounded to
+/// the next ten minutes, so a page reloaded within them keeps its address and the browser's
+/// cache).
+pub fn url(state: &AppState, aide: Uuid, revision: i32) -> String {
+    address(state, aide, &revision.to_string())
 }
 
 crate::statement! {
@@ -69,20 +81,20 @@ pub async fn serve(
     };
     let parsed = (|| {
         let aide: Uuid = get("aide")?.parse().ok()?;
-        let revision: i32 = get("revision")?.parse().ok()?;
+        let what = get("revision")?;
         let expires: i64 = get("expires")?.parse().ok()?;
         Some((
             aide,
-            revision,
+            what,
             expires,
             get("signature")?,
             get("path").unwrap_or(""),
         ))
     })();
-    let Some((aide, revision, expires, given, path)) = parsed else {
+    let Some((aide, what, expires, given, path)) = parsed else {
         return gone(&state);
     };
-    let expected = signature(&state, aide, revision, expires);
+    let expected = signature(&state, aide, what, expires);
     // Constant time: the comparison of two MACs of the same length.
     let same = expected.len() == given.len()
         && expected
@@ -97,6 +109,20 @@ pub async fn serve(
         format!("{path}index.html")
     } else {
         path.to_string()
+    };
+    let revision = match what.strip_prefix("t-") {
+        None => match what.parse::<i32>() {
+            Ok(revision) => revision,
+            Err(_) => return gone(&state),
+        },
+        Some(turn) => match turn.parse::<Uuid>() {
+            Ok(turn) => match working_copy(&state, turn, &path) {
+                Some(Live::File(content)) => return serve_text(&state, &path, content),
+                Some(Live::Base(revision)) => revision,
+                None => return gone(&state),
+            },
+            Err(_) => return gone(&state),
+        },
     };
     let found = async {
         let tx = state.db.system().await.ok()?;
@@ -130,6 +156,69 @@ pub async fn serve(
     if let Ok(value) = HeaderValue::from_str(&content_type) {
         headers.insert(header::CONTENT_TYPE, value);
     }
+    preview_headers(&state, headers);
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=3600"),
+    );
+    response
+}
+
+/// What a running turn's working copy holds at a path.
+enum Live {
+    /// The turn changed it: its text now.
+    File(String),
+    /// The turn has not touched it: the revision the turn began from has it (or not).
+    Base(i32),
+}
+
+/// `path` in turn `turn`'s working copy, from its events in this process; None when the turn
+/// is not running here (or is too old to be remembered) or deleted the file.
+fn working_copy(state: &AppState, turn: Uuid, path: &str) -> Option<Live> {
+    let channel = state.turns.get(turn)?;
+    let (events, _) = channel.after(0);
+    let mut base = None;
+    for event in &events {
+        if event.name == "turn.started" {
+            let data: serde_json::Value = serde_json::from_str(&event.data).ok()?;
+            base = data["base_revision"]
+                .as_i64()
+                .and_then(|b| i32::try_from(b).ok());
+        }
+    }
+    for event in events.iter().rev() {
+        if event.name != "file.updated" {
+            continue;
+        }
+        let data: serde_json::Value = serde_json::from_str(&event.data).ok()?;
+        if data["path"].as_str() != Some(path) {
+            continue;
+        }
+        if data["deleted"].as_bool() == Some(true) {
+            return None;
+        }
+        return data["content"].as_str().map(|c| Live::File(c.to_string()));
+    }
+    base.map(Live::Base)
+}
+
+/// A file of a working copy, with a preview's headers.
+fn serve_text(state: &AppState, path: &str, content: String) -> Response {
+    let content_type = crate::files::FilePath::parse(path)
+        .map(|p| crate::files::content_type_for(&p, None))
+        .unwrap_or_else(|_| "text/plain; charset=utf-8".to_string());
+    let mut response = (StatusCode::OK, content).into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&content_type) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    preview_headers(state, headers);
+    // It changes with every edit.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn preview_headers(state: &AppState, headers: &mut axum::http::HeaderMap) {
     let csp = format!(
         "sandbox allow-scripts allow-forms allow-popups; frame-ancestors {}",
         state.config.app_url.origin().ascii_serialization()
@@ -138,14 +227,9 @@ pub async fn serve(
         headers.insert(header::CONTENT_SECURITY_POLICY, value);
     }
     headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, max-age=3600"),
-    );
-    headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    response
 }
 
 struct FileRow {

@@ -73,9 +73,27 @@ class Model(BaseHTTPRequestHandler):
         self.send_header("content-type", "text/event-stream")
         self.send_header("transfer-encoding", "chunked")
         self.end_headers()
-        if last["role"] == "tool":
+        if last["role"] == "tool" and "slow page" in json.dumps(body["messages"]):
+            # The second round of a slow page: the page is written; the model talks for a while.
+            for word in [" Written", " it", " for", " you."]:
+                time.sleep(1)
+                self.chunk({"choices": [{"index": 0, "delta": {"content": word}}]})
+            self.chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        elif last["role"] == "tool":
             self.chunk({"choices": [{"index": 0, "delta": {"content": " Done."}}]})
             self.chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        elif "slow page" in said:
+            asked = html.escape(str(last.get("content"))[-200:])
+            page = PAGE.replace("</ul>", f"</ul><p class=asked>{asked}</p>")
+            args = json.dumps({"command": "create", "path": "index.html", "file_text": page})
+            view = json.dumps({"command": "view", "path": "index.html"})
+            # Writes the page, then looks at it: viewing a file takes a second round.
+            self.chunk({"choices": [{"index": 0, "delta": {"tool_calls": [
+                {"index": 0, "id": "call_1", "type": "function",
+                 "function": {"name": "str_replace_based_edit_tool", "arguments": args}},
+                {"index": 1, "id": "call_2", "type": "function",
+                 "function": {"name": "str_replace_based_edit_tool", "arguments": view}}]}}]})
+            self.chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
         elif "slow" in said:
             for word in ["Thinking", " about", " it", " slowly", " and", " carefully", " now."]:
                 self.chunk({"choices": [{"index": 0, "delta": {"content": word}}]})
@@ -115,6 +133,8 @@ def server():
     env = dict(os.environ,
                AIDE_DATA_DIR=os.path.join(data, "data"), PORT=str(port), RUST_LOG="warn",
                FREE_TURNS_PER_WEEK="4",
+               # Every test signs in from 127.0.0.1: the per-address limits have tests of their own.
+               MAGIC_LINK_REQUESTS_PER_IP_PER_HOUR="10000", VERIFICATIONS_PER_IP_PER_MINUTE="10000",
                AI_PROVIDER="openai", AI_BASE_URL=f"http://127.0.0.1:{model_port}/v1", AI_MODEL="stand-in",
                STRIPE_API_URL=f"http://127.0.0.1:{stripe_port}", STRIPE_SECRET_KEY="sk_test_browser",
                STRIPE_WEBHOOK_SECRET="whsec_browser", STRIPE_PRICE_ID="price_browser")

@@ -317,3 +317,31 @@ def test_log_out_everywhere_ends_the_other_browsers_session(server, browser, wat
         expect(second.get_by_role("button", name="Email me a sign-in link")).to_be_visible()
     finally:
         other.close()
+
+
+def test_the_preview_follows_the_edits_while_the_turn_runs(server, watched):
+    page = watched.page
+    sign_in(page, server, "watcher@example.com")
+    new_aide(page, "Live")
+    page.get_by_label("Message").fill("a slow page please")
+    page.get_by_role("button", name="Send").click()
+    # The page shows in the preview before the turn has finished.
+    expect(page.frame_locator("#preview").get_by_role("heading", name="Groceries")).to_be_visible(timeout=5000)
+    expect(page.get_by_role("button", name="Stop")).to_be_visible()
+    assert "/t-" in page.locator("#preview").get_attribute("src")
+    expect(page.get_by_role("button", name="Send")).to_be_visible(timeout=15000)
+    # Then the saved revision.
+    expect(page.locator("#preview")).to_have_attribute("src", re.compile(r"/p/[0-9a-f-]+/1/"))
+    expect(page.frame_locator("#preview").get_by_role("heading", name="Groceries")).to_be_visible()
+
+
+def test_a_stopped_turn_takes_its_unsaved_edits_off_the_preview(server, watched):
+    page = watched.page
+    sign_in(page, server, "regretful@example.com")
+    new_aide(page, "Not this")
+    page.get_by_label("Message").fill("a slow page please")
+    page.get_by_role("button", name="Send").click()
+    expect(page.frame_locator("#preview").get_by_role("heading", name="Groceries")).to_be_visible(timeout=5000)
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator(".message.assistant.stopped")).to_be_visible(timeout=3000)
+    expect(page.locator("#preview")).to_have_count(0)
