@@ -444,6 +444,22 @@ async fn the_editor_shows_the_page_in_an_isolated_preview_and_its_forms_work() {
         .send(Req::get(&format!("/a/{id}/preview-url?revision=9")).cookie(&cookie))
         .await;
     assert_eq!(none.status, StatusCode::NOT_FOUND);
+    // A turn's working copy: only for a turn of this aide, and only while it runs here.
+    let stranger = uuid::Uuid::new_v4();
+    let no_turn = app
+        .send(Req::get(&format!("/a/{id}/preview-url?turn={stranger}")).cookie(&cookie))
+        .await;
+    assert_eq!(no_turn.status, StatusCode::NOT_FOUND);
+    let neither = app
+        .send(Req::get(&format!("/a/{id}/preview-url")).cookie(&cookie))
+        .await;
+    assert_eq!(neither.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let unsigned = app
+        .send(Req::get(&format!(
+            "/p/{id}/t-{stranger}/9999999999/AAAAAAAAAAAAAAAAAAAAAAAA/"
+        )))
+        .await;
+    assert_eq!(unsigned.status, StatusCode::NOT_FOUND);
 
     // Someone else sees none of it.
     let other = browser(&app, "not-the-editor@example.com").await;
