@@ -194,6 +194,18 @@ def test_without_javascript_the_forms_still_work(server, browser):
         sign_in(page, server, "nojs@example.com")
         new_aide(page, "Plain")
         expect(page.get_by_text("Chat needs JavaScript")).to_be_visible()
+        # A page made elsewhere (the files API, with this session), then published and taken
+        # down with the forms.
+        aide = page.url.rsplit("/", 1)[1]
+        put = plain.request.put(f"{server['base']}/api/aides/{aide}/files/index.html",
+                                headers={"origin": server["base"], "content-type": "text/html"},
+                                data="<h1>Plain page</h1>")
+        assert put.ok, put.text()
+        page.reload()
+        page.get_by_role("button", name="Publish", exact=True).click()
+        expect(page.get_by_text("Live at")).to_be_visible()
+        page.get_by_role("button", name="Unpublish").click()
+        expect(page.locator(".badge")).to_have_text("Draft")
         page.get_by_role("link", name="Aides").click()
         page.get_by_role("button", name="Archive").click()
         page.get_by_role("link", name="Archived aides").click()
