@@ -476,7 +476,19 @@ pub async fn restore_version(
     IdPath(aide): IdPath,
     NumberPath(from): NumberPath,
 ) -> Result<(StatusCode, Json<Published>), AppError> {
-    let _slot = crate::files::enter_in_flight(&state, &api)?;
+    let published = republish_version(&state, &api, ip, aide, from).await?;
+    Ok((StatusCode::CREATED, Json(published)))
+}
+
+/// Publishes version `from` of aide `aide` again as its newest version, with its audit row.
+pub(crate) async fn republish_version(
+    state: &AppState,
+    api: &ApiUser,
+    ip: std::net::IpAddr,
+    aide: Uuid,
+    from: i32,
+) -> Result<Published, AppError> {
+    let _slot = crate::files::enter_in_flight(state, api)?;
     let tx = api.begin_read(&state.db).await?;
     let (current, r2_key, files, revision) = futures_util::future::try_join4(
         repo::aide_state(&tx, aide, false),
@@ -489,7 +501,7 @@ pub async fn restore_version(
     let current = current.ok_or_else(AppError::not_found)?;
     refuse_archived(&current)?;
     let r2_key = r2_key.ok_or_else(AppError::not_found)?;
-    check_publish_rate(&state, &api).await?;
+    check_publish_rate(state, api).await?;
 
     // A version from before content-addressed storage: its bytes move into the blob folder once.
     let folder = keys::blob_folder(aide);
@@ -510,7 +522,7 @@ pub async fn restore_version(
     let tx = api.begin(&state.db).await?;
     let notes = format!("Restored from version {from}");
     let (row, aide_row) =
-        record_version(&state, &tx, aide, Some(&notes), revision, &files, &[]).await?;
+        record_version(state, &tx, aide, Some(&notes), revision, &files, &[]).await?;
     futures_util::future::try_join(
         audit::record_user(
             &tx,
@@ -523,8 +535,5 @@ pub async fn restore_version(
     )
     .await?;
     state.page_changed(aide, &[aide_row.slug.as_deref()]);
-    Ok((
-        StatusCode::CREATED,
-        Json(published_view(&state, row, aide_row)),
-    ))
+    Ok(published_view(state, row, aide_row))
 }

@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/a/{id}/history", get(history))
         .route("/a/{id}/undo", post(undo))
         .route("/a/{id}/revisions/{n}/restore", post(restore_revision))
+        .route("/a/{id}/versions/{n}/publish", post(republish))
         .route("/a/{id}/publish", post(publish))
         .route("/a/{id}/unpublish", post(unpublish))
         .route("/account", get(account))
@@ -612,6 +613,7 @@ struct VersionItem {
     version: i32,
     when: String,
     url: String,
+    latest: bool,
 }
 
 #[derive(Template)]
@@ -623,6 +625,8 @@ struct HistoryPage {
     revisions: Vec<RevisionItem>,
     versions: Vec<VersionItem>,
     kept: u32,
+    /// Published now: the versions' addresses answer.
+    live: bool,
 }
 
 /// Changes the history shows.
@@ -656,7 +660,9 @@ async fn history(
     let now = Utc::now();
     let newest = revisions.first().map(|r| r.number);
     let slug = row.slug.clone().unwrap_or_default();
+    let latest = versions.first().map(|v| v.version);
     let page = HistoryPage {
+        live: row.status == Status::Published,
         layout: Layout::signed_in(format!("History of {}", row.title), &me.email),
         id,
         kept: state.config.limits.tier(me.tier).revisions_kept,
@@ -690,6 +696,7 @@ async fn history(
         versions: versions
             .into_iter()
             .map(|v| VersionItem {
+                latest: Some(v.version) == latest,
                 version: v.version,
                 when: ago(v.published_at, now),
                 url: state
@@ -784,6 +791,28 @@ async fn choose_slug(
     .await;
     match result {
         Ok(row) => Redirect::to(&format!("/a/{}", row.id)).into_response(),
+        Err(e) => error_page(e, &back),
+    }
+}
+
+/// `POST /a/{id}/versions/{n}/publish`: the history's "Publish this version again".
+async fn republish(
+    State(state): State<AppState>,
+    api: Result<ApiUser, AppError>,
+    ClientIp(ip): ClientIp,
+    Path((id, number)): Path<(String, String)>,
+) -> Response {
+    let back = format!("/a/{id}/history");
+    let result = async {
+        let api = api?;
+        let (Ok(id), Ok(number)) = (id.parse::<Uuid>(), number.parse::<i32>()) else {
+            return Err(AppError::not_found());
+        };
+        crate::publishing::routes::republish_version(&state, &api, ip, id, number).await
+    }
+    .await;
+    match result {
+        Ok(_) => Redirect::to(&back).into_response(),
         Err(e) => error_page(e, &back),
     }
 }

@@ -617,6 +617,68 @@ async fn history_lists_changes_and_versions_and_undo_and_restore_go_back() {
     assert!(history.body.contains("#4: #2 restored"), "{}", history.body);
     assert!(history.body.contains("#3: #1 restored"));
 
+    // Published twice, then version 1 again from the history.
+    for _ in 0..2 {
+        let published = app
+            .send(
+                Req::post(&format!("/a/{id}/publish"))
+                    .cookie(&cookie)
+                    .form(&[]),
+            )
+            .await;
+        assert_eq!(
+            published.status,
+            StatusCode::SEE_OTHER,
+            "{}",
+            published.body
+        );
+    }
+    let history = app
+        .send(Req::get(&format!("/a/{id}/history")).cookie(&cookie))
+        .await;
+    assert!(
+        history.body.contains("Version 2 (the newest)"),
+        "{}",
+        history.body
+    );
+    assert!(
+        history
+            .body
+            .contains(&format!("/a/{id}/versions/1/publish"))
+    );
+    assert!(
+        !history
+            .body
+            .contains(&format!("/a/{id}/versions/2/publish"))
+    );
+    let again = app
+        .send(
+            Req::post(&format!("/a/{id}/versions/1/publish"))
+                .cookie(&cookie)
+                .form(&[]),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.body);
+    let history = app
+        .send(Req::get(&format!("/a/{id}/history")).cookie(&cookie))
+        .await;
+    assert!(
+        history.body.contains("Version 3 (the newest)"),
+        "{}",
+        history.body
+    );
+    app.send(
+        Req::post(&format!("/a/{id}/unpublish"))
+            .cookie(&cookie)
+            .form(&[]),
+    )
+    .await;
+    let history = app
+        .send(Req::get(&format!("/a/{id}/history")).cookie(&cookie))
+        .await;
+    assert!(history.body.contains("not live now"), "{}", history.body);
+    assert!(!history.body.contains("/s/"), "no dead links");
+
     let gone = app
         .send(
             Req::post(&format!("/a/{id}/revisions/99/restore"))
