@@ -613,6 +613,8 @@ struct VersionItem {
     version: i32,
     when: String,
     url: String,
+    /// A signed preview, which works whether or not the page is live.
+    preview: String,
     latest: bool,
 }
 
@@ -697,6 +699,7 @@ async fn history(
             .into_iter()
             .map(|v| VersionItem {
                 latest: Some(v.version) == latest,
+                preview: super::preview::version_url(&state, id, v.version),
                 version: v.version,
                 when: ago(v.published_at, now),
                 url: state

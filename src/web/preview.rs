@@ -49,6 +49,11 @@ fn address(state: &AppState, aide: Uuid, what: &str) -> String {
     }
 }
 
+/// The address of published version `version` (whether or not the page is live now).
+pub fn version_url(state: &AppState, aide: Uuid, version: i32) -> String {
+    address(state, aide, &format!("v-{version}"))
+}
+
 /// The address of turn `turn`'s working copy while it runs: the files it has changed so far
 /// over the revision it began from. Served by the process that runs the turn.
 pub fn turn_url(state: &AppState, aide: Uuid, turn: Uuid) -> String {
@@ -66,6 +71,11 @@ crate::statement! {
     /// One file of a revision (system scope: the signed address is the authority).
     REVISION_FILE: System = "select content_type, sha256 from workspace_revision_files
          where aide_id = $1 and revision = $2 and path = $3";
+    /// One file of a published version, and where its bytes are.
+    VERSION_FILE: System = "select f.content_type, f.sha256, v.r2_key from published_files f
+         join published_versions v
+           on v.aide_id = f.aide_id and v.user_id = f.user_id and v.version = f.version
+         where f.aide_id = $1 and f.version = $2 and f.path = $3";
 }
 
 /// `GET /p/{aide}/{revision}/{expires}/{signature}/{*path}` (and the bare folder: index.html).
@@ -110,6 +120,12 @@ pub async fn serve(
     } else {
         path.to_string()
     };
+    if let Some(version) = what.strip_prefix("v-") {
+        return match version.parse::<i32>() {
+            Ok(version) => serve_version(&state, aide, version, &path).await,
+            Err(_) => gone(&state),
+        };
+    }
     let revision = match what.strip_prefix("t-") {
         None => match what.parse::<i32>() {
             Ok(revision) => revision,
@@ -162,6 +178,59 @@ pub async fn serve(
         HeaderValue::from_static("private, max-age=3600"),
     );
     response
+}
+
+/// A file of a published version, from the published bucket.
+async fn serve_version(state: &AppState, aide: Uuid, version: i32, path: &str) -> Response {
+    let found = async {
+        let tx = state.db.system().await.ok()?;
+        let row = tx
+            .row_opt::<VersionFileRow>(&VERSION_FILE, &[&aide, &version, &path])
+            .await
+            .ok()?;
+        tx.rollback();
+        row
+    }
+    .await;
+    let Some(row) = found else {
+        return gone(state);
+    };
+    let key = keys::published_file(&row.r2_key, path, &row.sha256);
+    let object = match state.storage.published.get(&key).await {
+        Ok(object) => object,
+        Err(e) => {
+            tracing::warn!(error = %e, "preview: a published file could not be read");
+            return (StatusCode::SERVICE_UNAVAILABLE, "Try again in a moment.").into_response();
+        }
+    };
+    let body = Body::from_stream(object.into_stream().map_err(std::io::Error::other));
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&row.content_type) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    preview_headers(state, headers);
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=3600"),
+    );
+    response
+}
+
+struct VersionFileRow {
+    content_type: String,
+    sha256: Vec<u8>,
+    r2_key: String,
+}
+
+impl crate::db::FromRow for VersionFileRow {
+    fn from_row(row: &crate::db::Row) -> Result<Self, crate::db::Error> {
+        Ok(VersionFileRow {
+            content_type: row.try_get("content_type")?,
+            sha256: row.try_get("sha256")?,
+            r2_key: row.try_get("r2_key")?,
+        })
+    }
 }
 
 /// What a running turn's working copy holds at a path.

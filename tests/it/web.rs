@@ -678,6 +678,39 @@ async fn history_lists_changes_and_versions_and_undo_and_restore_go_back() {
         .await;
     assert!(history.body.contains("not live now"), "{}", history.body);
     assert!(!history.body.contains("/s/"), "no dead links");
+    // Each version still previews, from its own files.
+    let previews: Vec<String> = history
+        .body
+        .match_indices("href=\"/p/")
+        .map(|(at, _)| {
+            let start = at + 6;
+            let end = history.body[start..].find('"').expect("end") + start;
+            history.body[start..end].to_string()
+        })
+        .filter(|href| href.contains("/v-"))
+        .collect();
+    assert_eq!(previews.len(), 3, "{}", history.body);
+    let v1 = previews
+        .iter()
+        .find(|p| p.contains("/v-1/"))
+        .expect("version 1's preview");
+    let shown = app.send(Req::get(v1)).await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+    assert!(
+        shown.body.contains("second"),
+        "version 1 was published from the workspace then: {}",
+        shown.body
+    );
+    assert!(
+        shown
+            .header("content-security-policy")
+            .is_some_and(|c| c.starts_with("sandbox allow-scripts"))
+    );
+    let forged = v1.replace("/v-1/", "/v-2/");
+    assert_eq!(
+        app.send(Req::get(&forged)).await.status,
+        StatusCode::NOT_FOUND
+    );
 
     let gone = app
         .send(
