@@ -96,19 +96,53 @@ function showUsage(turns) {
     : `${turns.used} of ${turns.limit} turns this week${resets}`;
 }
 
-/** The preview frame, made when the page had none yet. */
-function previewFrame() {
-  let frame = document.getElementById("preview");
-  if (!frame) {
-    document.getElementById("preview-empty")?.remove();
-    frame = document.createElement("iframe");
-    frame.id = "preview";
-    frame.title = "Preview";
-    frame.setAttribute("sandbox", "allow-scripts allow-forms allow-popups");
-    frame.setAttribute("referrerpolicy", "no-referrer");
-    document.getElementById("preview-pane").prepend(frame);
-  }
+function newFrame() {
+  const frame = document.createElement("iframe");
+  frame.title = "Preview";
+  frame.setAttribute("sandbox", "allow-scripts allow-forms allow-popups");
+  frame.setAttribute("referrerpolicy", "no-referrer");
   return frame;
+}
+
+/**
+ * Shows `url` in the preview without a flash: the new page loads in a frame out of sight and
+ * takes the old one's place once loaded (a newer address replaces one still loading).
+ */
+let incoming = null;
+function showInPreview(url) {
+  const current = document.getElementById("preview");
+  if (!current) {
+    document.getElementById("preview-empty")?.remove();
+    const frame = newFrame();
+    frame.id = "preview";
+    frame.src = url;
+    document.getElementById("preview-pane").prepend(frame);
+    return;
+  }
+  incoming?.remove();
+  const frame = newFrame();
+  frame.className = "incoming";
+  frame.setAttribute("aria-hidden", "true");
+  frame.tabIndex = -1;
+  frame.addEventListener("load", () => {
+    if (incoming !== frame) return;
+    incoming = null;
+    frame.className = "";
+    frame.removeAttribute("aria-hidden");
+    frame.removeAttribute("tabindex");
+    frame.title = current.title;
+    document.getElementById("preview")?.replaceWith(frame);
+    frame.id = "preview";
+  });
+  incoming = frame;
+  frame.src = url;
+  current.after(frame);
+}
+
+function removePreview() {
+  incoming?.remove();
+  incoming = null;
+  document.getElementById("preview")?.remove();
 }
 
 // The saved page's preview address, to go back to when a turn ends without saving.
@@ -119,8 +153,8 @@ function showSaved() {
   const shown = live;
   live = null;
   if (!shown?.n) return;
-  if (saved) previewFrame().src = saved;
-  else document.getElementById("preview")?.remove();
+  if (saved) showInPreview(saved);
+  else removePreview();
 }
 
 async function showRevision(revision) {
@@ -129,7 +163,7 @@ async function showRevision(revision) {
   if (!answer.ok) return;
   const { url } = await answer.json();
   saved = url;
-  previewFrame().src = url;
+  showInPreview(url);
   // There is a page now: it can be published.
   const publish = document.getElementById("publish");
   if (publish) publish.disabled = false;
@@ -156,7 +190,7 @@ async function showWorkingCopy(turn) {
     if (!live) return;
     live.due = false;
     live.last = Date.now();
-    previewFrame().src = `${live.url}?v=${++live.n}`;
+    showInPreview(`${live.url}?v=${++live.n}`);
   }, wait);
 }
 

@@ -342,9 +342,11 @@ def test_the_preview_follows_the_edits_while_the_turn_runs(server, watched):
     expect(page.get_by_role("button", name="Stop")).to_be_visible()
     assert "/t-" in page.locator("#preview").get_attribute("src")
     expect(page.get_by_role("button", name="Send")).to_be_visible(timeout=15000)
-    # Then the saved revision.
+    # Then the saved revision, swapped in once loaded: one frame in view, none left loading.
     expect(page.locator("#preview")).to_have_attribute("src", re.compile(r"/p/[0-9a-f-]+/1/"))
     expect(page.frame_locator("#preview").get_by_role("heading", name="Groceries")).to_be_visible()
+    expect(page.locator("iframe.incoming")).to_have_count(0)
+    expect(page.locator("#preview-pane iframe")).to_have_count(1)
 
 
 def test_a_stopped_turn_takes_its_unsaved_edits_off_the_preview(server, watched):
