@@ -22,6 +22,8 @@ pub fn build_app(state: AppState) -> Router {
         .merge(crate::public::router())
         .merge(openapi::router())
         .merge(docs::router())
+        .route("/metrics", axum::routing::get(crate::metrics::serve))
+        .route_layer(middleware::from_fn(crate::metrics::tag_route))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

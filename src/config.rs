@@ -87,6 +87,8 @@ pub struct Config {
     pub ai: Option<AiConfig>,
     /// Stripe, for the Pro plan (see [`BillingConfig`]); None: billing is off.
     pub billing: Option<BillingConfig>,
+    /// METRICS_TOKEN: the bearer token `/metrics` asks for; unset, `/metrics` is off (404).
+    pub metrics_token: Option<SecretString>,
     /// Every variable read, as `aide config check` shows it: recorded by the readers while
     /// loading, so no list of variables is kept apart from the code that reads them.
     summary: Summary,
@@ -276,6 +278,16 @@ impl Config {
         let limits = Limits::from_source(&mut src);
         let ai = AiConfig::from_source(&mut src);
         let billing = BillingConfig::from_source(&mut src);
+        let metrics_token = src.secret_with(
+            "METRICS_TOKEN",
+            Some("/metrics is off (404)"),
+            |token| match token.len() {
+                len if len < 24 => Err(format!(
+                    "is {len} characters long; it must be at least 24 (for example the output of `openssl rand -hex 16`)"
+                )),
+                _ => Ok(()),
+            },
+        );
 
         if environment.is_deployed() {
             let env = environment.as_str();
@@ -355,6 +367,7 @@ impl Config {
                 limits,
                 ai,
                 billing,
+                metrics_token,
                 summary,
             }),
             _ => Err(ConfigError { problems }),

@@ -229,6 +229,11 @@ impl Db {
         Ok(())
     }
 
+    /// How many connections the pool holds, and how many of them are idle.
+    pub fn pool_status(&self) -> deadpool::managed::Status {
+        self.pool.status()
+    }
+
     /// Closes connections idle for longer than the pool keeps them (run now and then).
     pub fn close_idle(&self) {
         self.pool.retain(|_, metrics| {

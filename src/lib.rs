@@ -20,6 +20,7 @@ pub mod html;
 pub mod http;
 pub mod jobs;
 pub mod limits;
+pub mod metrics;
 pub mod notify;
 pub mod public;
 pub mod publishing;

@@ -73,6 +73,8 @@ pub struct Shared {
     pub billing_locks: KeyedLocks,
     /// Stripe webhook deliveries refused for their signature.
     pub webhook_refusals: WebhookRefusals,
+    /// Requests counted for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
@@ -89,6 +91,7 @@ impl Shared {
             stripe,
             billing_locks: KeyedLocks::default(),
             webhook_refusals: WebhookRefusals::default(),
+            metrics: crate::metrics::Metrics::default(),
             storage,
             page_cache: Arc::new(PageCache::default()),
             storage_cleanup_wake: Arc::new(Notify::new()),

@@ -29,6 +29,7 @@ const DEFAULT_HEADERS: [(header::HeaderName, &str); 4] = [
 
 pub async fn front(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let id = request_id::for_request(request.headers().get(&request_id::HEADER));
+    let method = request.method().clone();
     let span = tracing::info_span!(
         "request",
         method = %request.method(),
@@ -45,6 +46,15 @@ pub async fn front(State(state): State<AppState>, request: Request, next: Next) 
     response
         .headers_mut()
         .insert(request_id::HEADER.clone(), id);
+    state.metrics.observe(
+        method.as_str(),
+        response
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(|p| p.as_str()),
+        response.status(),
+        started.elapsed(),
+    );
     if !span.is_disabled() {
         let status = response.status().as_u16();
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;

@@ -17,6 +17,7 @@ mod billing;
 mod conversations;
 mod email;
 mod files;
+mod metrics;
 mod revisions;
 mod sessions;
 mod sign_in_limits;
