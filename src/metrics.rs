@@ -49,7 +49,29 @@ impl Histogram {
 pub struct Metrics {
     /// (method, route template, status) → durations.
     requests: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    /// (counter, its labels as written) → total. Label values come from fixed sets only.
+    counters: Mutex<BTreeMap<(&'static str, String), f64>>,
 }
+
+/// The counters code adds to, with what each counts.
+const COUNTERS: &[(&str, &str)] = &[
+    (
+        "aide_turns_total",
+        "AI turns ended, by result (completed, failed, interrupted) and whether they were given back.",
+    ),
+    (
+        "aide_model_tokens_total",
+        "Model tokens used by turns, by model and kind (input, output, cache_read, cache_write).",
+    ),
+    (
+        "aide_model_cost_microdollars_total",
+        "What turns cost at the configured prices, in micro-dollars, by model.",
+    ),
+    (
+        "aide_stripe_webhook_events_total",
+        "Stripe events received with a valid signature, by type and outcome.",
+    ),
+];
 
 impl Metrics {
     /// Counts one answered request. `route` is the matched route's template, None when none
@@ -67,6 +89,30 @@ impl Metrics {
         );
         if let Ok(mut requests) = self.requests.lock() {
             requests.entry(key).or_default().observe(took.as_secs_f64());
+        }
+    }
+
+    /// Adds `by` to counter `name` (one of [`COUNTERS`]) with `labels`.
+    pub fn add(&self, name: &'static str, labels: &[(&str, &str)], by: f64) {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", label(v)))
+            .collect::<Vec<_>>()
+            .join(",");
+        if let Ok(mut counters) = self.counters.lock() {
+            *counters.entry((name, labels)).or_default() += by;
+        }
+    }
+
+    fn write_counters(&self, out: &mut String) {
+        let Ok(counters) = self.counters.lock() else {
+            return;
+        };
+        for (name, help) in COUNTERS {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for ((_, labels), value) in counters.iter().filter(|((n, _), _)| n == name) {
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            }
         }
     }
 
@@ -168,6 +214,7 @@ pub async fn serve(State(state): State<AppState>, headers: HeaderMap) -> Respons
     }
     let mut out = String::with_capacity(16 * 1024);
     state.metrics.write_requests(&mut out);
+    state.metrics.write_counters(&mut out);
     let pool = state.db.pool_status();
     out.push_str("# HELP aide_db_pool_connections Pooled database connections.\n");
     out.push_str("# TYPE aide_db_pool_connections gauge\n");
@@ -265,6 +312,32 @@ mod tests {
         assert!(out.contains("route=\"/api/aides\",status=\"200\",le=\"10\"} 1"));
         assert!(out.contains("route=\"/api/aides\",status=\"200\",le=\"+Inf\"} 2"));
         assert!(out.contains("method=\"other\",route=\"unmatched\",status=\"404\""));
+        metrics.add(
+            "aide_turns_total",
+            &[("result", "completed"), ("given_back", "false")],
+            1.0,
+        );
+        metrics.add(
+            "aide_turns_total",
+            &[("result", "completed"), ("given_back", "false")],
+            1.0,
+        );
+        metrics.add(
+            "aide_model_cost_microdollars_total",
+            &[("model", "gpt-\"4\"")],
+            1420.0,
+        );
+        let mut counters = String::new();
+        metrics.write_counters(&mut counters);
+        assert!(
+            counters.contains("aide_turns_total{result=\"completed\",given_back=\"false\"} 2"),
+            "{counters}"
+        );
+        assert!(
+            counters.contains("aide_model_cost_microdollars_total{model=\"gpt-\\\"4\\\"\"} 1420"),
+            "{counters}"
+        );
+        assert!(counters.contains("# TYPE aide_stripe_webhook_events_total counter"));
         assert_eq!(label("a\"b\\c"), "a\\\"b\\\\c");
     }
 }

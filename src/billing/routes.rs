@@ -474,5 +474,15 @@ pub async fn webhook(
         }
     };
     tracing::info!(event.kind = %event.kind, outcome, "Stripe event handled");
+    let kind = if RESYNC_EVENTS.contains(&event.kind.as_str()) {
+        event.kind.as_str()
+    } else {
+        "other"
+    };
+    state.metrics.add(
+        "aide_stripe_webhook_events_total",
+        &[("type", kind), ("outcome", outcome)],
+        1.0,
+    );
     Ok(Json(WebhookAnswer { outcome }))
 }

@@ -45,6 +45,17 @@ pub fn spawn(state: AppState, started: Started, channel: Arc<Channel>) {
     tokio::spawn(async move {
         let t0 = started.received;
         let (name, data) = settle(&state, &started, &channel, t0).await;
+        let result = name.strip_prefix("turn.").unwrap_or(name);
+        let given_back = if data["refunded"].as_bool() == Some(true) {
+            "true"
+        } else {
+            "false"
+        };
+        state.metrics.add(
+            "aide_turns_total",
+            &[("result", result), ("given_back", given_back)],
+            1.0,
+        );
         channel.send(name, data.to_string());
         channel.finish();
     });
@@ -107,6 +118,23 @@ async fn settle(
         outcome.usage.output,
         outcome.usage.cache_read,
         outcome.usage.cache_write,
+    );
+    for (kind, tokens) in [
+        ("input", outcome.usage.input),
+        ("output", outcome.usage.output),
+        ("cache_read", outcome.usage.cache_read),
+        ("cache_write", outcome.usage.cache_write),
+    ] {
+        state.metrics.add(
+            "aide_model_tokens_total",
+            &[("model", &ai.model), ("kind", kind)],
+            tokens as f64,
+        );
+    }
+    state.metrics.add(
+        "aide_model_cost_microdollars_total",
+        &[("model", &ai.model)],
+        cost as f64,
     );
     match outcome.end.clone() {
         End::Completed => {

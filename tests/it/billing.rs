@@ -84,7 +84,11 @@ fn plan_changes(actions: &[(String, Option<uuid::Uuid>, Value)]) -> Vec<(String,
 #[tokio::test]
 async fn checkout_and_its_webhooks_make_the_user_pro_once() {
     let stub = StripeStub::start().await;
-    let app = app_with(&stub, &[]).await;
+    let app = app_with(
+        &stub,
+        &[("METRICS_TOKEN", "metrics-token-0123456789abcdef")],
+    )
+    .await;
     let token = app.sign_in("payer@example.com").await;
     let before = billing(&app, &token).await;
     assert_eq!(before["plan"], "free");
@@ -138,6 +142,21 @@ async fn checkout_and_its_webhooks_make_the_user_pro_once() {
     assert_eq!(again.status, StatusCode::OK);
     assert_eq!(again.json()["outcome"], "duplicate");
     assert_eq!(app.count_rows("stripe_events").await, 3);
+    let metrics = app
+        .send(Req::get("/metrics").bearer("metrics-token-0123456789abcdef"))
+        .await
+        .body;
+    assert!(
+        metrics.contains(
+            "aide_stripe_webhook_events_total{type=\"customer.subscription.created\",outcome=\"duplicate\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "aide_stripe_webhook_events_total{type=\"invoice.paid\",outcome=\"applied\"} 1"
+        )
+    );
     assert_eq!(
         plan_changes(&app.audit_actions().await),
         vec![("free".into(), "pro".into(), "webhook".into())]
