@@ -70,16 +70,38 @@ pub async fn health() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// The process can serve requests: the database answers.
+/// How long readiness waits for the database.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The process can serve requests: it is not shutting down, and the database answers within two
+/// seconds. A 503 names the check that failed (`SHUTTING_DOWN` or `DATABASE_UNREACHABLE`).
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses((status = 200, body = Health),
-              (status = 503, description = "The database is unreachable", body = crate::error::ErrorBody)))]
+              (status = 503, description = "SHUTTING_DOWN: the server has been asked to stop and is draining; DATABASE_UNREACHABLE: the database did not answer in time", body = crate::error::ErrorBody)))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
-    match state.db.ping().await {
-        Ok(()) => Ok(Json(Health { status: "ready" })),
-        Err(e) => {
+    if state.draining.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(AppError::client(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SHUTTING_DOWN",
+            "This server is shutting down; send traffic elsewhere.",
+        ));
+    }
+    let unreachable = || {
+        AppError::client(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "DATABASE_UNREACHABLE",
+            "The database is not reachable.",
+        )
+    };
+    match tokio::time::timeout(READY_TIMEOUT, state.db.ping()).await {
+        Ok(Ok(())) => Ok(Json(Health { status: "ready" })),
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check: database unreachable");
-            Err(AppError::Unavailable("The database is not reachable."))
+            Err(unreachable())
+        }
+        Err(_) => {
+            tracing::warn!("readiness check: the database did not answer in time");
+            Err(unreachable())
         }
     }
 }

@@ -165,7 +165,24 @@ async fn serve_on(
         grace: Duration::from_secs(30),
     };
     let turns = state.turns.clone();
-    accept::serve(listener, build_app(state), options, shutdown_signal()).await;
+    let drain = Duration::from_secs(u64::from(config.limits.shutdown_ready_drain_seconds));
+    let stopping = {
+        let state = state.clone();
+        async move {
+            shutdown_signal().await;
+            // Readiness fails first, so load balancers stop sending traffic; the listener closes
+            // after that, and requests under way then get their grace to finish.
+            state
+                .draining
+                .store(true, std::sync::atomic::Ordering::Release);
+            tracing::info!(
+                seconds = drain.as_secs(),
+                "not ready any more; closing the listener after the drain"
+            );
+            tokio::time::sleep(drain).await;
+        }
+    };
+    accept::serve(listener, build_app(state), options, stopping).await;
     tracing::info!("stopped accepting requests; shutting down");
     // Turns run in tasks of their own: let them finish, then stop the rest, which record
     // themselves as interrupted (or given back) while the database is still there.

@@ -75,6 +75,8 @@ pub struct Shared {
     pub webhook_refusals: WebhookRefusals,
     /// Requests counted for `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Set when the server has been asked to stop: `/ready` answers 503 from then on.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -92,6 +94,7 @@ impl Shared {
             billing_locks: KeyedLocks::default(),
             webhook_refusals: WebhookRefusals::default(),
             metrics: crate::metrics::Metrics::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             storage,
             page_cache: Arc::new(PageCache::default()),
             storage_cleanup_wake: Arc::new(Notify::new()),

@@ -72,6 +72,9 @@ pub struct Limits {
     /// HTTP_HEADER_TIMEOUT_SECONDS: how long a client may take to send a request's headers, and
     /// how long an idle keep-alive connection stays open (default 10).
     pub http_header_timeout_seconds: u32,
+    /// SHUTDOWN_READY_DRAIN_SECONDS: on SIGTERM, how long `/ready` answers 503 before the
+    /// listener closes, so load balancers stop sending traffic first (default 2).
+    pub shutdown_ready_drain_seconds: u32,
 }
 
 impl Default for Limits {
@@ -105,6 +108,7 @@ impl Default for Limits {
             magic_links_per_hour: 2_000,
             http_max_connections: 1_024,
             http_header_timeout_seconds: 10,
+            shutdown_ready_drain_seconds: 2,
         }
     }
 }
@@ -188,6 +192,9 @@ const FIELDS: &[Field] = &[
     }),
     ("HTTP_HEADER_TIMEOUT_SECONDS", 1, 600, |l| {
         &mut l.http_header_timeout_seconds
+    }),
+    ("SHUTDOWN_READY_DRAIN_SECONDS", 0, 300, |l| {
+        &mut l.shutdown_ready_drain_seconds
     }),
 ];
 

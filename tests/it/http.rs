@@ -55,9 +55,18 @@ async fn health_and_ready_answer_when_the_database_does() {
     let (status, body) = get(state.clone(), "/health").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, serde_json::json!({"status": "ok"}));
-    let (status, body) = get(state, "/ready").await;
+    let (status, body) = get(state.clone(), "/ready").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, serde_json::json!({"status": "ready"}));
+    // Asked to stop: not ready from that moment, though still alive and serving.
+    state
+        .draining
+        .store(true, std::sync::atomic::Ordering::Release);
+    let (status, body) = get(state.clone(), "/ready").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["code"], "SHUTTING_DOWN");
+    let (status, _) = get(state, "/health").await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -72,7 +81,7 @@ async fn ready_is_503_when_the_database_is_unreachable_while_health_stays_200() 
     let state = AppState::new(config(), Db::new(options, 1), key(), storage());
     let (status, body) = get(state.clone(), "/ready").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(body["code"], "UNAVAILABLE");
+    assert_eq!(body["code"], "DATABASE_UNREACHABLE");
     assert_eq!(body["detail"], "The database is not reachable.");
     let (status, _) = get(state, "/health").await;
     assert_eq!(status, StatusCode::OK);
