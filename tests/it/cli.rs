@@ -421,3 +421,34 @@ fn slow_and_idle_connections_are_closed_and_connections_are_capped() {
     drop(idle);
     stop_server(child);
 }
+
+#[test]
+fn on_sigterm_readiness_fails_first_and_the_server_drains_then_stops() {
+    let (mut child, port, _dir) = start_server(&[("SHUTDOWN_READY_DRAIN_SECONDS", "3")]);
+    let pid = i32::try_from(child.id()).expect("pid");
+    let asked = Instant::now();
+    // SAFETY: kill has no memory-safety preconditions; pid is our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // During the drain: not ready, but still listening and alive.
+    let mut seen = None;
+    while asked.elapsed() < Duration::from_secs(2) {
+        if let Some((503, body)) = http_get(port, "/ready") {
+            seen = Some(body);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let body = seen.expect("/ready answered 503 while draining");
+    assert!(body.contains("SHUTTING_DOWN"), "{body}");
+    assert_eq!(http_get(port, "/health").map(|(s, _)| s), Some(200));
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        asked.elapsed() >= Duration::from_secs(3),
+        "the listener stayed open for the drain"
+    );
+    assert!(
+        http_get(port, "/health").is_none(),
+        "the listener is closed"
+    );
+}
