@@ -238,6 +238,20 @@ impl StripeClient {
     }
 }
 
+impl StripeClient {
+    /// Deletes the object at `path`; one already gone is no error.
+    async fn delete(&self, path: &str) -> Result<(), StripeError> {
+        match self
+            .call::<serde_json::Value>(Method::Delete, path, &[], None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_missing() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// About 0.5 s, then 1 s, with jitter.
 fn backoff(attempt: u32) -> Duration {
     let base = Duration::from_millis(500) * 2u32.pow(attempt.saturating_sub(1).min(4));
@@ -458,29 +472,15 @@ impl StripeApi for StripeClient {
 
     fn cancel_subscription<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StripeError>> {
         Box::pin(async move {
-            let path = format!("/v1/subscriptions/{}", path_segment(id));
-            match self
-                .call::<serde_json::Value>(Method::Delete, &path, &[], None)
+            self.delete(&format!("/v1/subscriptions/{}", path_segment(id)))
                 .await
-            {
-                Ok(_) => Ok(()),
-                Err(e) if e.is_missing() => Ok(()),
-                Err(e) => Err(e),
-            }
         })
     }
 
     fn delete_customer<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StripeError>> {
         Box::pin(async move {
-            let path = format!("/v1/customers/{}", path_segment(id));
-            match self
-                .call::<serde_json::Value>(Method::Delete, &path, &[], None)
+            self.delete(&format!("/v1/customers/{}", path_segment(id)))
                 .await
-            {
-                Ok(_) => Ok(()),
-                Err(e) if e.is_missing() => Ok(()),
-                Err(e) => Err(e),
-            }
         })
     }
 }

@@ -531,10 +531,7 @@ async fn publish(
         crate::publishing::routes::publish_aide(&state, &api, ip, id, None, None).await
     }
     .await;
-    match result {
-        Ok(_) => Redirect::to(&back).into_response(),
-        Err(e) => error_page(e, &back),
-    }
+    back_or_error(result, &back)
 }
 
 async fn unpublish(
@@ -550,10 +547,7 @@ async fn unpublish(
         crate::publishing::routes::unpublish_aide(&state, &api, ip, id).await
     }
     .await;
-    match result {
-        Ok(_) => Redirect::to(&back).into_response(),
-        Err(e) => error_page(e, &back),
-    }
+    back_or_error(result, &back)
 }
 
 #[derive(Debug, Deserialize)]
@@ -742,10 +736,7 @@ async fn undo(
         crate::revisions::routes::restore_revision(&state, &api, ip, id, previous.number).await
     }
     .await;
-    match result {
-        Ok(_) => Redirect::to(&back).into_response(),
-        Err(e) => error_page(e, &back),
-    }
+    back_or_error(result, &back)
 }
 
 /// `POST /a/{id}/revisions/{n}/restore`: the history's Restore.
@@ -758,16 +749,11 @@ async fn restore_revision(
     let back = format!("/a/{id}/history");
     let result = async {
         let api = api?;
-        let (Ok(id), Ok(number)) = (id.parse::<Uuid>(), number.parse::<i32>()) else {
-            return Err(AppError::not_found());
-        };
+        let (id, number) = numbered(&id, &number)?;
         crate::revisions::routes::restore_revision(&state, &api, ip, id, number).await
     }
     .await;
-    match result {
-        Ok(_) => Redirect::to(&back).into_response(),
-        Err(e) => error_page(e, &back),
-    }
+    back_or_error(result, &back)
 }
 
 #[derive(Debug, Deserialize)]
@@ -808,14 +794,25 @@ async fn republish(
     let back = format!("/a/{id}/history");
     let result = async {
         let api = api?;
-        let (Ok(id), Ok(number)) = (id.parse::<Uuid>(), number.parse::<i32>()) else {
-            return Err(AppError::not_found());
-        };
+        let (id, number) = numbered(&id, &number)?;
         crate::publishing::routes::republish_version(&state, &api, ip, id, number).await
     }
     .await;
+    back_or_error(result, &back)
+}
+
+/// After a form whose success goes back to `back`: there, or the error as a page.
+fn back_or_error<T>(result: Result<T, AppError>, back: &str) -> Response {
     match result {
-        Ok(_) => Redirect::to(&back).into_response(),
-        Err(e) => error_page(e, &back),
+        Ok(_) => Redirect::to(back).into_response(),
+        Err(e) => error_page(e, back),
+    }
+}
+
+/// An aide's id and a number from the path; anything malformed is nobody's (404).
+fn numbered(id: &str, number: &str) -> Result<(Uuid, i32), AppError> {
+    match (id.parse::<Uuid>(), number.parse::<i32>()) {
+        (Ok(id), Ok(number)) => Ok((id, number)),
+        _ => Err(AppError::not_found()),
     }
 }
