@@ -16,7 +16,14 @@ use crate::state::AppState;
 
 /// The whole application: `main` serves it and the tests call it directly.
 pub fn build_app(state: AppState) -> Router {
+    build_app_with(state, Router::new())
+}
+
+/// [`build_app`] with `extra` routes behind the same layers: how tests reach failures no real
+/// route can be made to have on demand (a panic).
+pub fn build_app_with(state: AppState, extra: Router<AppState>) -> Router {
     Router::new()
+        .merge(extra)
         .merge(openapi::api().split_for_parts().0)
         .merge(crate::web::router())
         .merge(crate::public::router())

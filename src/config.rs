@@ -7,6 +7,7 @@
 mod ai;
 mod billing;
 mod limits;
+mod ops;
 mod source;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use url::Url;
 pub use ai::{AiConfig, AiProvider, Prices};
 pub use billing::BillingConfig;
 pub use limits::{Limits, TierLimits};
+pub use ops::{LogFormat, OpsConfig, SentryDsn};
 use source::{Source, Summary};
 
 /// The deployment a process belongs to. `staging` follows the same rules as `production`: both are
@@ -89,6 +91,8 @@ pub struct Config {
     pub billing: Option<BillingConfig>,
     /// METRICS_TOKEN: the bearer token `/metrics` asks for; unset, `/metrics` is off (404).
     pub metrics_token: Option<SecretString>,
+    /// Sentry, Slack and the log format (see [`OpsConfig`]).
+    pub ops: OpsConfig,
     /// Every variable read, as `aide config check` shows it: recorded by the readers while
     /// loading, so no list of variables is kept apart from the code that reads them.
     summary: Summary,
@@ -288,6 +292,7 @@ impl Config {
                 _ => Ok(()),
             },
         );
+        let ops = OpsConfig::from_source(&mut src, environment);
 
         if environment.is_deployed() {
             let env = environment.as_str();
@@ -368,6 +373,7 @@ impl Config {
                 ai,
                 billing,
                 metrics_token,
+                ops,
                 summary,
             }),
             _ => Err(ConfigError { problems }),

@@ -89,6 +89,7 @@ impl Mailer {
             None => Ok(Mailer::Local(local::LocalOutbox::new(
                 config.data_dir.join("outbox"),
                 config.email.from.clone(),
+                config.ops.log_format == crate::config::LogFormat::Text,
             ))),
         }
     }

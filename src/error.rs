@@ -203,9 +203,19 @@ impl IntoResponse for AppError {
         };
         let mut response = (status, Json(body)).into_response();
         self.decorate(&mut response);
+        if let AppError::Internal(cause) = &self {
+            response
+                .extensions_mut()
+                .insert(InternalCause(format!("{cause:#}")));
+        }
         response
     }
 }
+
+/// On a 500 answer: what went wrong, for the error report the front layer sends (never for the
+/// client).
+#[derive(Debug, Clone)]
+pub struct InternalCause(pub String);
 
 impl From<crate::db::Error> for AppError {
     fn from(e: crate::db::Error) -> Self {

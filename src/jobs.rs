@@ -46,6 +46,7 @@ pub async fn run_cleanup(db: Db, mut shutdown: watch::Receiver<bool>) {
         db.close_idle();
         if let Err(e) = cleanup(&db).await {
             tracing::warn!(error = %e, "cleanup failed; will try again");
+            crate::sentry::job_failed("cleanup", &e);
         }
         tokio::select! {
             () = tokio::time::sleep(CLEANUP_EVERY) => {}
@@ -74,7 +75,10 @@ pub async fn run_turn_janitor(db: Db, mut shutdown: watch::Receiver<bool>) {
                     "abandoned turns failed and given back"
                 );
             }
-            Err(e) => tracing::warn!(error = %e, "turn janitor failed; will try again"),
+            Err(e) => {
+                tracing::warn!(error = %e, "turn janitor failed; will try again");
+                crate::sentry::job_failed("turn_janitor", &e);
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(TURN_JANITOR_EVERY) => {}
@@ -106,6 +110,7 @@ pub async fn run_billing(state: crate::state::AppState, mut shutdown: watch::Rec
     loop {
         if let Err(e) = crate::billing::sync::expire_grace(&state).await {
             tracing::warn!(error = %e, "billing: grace check failed; will try again");
+            crate::sentry::job_failed("billing_grace", &e);
         }
         match reconcile_due(&state.db).await {
             Ok(true) => match crate::billing::sync::reconcile(
@@ -121,7 +126,10 @@ pub async fn run_billing(state: crate::state::AppState, mut shutdown: watch::Rec
                     failed = done.failed,
                     "billing reconciled with Stripe"
                 ),
-                Err(e) => tracing::warn!(error = %e, "billing: reconcile failed; will try again"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "billing: reconcile failed; will try again");
+                    crate::sentry::job_failed("billing_reconcile", &e);
+                }
             },
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "billing: could not tell whether to reconcile"),

@@ -4,6 +4,7 @@
 
 pub mod ai;
 pub mod aides;
+pub mod alerts;
 mod app;
 pub mod audit;
 pub mod auth;
@@ -27,6 +28,7 @@ pub mod publishing;
 pub mod retry;
 pub mod revisions;
 pub mod secrets;
+pub mod sentry;
 pub mod server;
 pub mod state;
 pub mod storage;
@@ -36,5 +38,5 @@ pub mod time;
 pub mod turns;
 pub mod web;
 
-pub use app::{build_app, health};
+pub use app::{build_app, build_app_with, health};
 pub use state::{AppState, Shared};

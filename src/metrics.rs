@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -55,6 +56,10 @@ pub struct Metrics {
 
 /// The counters code adds to, with what each counts.
 const COUNTERS: &[(&str, &str)] = &[
+    (
+        "aide_turns_started_total",
+        "AI turns started (counted against the week's allowance).",
+    ),
     (
         "aide_turns_total",
         "AI turns ended, by result (completed, failed, interrupted) and whether they were given back.",
@@ -176,6 +181,9 @@ fn label(value: &str) -> String {
 /// outside the routing, where the template is not known).
 pub async fn tag_route(request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().cloned();
+    if let Some(route) = &route {
+        crate::telemetry::set_route(route.as_str());
+    }
     let mut response = next.run(request).await;
     if let Some(route) = route {
         response.extensions_mut().insert(route);
@@ -231,6 +239,40 @@ pub async fn serve(State(state): State<AppState>, headers: HeaderMap) -> Respons
         out,
         "aide_stripe_webhook_signature_refusals_total {}",
         state.webhook_refusals.total()
+    );
+    let sentry = state.reporter.as_ref().map(|r| {
+        let c = &r.counts;
+        [
+            c.sent.load(Ordering::Relaxed),
+            c.dropped.load(Ordering::Relaxed),
+            c.failed.load(Ordering::Relaxed),
+        ]
+    });
+    let [sent, dropped, failed] = sentry.unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "# HELP aide_sentry_events_total Error reports to Sentry, by outcome (dropped: the queue was full or Sentry asked us to wait; failed: refused or unanswered).\n\
+         # TYPE aide_sentry_events_total counter\n\
+         aide_sentry_events_total{{outcome=\"sent\"}} {sent}\n\
+         aide_sentry_events_total{{outcome=\"dropped\"}} {dropped}\n\
+         aide_sentry_events_total{{outcome=\"failed\"}} {failed}"
+    );
+    let [sent, failed] = state
+        .slack
+        .as_ref()
+        .map(|s| {
+            [
+                s.sent.load(Ordering::Relaxed),
+                s.failed.load(Ordering::Relaxed),
+            ]
+        })
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "# HELP aide_slack_messages_total Alerts posted to Slack, by outcome (failed: given up on after retries).\n\
+         # TYPE aide_slack_messages_total counter\n\
+         aide_slack_messages_total{{outcome=\"sent\"}} {sent}\n\
+         aide_slack_messages_total{{outcome=\"failed\"}} {failed}"
     );
     let outbox = async {
         let tx = state.db.system().await.ok()?;

@@ -135,10 +135,15 @@ async fn serve_on(
     );
     let storage = Storage::from_config(config)?;
     let state = AppState::new(Arc::new(config.clone()), db.clone(), session_key, storage);
+    if let Some(reporter) = &state.reporter {
+        crate::sentry::Reporter::set_global(reporter.clone());
+    }
 
     let (stop_workers, workers_stop) = watch::channel(false);
     let outbox = tokio::spawn(
-        email::Worker::new(db.clone(), mailer, state.outbox_wake.clone()).run(workers_stop.clone()),
+        email::Worker::new(db.clone(), mailer, state.outbox_wake.clone())
+            .counting(state.ops_counts.clone())
+            .run(workers_stop.clone()),
     );
     let storage_cleanup = tokio::spawn(crate::storage::run_cleanup(
         db.clone(),
@@ -154,6 +159,13 @@ async fn serve_on(
     ));
     let turn_janitor = tokio::spawn(jobs::run_turn_janitor(db.clone(), workers_stop.clone()));
     let billing = tokio::spawn(jobs::run_billing(state.clone(), workers_stop.clone()));
+    let alerts = state.slack.clone().map(|slack| {
+        tokio::spawn(crate::alerts::run(
+            state.clone(),
+            slack,
+            workers_stop.clone(),
+        ))
+    });
     let cleanup = tokio::spawn(jobs::run_cleanup(db.clone(), workers_stop));
 
     for warning in config.warnings() {
@@ -165,6 +177,7 @@ async fn serve_on(
         grace: Duration::from_secs(30),
     };
     let turns = state.turns.clone();
+    let reporter = state.reporter.clone();
     let drain = Duration::from_secs(u64::from(config.limits.shutdown_ready_drain_seconds));
     let stopping = {
         let state = state.clone();
@@ -202,12 +215,20 @@ async fn serve_on(
         let _ = billing.await;
         let _ = storage_cleanup.await;
         let _ = page_listener.await;
+        if let Some(alerts) = alerts {
+            let _ = alerts.await;
+        }
     };
     if tokio::time::timeout(Duration::from_secs(20), finish)
         .await
         .is_err()
     {
         tracing::warn!("background workers did not stop in time");
+    }
+    if let Some(reporter) = &reporter
+        && !reporter.flush(Duration::from_secs(2)).await
+    {
+        tracing::warn!("error reports still unsent at shutdown were dropped");
     }
     db.close();
     Ok(())

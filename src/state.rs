@@ -77,6 +77,12 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// Set when the server has been asked to stop: `/ready` answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Error reports to Sentry; None when SENTRY_DSN is unset.
+    pub reporter: Option<Arc<crate::sentry::Reporter>>,
+    /// Alerts to Slack; None when SLACK_WEBHOOK is unset.
+    pub slack: Option<Arc<crate::alerts::Slack>>,
+    /// What this server counts for alerts, added to the database each minute.
+    pub ops_counts: Arc<crate::alerts::OpsCounts>,
 }
 
 impl Shared {
@@ -89,7 +95,16 @@ impl Shared {
             .billing
             .as_ref()
             .map(|billing| Arc::new(StripeClient::new(billing)) as Arc<dyn StripeApi>);
+        let reporter = crate::sentry::Reporter::start(&config);
+        let slack = config
+            .ops
+            .slack_webhook
+            .as_ref()
+            .map(|url| Arc::new(crate::alerts::Slack::new(url)));
         Shared {
+            reporter,
+            slack,
+            ops_counts: Arc::new(crate::alerts::OpsCounts::default()),
             stripe,
             billing_locks: KeyedLocks::default(),
             webhook_refusals: WebhookRefusals::default(),

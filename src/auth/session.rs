@@ -207,6 +207,7 @@ fn verified_claims(parts: &Parts, state: &AppState) -> Result<jwt::Claims, AppEr
             AppError::unauthorized()
         })?;
     tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
+    crate::telemetry::set_user(claims.sub);
     Ok(claims)
 }
 

@@ -397,17 +397,42 @@ pub async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<WebhookAnswer>, AppError> {
-    let (_, config) = configured(&state)?;
+    let answer = receive(&state, &headers, &body).await;
+    // A signed event that could not be handled (Stripe sends it again): counted for the alert.
+    // Sentry hears of it from the 5xx answer itself.
+    if let Err(e) = &answer
+        && e.status().is_server_error()
+        && configured(&state).is_ok()
+    {
+        state.ops_counts.add(crate::alerts::Counted::WebhookFailed);
+        state.metrics.add(
+            "aide_stripe_webhook_events_total",
+            &[("type", "any"), ("outcome", "failed")],
+            1.0,
+        );
+    }
+    answer
+}
+
+async fn receive(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Json<WebhookAnswer>, AppError> {
+    let (_, config) = configured(state)?;
     let header = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());
     if let Err(refusal) = signature::verify(
         header,
-        &body,
+        body,
         config.webhook_secret.expose_secret(),
         Utc::now().timestamp(),
     ) {
         state.webhook_refusals.count(refusal);
+        state
+            .ops_counts
+            .add(crate::alerts::Counted::SignatureRefused);
         tracing::warn!(
             reason = refusal.as_str(),
             "Stripe webhook refused: bad signature"
@@ -418,7 +443,7 @@ pub async fn webhook(
             "The Stripe-Signature header does not match this body.",
         ));
     }
-    let event: WebhookEvent = serde_json::from_slice(&body).map_err(|_| {
+    let event: WebhookEvent = serde_json::from_slice(body).map_err(|_| {
         AppError::client(
             StatusCode::BAD_REQUEST,
             "NOT_AN_EVENT",
@@ -451,7 +476,7 @@ pub async fn webhook(
     };
     let outcome = match customer {
         Some(customer) if RESYNC_EVENTS.contains(&event.kind.as_str()) => {
-            match sync::resync(&state, &customer, Some(&handled), Cause::Webhook).await {
+            match sync::resync(state, &customer, Some(&handled), Cause::Webhook).await {
                 Ok(outcome) => outcome.as_str(),
                 Err(SyncError::Stripe(e)) => {
                     tracing::warn!(error = %e, event.kind = %event.kind, "webhook: re-sync failed; Stripe will send it again");

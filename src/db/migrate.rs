@@ -72,6 +72,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(15, "0015", "revisions_and_turns"),
     migration!(16, "0016", "version_revision"),
     migration!(17, "0017", "billing"),
+    migration!(18, "0018", "operations"),
 ];
 
 /// Arbitrary, fixed key for the migration advisory lock.

@@ -147,6 +147,7 @@ tuple_from_row!(A 0, B 1);
 tuple_from_row!(A 0, B 1, C 2);
 tuple_from_row!(A 0, B 1, C 2, D 3);
 tuple_from_row!(A 0, B 1, C 2, D 3, E 4);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5);
 
 /// Stores a Rust enum in a `text` column: `ToSql` writes `as_str()`, `FromSql` reads with
 /// `parse(&str) -> Result<Self, &'static str>`.

@@ -1,5 +1,6 @@
-//! The development stand-in for an email provider: each email becomes a file in the data folder,
-//! and its plain-text part (with the sign-in link) is logged at INFO.
+//! The development stand-in for an email provider: each email becomes a file in the data folder.
+//! With text logs (a person at a terminal) its plain-text part, with the sign-in link, is logged
+//! at INFO too; JSON logs go to a collector and get only the file's name.
 
 use std::path::PathBuf;
 
@@ -9,11 +10,17 @@ use super::{QueuedEmail, SendError};
 pub struct LocalOutbox {
     dir: PathBuf,
     from: String,
+    /// Log the email's text (the sign-in link and code) as well as its file.
+    show_text: bool,
 }
 
 impl LocalOutbox {
-    pub fn new(dir: PathBuf, from: String) -> Self {
-        LocalOutbox { dir, from }
+    pub fn new(dir: PathBuf, from: String, show_text: bool) -> Self {
+        LocalOutbox {
+            dir,
+            from,
+            show_text,
+        }
     }
 
     pub async fn send(&self, email: &QueuedEmail) -> Result<Option<String>, SendError> {
@@ -33,12 +40,21 @@ impl LocalOutbox {
         let partial = self.dir.join(format!(".{}.partial", email.id));
         tokio::fs::write(&partial, content).await.map_err(retry)?;
         tokio::fs::rename(&partial, &path).await.map_err(retry)?;
-        tracing::info!(
-            email.id = %email.id,
-            email.kind = %email.kind,
-            path = %path.display(),
-            "email written to the local outbox (development only):\n{text}"
-        );
+        if self.show_text {
+            tracing::info!(
+                email.id = %email.id,
+                email.kind = %email.kind,
+                path = %path.display(),
+                "email written to the local outbox (development only):\n{text}"
+            );
+        } else {
+            tracing::info!(
+                email.id = %email.id,
+                email.kind = %email.kind,
+                path = %path.display(),
+                "email written to the local outbox (development only)"
+            );
+        }
         Ok(None)
     }
 }

@@ -139,11 +139,37 @@ pub struct Worker {
     db: Db,
     mailer: Mailer,
     wake: Arc<Notify>,
+    counts: Option<Arc<crate::alerts::OpsCounts>>,
 }
 
 impl Worker {
     pub fn new(db: Db, mailer: Mailer, wake: Arc<Notify>) -> Self {
-        Worker { db, mailer, wake }
+        Worker {
+            db,
+            mailer,
+            wake,
+            counts: None,
+        }
+    }
+
+    /// Counts dead-lettered emails in `counts`, for the alert on them.
+    pub fn counting(mut self, counts: Arc<crate::alerts::OpsCounts>) -> Self {
+        self.counts = Some(counts);
+        self
+    }
+
+    /// Gives up on `email`: marks it dead, counts it and reports why.
+    async fn give_up(&self, email: &QueuedEmail, reason: &str) -> Result<(), db::Error> {
+        mark_dead(&self.db, email.id, reason).await?;
+        if let Some(counts) = &self.counts {
+            counts.add(crate::alerts::Counted::EmailDead);
+        }
+        crate::sentry::report(
+            "warning",
+            "email.dead_letter",
+            &format!("a {} email was given up on: {reason}", email.kind),
+        );
+        Ok(())
     }
 
     /// Delivers until `shutdown` turns true.
@@ -181,7 +207,9 @@ impl Worker {
             .is_some_and(|deadline| deadline <= chrono::Utc::now())
         {
             tracing::warn!(email.id = %email.id, email.kind = %email.kind, "email outbox: expired before delivery; dead-lettered");
-            return mark_dead(&self.db, email.id, "expired before it could be delivered").await;
+            return self
+                .give_up(email, "expired before it could be delivered")
+                .await;
         }
         match self.mailer.send(email).await {
             Ok(provider_id) => {
@@ -190,11 +218,11 @@ impl Worker {
             }
             Err(SendError::Permanent(reason)) => {
                 tracing::error!(email.id = %email.id, email.kind = %email.kind, reason = %reason, "email outbox: permanent failure; dead-lettered");
-                mark_dead(&self.db, email.id, &reason).await
+                self.give_up(email, &reason).await
             }
             Err(SendError::Retry { reason, .. }) if email.attempts >= MAX_ATTEMPTS => {
                 tracing::error!(email.id = %email.id, email.kind = %email.kind, attempts = email.attempts, reason = %reason, "email outbox: giving up; dead-lettered");
-                mark_dead(&self.db, email.id, &reason).await
+                self.give_up(email, &reason).await
             }
             Err(SendError::Retry { after, reason }) => {
                 let wait = after.map_or_else(|| backoff(email.attempts), |a| a.min(MAX_BACKOFF));

@@ -7,7 +7,10 @@
 //! source, then a separate layer) cost a quarter of `/health`'s throughput. See
 //! docs/PERFORMANCE.md.
 
+use std::sync::Arc;
 use std::time::Instant;
+
+use futures_util::FutureExt as _;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -18,6 +21,7 @@ use tracing::Instrument;
 use super::{REQUEST_TIMEOUT, UPLOAD_TIMEOUT, guard, hosts, request_id};
 use crate::error::AppError;
 use crate::state::AppState;
+use crate::telemetry::RequestContext;
 
 /// Headers every response carries unless its handler set its own.
 const DEFAULT_HEADERS: [(header::HeaderName, &str); 4] = [
@@ -33,31 +37,43 @@ pub async fn front(State(state): State<AppState>, request: Request, next: Next) 
     let span = tracing::info_span!(
         "request",
         method = %request.method(),
-        path = %request.uri().path(),
         request_id = ?id,
+        route = tracing::field::Empty,
         user_id = tracing::field::Empty,
     );
     let started = Instant::now();
-    let mut response = crate::telemetry::with_request_id(
+    let context = Arc::new(RequestContext::new(
         id.clone(),
+        &method,
+        state.reporter.clone(),
+    ));
+    let mut response = crate::telemetry::with_request(
+        context.clone(),
         guarded(&state, request, next).instrument(span.clone()),
     )
     .await;
     response
         .headers_mut()
         .insert(request_id::HEADER.clone(), id);
-    state.metrics.observe(
-        method.as_str(),
-        response
-            .extensions()
-            .get::<axum::extract::MatchedPath>()
-            .map(|p| p.as_str()),
-        response.status(),
-        started.elapsed(),
-    );
+    let route = response
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let took = started.elapsed();
+    state
+        .metrics
+        .observe(method.as_str(), route.as_deref(), response.status(), took);
+    state.ops_counts.request(response.status());
+    let status = response.status().as_u16();
+    if status >= 500 && status != 503 && !context.panicked() {
+        report_failure(&context, route.as_deref(), &response);
+    }
     if !span.is_disabled() {
-        let status = response.status().as_u16();
-        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let duration_ms = took.as_secs_f64() * 1000.0;
+        span.record(
+            "route",
+            route.as_deref().unwrap_or(crate::metrics::UNMATCHED),
+        );
         span.in_scope(|| {
             if status >= 500 {
                 tracing::warn!(status, duration_ms, "request finished");
@@ -67,6 +83,33 @@ pub async fn front(State(state): State<AppState>, request: Request, next: Next) 
         });
     }
     response
+}
+
+/// Sends a 5xx answer (other than 503, a deliberate "try again") to Sentry when it is on.
+fn report_failure(context: &RequestContext, route: Option<&str>, response: &Response) {
+    let Some(reporter) = &context.reporter else {
+        return;
+    };
+    let route = route.unwrap_or(crate::metrics::UNMATCHED);
+    let message = response
+        .extensions()
+        .get::<crate::error::InternalCause>()
+        .map(|cause| cause.0.clone())
+        .unwrap_or_else(|| format!("answered {}", response.status()));
+    reporter.capture(crate::sentry::Report {
+        level: "error",
+        kind: if response.status() == StatusCode::INTERNAL_SERVER_ERROR {
+            "InternalError".to_string()
+        } else {
+            format!("HTTP {}", response.status().as_u16())
+        },
+        message,
+        transaction: Some(format!("{} {route}", context.method)),
+        user: context.user(),
+        request: Some((context.method.clone(), route.to_string())),
+        request_id: context.id.to_str().ok().map(str::to_owned),
+        frames: Vec::new(),
+    });
 }
 
 /// Everything inside the request's span.
@@ -122,8 +165,12 @@ async fn deadline(request: Request, next: Next) -> Response {
     } else {
         REQUEST_TIMEOUT
     };
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
+    let run = std::panic::AssertUnwindSafe(next.run(request)).catch_unwind();
+    match tokio::time::timeout(limit, run).await {
+        Ok(Ok(response)) => response,
+        // The panic hook has reported it (with its stack) and the process goes on; the client
+        // gets our 500.
+        Ok(Err(_)) => AppError::internal(anyhow::anyhow!("a handler panicked")).into_response(),
         Err(_) => AppError::client(
             StatusCode::REQUEST_TIMEOUT,
             "REQUEST_TIMEOUT",

@@ -42,6 +42,7 @@ pub struct Started {
 
 /// Runs the turn in a task of its own.
 pub fn spawn(state: AppState, started: Started, channel: Arc<Channel>) {
+    state.metrics.add("aide_turns_started_total", &[], 1.0);
     tokio::spawn(async move {
         let t0 = started.received;
         let (name, data) = settle(&state, &started, &channel, t0).await;

@@ -11,6 +11,7 @@ mod support;
 
 mod abuse;
 mod aides;
+mod alerts;
 mod api_limit;
 mod auth;
 mod billing;
@@ -19,6 +20,7 @@ mod email;
 mod files;
 mod metrics;
 mod revisions;
+mod sentry;
 mod sessions;
 mod sign_in_limits;
 mod turns;
