@@ -452,3 +452,204 @@ fn on_sigterm_readiness_fails_first_and_the_server_drains_then_stops() {
         "the listener is closed"
     );
 }
+
+/// One HTTP/1.1 exchange with the server on `port`, as APP_URL's host (127.0.0.1:port).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The release binary's JSON logs, as a collector would get them, after a session's worth of
+/// requests: every line is JSON, each request's line names its request id, route template,
+/// status, duration and user, and nowhere is the email address, the sign-in link's token, the
+/// session token or anything the user wrote.
+#[test]
+fn json_logs_name_each_request_and_hold_no_email_token_or_content() {
+    const EMAIL: &str = "log-reader@example.com";
+    const TITLE: &str = "Secret garden plans";
+    const CONTENT: &str = "<p>only-the-user-knows-this</p>";
+    let dir = reachable_temp_dir();
+    let data = dir.path().join("aide-data");
+    let port = free_port();
+    let port_str = port.to_string();
+    let log_path = dir.path().join("server.log");
+    let log_file = std::fs::File::create(&log_path).expect("log file");
+    let mut child = aide(
+        dir.path(),
+        &[
+            ("AIDE_DATA_DIR", &data.to_string_lossy()),
+            ("PORT", &port_str),
+            ("LOG_FORMAT", "json"),
+        ],
+        &["serve"],
+    )
+    .stdout(Stdio::null())
+    .stderr(log_file)
+    .spawn()
+    .expect("spawn aide serve");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while http_get(port, "/ready").map(|(status, _)| status) != Some(200) {
+        assert!(
+            child.try_wait().ok().flatten().is_none(),
+            "aide serve exited early"
+        );
+        assert!(Instant::now() < deadline, "aide serve did not get ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let json = [("Content-Type", "application/json")];
+    let (status, _) = http(
+        port,
+        "POST",
+        "/auth/send",
+        &json,
+        &format!("{{\"email\":\"{EMAIL}\"}}"),
+    );
+    assert_eq!(status, 200);
+    // The development outbox: the link is in the file, and (with JSON logs) only there.
+    let outbox = data.join("outbox");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let email = loop {
+        let found = std::fs::read_dir(&outbox).ok().and_then(|entries| {
+            entries
+                .flatten()
+                .find(|e| e.path().extension().is_some_and(|x| x == "txt"))
+                .and_then(|e| std::fs::read_to_string(e.path()).ok())
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no email in the outbox");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let link_token: String = email
+        .split("token=")
+        .nth(1)
+        .expect("a sign-in link")
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    assert!(link_token.len() >= 20, "{link_token}");
+    let (status, body) = http(
+        port,
+        "POST",
+        "/auth/verify",
+        &json,
+        &format!("{{\"token\":\"{link_token}\"}}"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let session: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let session = session["token"]
+        .as_str()
+        .expect("session token")
+        .to_string();
+    let bearer = format!("Bearer {session}");
+    let authed = [
+        ("Content-Type", "application/json"),
+        ("Authorization", bearer.as_str()),
+    ];
+    let (_, me) = http(port, "GET", "/auth/me", &authed, "");
+    let me: serde_json::Value = serde_json::from_str(&me).expect("json");
+    let user_id = me["id"].as_str().expect("id").to_string();
+    let (status, body) = http(
+        port,
+        "POST",
+        "/api/aides",
+        &authed,
+        &format!("{{\"title\":\"{TITLE}\"}}"),
+    );
+    assert_eq!(status, 201, "{body}");
+    let aide: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let aide = aide["id"].as_str().expect("aide id").to_string();
+    let (status, _) = http(
+        port,
+        "PUT",
+        &format!("/api/aides/{aide}/files/index.html"),
+        &[("Content-Type", "text/html"), ("Authorization", &bearer)],
+        CONTENT,
+    );
+    assert!(status == 200 || status == 201, "{status}");
+    // A refused link, its token in the query string.
+    let (status, _) = http(
+        port,
+        "GET",
+        "/auth/verify?token=not-a-real-token-0123456789",
+        &[],
+        "",
+    );
+    assert!((200..500).contains(&status));
+    stop_server(child);
+
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    for secret in [
+        EMAIL,
+        "example.com",
+        link_token.as_str(),
+        session.as_str(),
+        TITLE,
+        "only-the-user-knows-this",
+        "not-a-real-token",
+    ] {
+        assert!(!log.contains(secret), "{secret:?} is in the log:\n{log}");
+    }
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let finished: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "request finished")
+        .collect();
+    let upload = finished
+        .iter()
+        .find(|l| l["span"]["route"] == "/api/aides/{id}/files/{*path}")
+        .unwrap_or_else(|| panic!("no line for the upload in {finished:#?}"));
+    assert!(
+        upload["status"]
+            .as_u64()
+            .is_some_and(|s| s == 200 || s == 201)
+    );
+    assert!(upload["duration_ms"].as_f64().is_some());
+    assert!(
+        upload["span"]["request_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
+    assert_eq!(upload["span"]["user_id"], user_id.as_str());
+    let verify = finished
+        .iter()
+        .find(|l| l["span"]["route"] == "/auth/verify" && l["span"]["method"] == "GET")
+        .unwrap_or_else(|| panic!("no line for the refused link in {finished:#?}"));
+    assert!(verify["span"].get("user_id").is_none());
+}
