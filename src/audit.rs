@@ -9,7 +9,7 @@ use crate::db::{self, SystemTx, UserId, UserTx};
 
 mod routes;
 
-pub use routes::router;
+pub use routes::{AuditEntry, router};
 
 /// One audit row.
 #[derive(Debug, Clone)]

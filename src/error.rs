@@ -122,6 +122,20 @@ impl AppError {
         }
     }
 
+    /// 429 with its own code.
+    pub fn rate_limited_with_code(
+        code: &'static str,
+        detail: impl Into<String>,
+        retry_after: Duration,
+    ) -> Self {
+        AppError::RateLimited {
+            code,
+            detail: detail.into(),
+            retry_after,
+            usage: None,
+        }
+    }
+
     pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
         Self::client(StatusCode::CONFLICT, code, detail)
     }

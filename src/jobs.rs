@@ -161,3 +161,36 @@ async fn reconcile_due(db: &Db) -> Result<bool, db::Error> {
     tx.commit().await?;
     Ok(verdict.is_ok())
 }
+
+/// How often finished exports past their time are removed.
+pub const EXPORT_UPKEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// Removes expired export archives and fails exports left running by a process that stopped,
+/// now and every [`EXPORT_UPKEEP_EVERY`], until `shutdown` turns true.
+pub async fn run_export_upkeep(
+    db: Db,
+    storage: crate::storage::Storage,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        match crate::account::export::upkeep(&db, &storage).await {
+            Ok((0, 0)) => {}
+            Ok((expired, abandoned)) => tracing::info!(
+                exports.expired = expired,
+                exports.abandoned = abandoned,
+                "export upkeep done"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "export upkeep failed; will try again");
+                crate::sentry::job_failed("export_upkeep", &e);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(EXPORT_UPKEEP_EVERY) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //!
 //! `main.rs` is a thin command line over this library; the tests drive the same pieces.
 
+pub mod account;
 pub mod ai;
 pub mod aides;
 pub mod alerts;

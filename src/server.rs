@@ -166,6 +166,11 @@ async fn serve_on(
             workers_stop.clone(),
         ))
     });
+    let exports = tokio::spawn(jobs::run_export_upkeep(
+        db.clone(),
+        state.storage.clone(),
+        workers_stop.clone(),
+    ));
     let cleanup = tokio::spawn(jobs::run_cleanup(db.clone(), workers_stop));
 
     for warning in config.warnings() {
@@ -214,6 +219,7 @@ async fn serve_on(
         let _ = turn_janitor.await;
         let _ = billing.await;
         let _ = storage_cleanup.await;
+        let _ = exports.await;
         let _ = page_listener.await;
         if let Some(alerts) = alerts {
             let _ = alerts.await;

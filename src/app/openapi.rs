@@ -33,6 +33,7 @@ use crate::state::AppState;
         (name = "revisions", description = "The history of an aide's files, and undo"),
         (name = "turns", description = "A message that changes the page: the AI turn, streamed"),
         (name = "billing", description = "The Pro plan through Stripe: checkout, the billing portal, Stripe's webhook"),
+        (name = "account", description = "A person's own data: exports"),
         (name = "operations", description = "Liveness and readiness"),
     )
 )]
@@ -78,6 +79,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(crate::publishing::router())
         .merge(crate::revisions::router())
         .merge(crate::turns::router())
+        .merge(crate::account::router())
         .merge(crate::billing::router())
 }
 

@@ -73,6 +73,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(16, "0016", "version_revision"),
     migration!(17, "0017", "billing"),
     migration!(18, "0018", "operations"),
+    migration!(19, "0019", "account_exports"),
 ];
 
 /// Arbitrary, fixed key for the migration advisory lock.

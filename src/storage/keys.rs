@@ -6,6 +6,8 @@
 //! - `aides/{aide}/v{N}/{path}`: a file of version N in the published bucket, for versions
 //!   published before blobs (their `r2_key` is `aides/{aide}/v{N}/`; see [`published_file`]).
 //! - `aides/{aide}/`: everything of one aide, removed after the aide is deleted.
+//! - `exports/{user}/{export}.zip`: an archive of a user's data, in the workspace bucket, removed
+//!   when it expires (see [`export`]).
 //!
 //! The database's clean-up triggers (migrations 0008, 0010 and 0011) queue the same prefixes and blob
 //! keys; [`parse_blob`] reads them back.
@@ -21,6 +23,16 @@ pub fn aide_prefix(aide: Uuid) -> String {
 /// The folder of `aide`'s blobs; also the `r2_key` of every version published since blobs.
 pub fn blob_folder(aide: Uuid) -> String {
     format!("aides/{aide}/blobs/")
+}
+
+/// Everything of `user`'s exports, in the workspace bucket.
+pub fn exports_prefix(user: Uuid) -> String {
+    format!("exports/{user}/")
+}
+
+/// The archive of export `export` of `user`, in the workspace bucket.
+pub fn export(user: Uuid, export: Uuid) -> Path {
+    Path::from(format!("exports/{user}/{export}.zip"))
 }
 
 /// The blob holding bytes whose SHA-256 is `sha256`, in either bucket.

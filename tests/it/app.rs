@@ -22,7 +22,7 @@ pub const JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789";
 pub struct TestApp {
     pub t: TestDb,
     pub state: AppState,
-    router: Router,
+    pub router: Router,
     pub data_dir: tempfile::TempDir,
 }
 

@@ -249,6 +249,7 @@ async fn privilege_and_policy_snapshot() {
     .expect("policies");
 
     let expected_table_grants = [
+        "aide_system account_exports: SELECT",
         "aide_system ai_turns: SELECT",
         "aide_system aides: SELECT",
         "aide_system alert_state: INSERT, SELECT, UPDATE",
@@ -268,6 +269,7 @@ async fn privilege_and_policy_snapshot() {
         "aide_system workspace_files: SELECT",
         "aide_system workspace_revision_files: SELECT",
         "aide_system workspace_revisions: SELECT",
+        "aide_user account_exports: INSERT, SELECT",
         "aide_user ai_turns: INSERT, SELECT",
         "aide_user aides: DELETE, INSERT, SELECT",
         "aide_user audit_log: INSERT, SELECT",
@@ -282,11 +284,21 @@ async fn privilege_and_policy_snapshot() {
         "aide_user workspace_revisions: SELECT",
     ];
     let expected_column_grants = [
+        "aide_system account_exports.error: UPDATE",
+        "aide_system account_exports.finished_at: UPDATE",
+        "aide_system account_exports.status: UPDATE",
         "aide_system ai_turns.counted: UPDATE",
         "aide_system ai_turns.duration_ms: UPDATE",
         "aide_system ai_turns.error_code: UPDATE",
         "aide_system ai_turns.finished_at: UPDATE",
         "aide_system ai_turns.status: UPDATE",
+        "aide_user account_exports.error: UPDATE",
+        "aide_user account_exports.expires_at: UPDATE",
+        "aide_user account_exports.file_count: UPDATE",
+        "aide_user account_exports.finished_at: UPDATE",
+        "aide_user account_exports.sha256: UPDATE",
+        "aide_user account_exports.size_bytes: UPDATE",
+        "aide_user account_exports.status: UPDATE",
         "aide_user ai_turns.assistant_message_id: UPDATE",
         "aide_user ai_turns.cache_read_tokens: UPDATE",
         "aide_user ai_turns.cache_write_tokens: UPDATE",
@@ -316,6 +328,10 @@ async fn privilege_and_policy_snapshot() {
         "aide_user workspace_files.size_bytes: UPDATE",
     ];
     let expected_policies = [
+        "account_exports account_exports_owner_all: ALL to aide_owner",
+        "account_exports account_exports_system_select: SELECT to aide_system",
+        "account_exports account_exports_system_update: UPDATE to aide_system",
+        "account_exports account_exports_user_rows: ALL to aide_user",
         "ai_turns ai_turns_owner_all: ALL to aide_owner",
         "ai_turns ai_turns_system_select: SELECT to aide_system",
         "ai_turns ai_turns_system_update: UPDATE to aide_system",

@@ -17,6 +17,7 @@ mod auth;
 mod billing;
 mod conversations;
 mod email;
+mod export;
 mod files;
 mod metrics;
 mod revisions;
