@@ -1,5 +1,7 @@
-//! A person's control of their data: the export of everything they have (see [`export`]).
+//! A person's control of their data: the export of everything they have (see [`export`]) and
+//! the deletion of their account (see [`deletion`]).
 
+pub mod deletion;
 pub mod export;
 mod repo;
 mod routes;

@@ -162,18 +162,18 @@ async fn reconcile_due(db: &Db) -> Result<bool, db::Error> {
     Ok(verdict.is_ok())
 }
 
-/// How often finished exports past their time are removed.
-pub const EXPORT_UPKEEP_EVERY: Duration = Duration::from_secs(600);
+/// How often expired exports are removed and accounts past their grace are purged.
+pub const ACCOUNT_UPKEEP_EVERY: Duration = Duration::from_secs(600);
 
-/// Removes expired export archives and fails exports left running by a process that stopped,
-/// now and every [`EXPORT_UPKEEP_EVERY`], until `shutdown` turns true.
-pub async fn run_export_upkeep(
-    db: Db,
-    storage: crate::storage::Storage,
+/// Now and every [`ACCOUNT_UPKEEP_EVERY`], until `shutdown` turns true: removes expired export
+/// archives, fails exports left running by a process that stopped, cancels the subscriptions of
+/// accounts being deleted, and purges the accounts whose grace is over.
+pub async fn run_account_upkeep(
+    state: crate::state::AppState,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        match crate::account::export::upkeep(&db, &storage).await {
+        match crate::account::export::upkeep(&state.db, &state.storage).await {
             Ok((0, 0)) => {}
             Ok((expired, abandoned)) => tracing::info!(
                 exports.expired = expired,
@@ -185,8 +185,16 @@ pub async fn run_export_upkeep(
                 crate::sentry::job_failed("export_upkeep", &e);
             }
         }
+        match crate::account::deletion::purge_due(&state).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(accounts.purged = purged, "accounts purged"),
+            Err(e) => {
+                tracing::warn!(error = %e, "account purge failed; will try again");
+                crate::sentry::job_failed("account_purge", &e);
+            }
+        }
         tokio::select! {
-            () = tokio::time::sleep(EXPORT_UPKEEP_EVERY) => {}
+            () = tokio::time::sleep(ACCOUNT_UPKEEP_EVERY) => {}
             _ = shutdown.changed() => {}
         }
         if *shutdown.borrow() {

@@ -166,9 +166,8 @@ async fn serve_on(
             workers_stop.clone(),
         ))
     });
-    let exports = tokio::spawn(jobs::run_export_upkeep(
-        db.clone(),
-        state.storage.clone(),
+    let exports = tokio::spawn(jobs::run_account_upkeep(
+        state.clone(),
         workers_stop.clone(),
     ));
     let cleanup = tokio::spawn(jobs::run_cleanup(db.clone(), workers_stop));

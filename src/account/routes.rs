@@ -9,17 +9,19 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::deletion;
 use super::repo::{self, ExportRow};
 use crate::audit::{self, Entry};
 use crate::auth::ApiUser;
 use crate::error::AppError;
 use crate::http::client_ip::ClientIp;
+use crate::http::input::JsonBody;
 use crate::http::params::IdPath;
 use crate::state::AppState;
 use crate::storage::keys;
@@ -30,6 +32,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list))
         .routes(routes!(one))
         .routes(routes!(download))
+        .routes(routes!(request_deletion))
+        .routes(routes!(confirm_deletion))
+        .routes(routes!(cancel_deletion))
 }
 
 /// An export of the caller's data.
@@ -228,4 +233,237 @@ pub async fn download(
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)
+}
+
+/// `POST /api/account/deletion`: the account's email, typed again.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "me@example.com"}))]
+pub struct DeletionRequest {
+    /// The account's email address, typed to show this is meant.
+    pub email: String,
+}
+
+/// A code is on its way.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CodeSent {
+    /// Until when the code works.
+    #[serde(serialize_with = "crate::time::rfc3339")]
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Asks to delete the account: sends a six-digit code to its email address, which
+/// `POST /api/account/deletion/confirm` takes. Nothing is deleted yet.
+#[utoipa::path(post, path = "/api/account/deletion", tag = "account",
+    request_body = DeletionRequest,
+    responses((status = 202, description = "The code is on its way", body = CodeSent),
+              (status = 401, body = crate::error::ErrorBody),
+              (status = 409, description = "DELETION_PENDING: the account is already being deleted", body = crate::error::ErrorBody),
+              (status = 422, description = "The email is not this account's", body = crate::error::ErrorBody),
+              (status = 429, description = "Too many codes asked for (5 an hour)", body = crate::error::ErrorBody)),
+    security(("session_cookie" = []), ("bearer" = [])))]
+pub async fn request_deletion(
+    State(state): State<AppState>,
+    api: ApiUser,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<DeletionRequest>,
+) -> Result<(StatusCode, Json<CodeSent>), AppError> {
+    let expires_at = send_deletion_code(&state, &api, ip, &body.email).await?;
+    Ok((StatusCode::ACCEPTED, Json(CodeSent { expires_at })))
+}
+
+/// Checks the typed address and sends the code (shared with the account page).
+pub async fn send_deletion_code(
+    state: &AppState,
+    api: &ApiUser,
+    ip: std::net::IpAddr,
+    typed: &str,
+) -> Result<DateTime<Utc>, AppError> {
+    let user = api.user_id();
+    let tx = state.db.system().await?;
+    let Some((email, requested, _)) = deletion::account(&tx, user).await? else {
+        return Err(AppError::unauthorized());
+    };
+    if requested.is_some() {
+        return Err(AppError::conflict(
+            "DELETION_PENDING",
+            "This account is already being deleted; you can cancel that from your account page.",
+        ));
+    }
+    if !typed.trim().eq_ignore_ascii_case(&email) {
+        return Err(AppError::invalid(
+            "email",
+            "is not this account's email address; type it exactly to confirm",
+        ));
+    }
+    let verdict = crate::limits::hit(
+        &tx,
+        &format!("deletion:{}", user.0),
+        crate::limits::Rate::per_hour(5),
+    )
+    .await?;
+    if let Err(wait) = verdict {
+        tx.commit().await?;
+        return Err(AppError::rate_limited(
+            "Too many deletion codes were asked for. Please wait before asking for another.",
+            wait,
+        ));
+    }
+    let code = crate::auth::tokens::new_code();
+    let expires_at = deletion::save_code(&tx, user, &code).await?;
+    crate::email::outbox::enqueue(&tx, &deletion::code_email(state, &email, &code)).await?;
+    audit::record_system(
+        &tx,
+        &Entry::new("account.deletion_code_sent", "account")
+            .user(user)
+            .ip(ip),
+    )
+    .await?;
+    tx.commit().await?;
+    state.outbox_wake.notify_one();
+    Ok(expires_at)
+}
+
+/// `POST /api/account/deletion/confirm`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"code": "123 456"}))]
+pub struct DeletionConfirm {
+    /// The six-digit code from the email (spaces and dashes are ignored).
+    pub code: String,
+}
+
+/// The deletion under way.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletionStarted {
+    /// When everything is erased, unless the deletion is cancelled before (by signing in again).
+    #[serde(serialize_with = "crate::time::rfc3339")]
+    pub purge_after: DateTime<Utc>,
+}
+
+/// Confirms the deletion with the emailed code: every session ends (this one too; the cookie is
+/// cleared), every public page stops being served at once, a Pro subscription is cancelled, and
+/// after the grace period everything is erased.
+#[utoipa::path(post, path = "/api/account/deletion/confirm", tag = "account",
+    request_body = DeletionConfirm,
+    responses((status = 200, body = DeletionStarted),
+              (status = 401, body = crate::error::ErrorBody),
+              (status = 409, description = "DELETION_PENDING", body = crate::error::ErrorBody),
+              (status = 422, description = "The code is wrong, expired or used up", body = crate::error::ErrorBody)),
+    security(("session_cookie" = []), ("bearer" = [])))]
+pub async fn confirm_deletion(
+    State(state): State<AppState>,
+    api: ApiUser,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<DeletionConfirm>,
+) -> Result<Response, AppError> {
+    let purge_after = confirm_deletion_code(&state, &api, ip, &body.code).await?;
+    let mut response = Json(DeletionStarted { purge_after }).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        crate::auth::session::clear_cookie(&state.config.app_url),
+    );
+    Ok(response)
+}
+
+/// Checks the code and starts the deletion (shared with the account page).
+pub async fn confirm_deletion_code(
+    state: &AppState,
+    api: &ApiUser,
+    ip: std::net::IpAddr,
+    raw_code: &str,
+) -> Result<DateTime<Utc>, AppError> {
+    let user = api.user_id();
+    let code = crate::auth::tokens::normalise_code(raw_code)
+        .ok_or_else(|| AppError::invalid("code", "must be the six digits from the email"))?;
+    let tx = state.db.system().await?;
+    match deletion::use_code(&tx, user, &code).await? {
+        Ok(()) => {}
+        Err(refused) => {
+            tx.commit().await?;
+            return Err(AppError::invalid(
+                "code",
+                match refused {
+                    deletion::CodeRefused::Wrong => "is not the code we sent",
+                    deletion::CodeRefused::Dead => {
+                        "has expired or was tried too many times; ask for a new one"
+                    }
+                },
+            ));
+        }
+    }
+    let Some(purge_after) =
+        deletion::mark_deleting(&tx, user, state.config.limits.account_deletion_grace_days).await?
+    else {
+        tx.rollback();
+        return Err(AppError::conflict(
+            "DELETION_PENDING",
+            "This account is already being deleted.",
+        ));
+    };
+    crate::auth::repo::revoke_all_sessions(&tx, user).await?;
+    audit::record_system(
+        &tx,
+        &Entry::new("account.deletion_requested", "account")
+            .user(user)
+            .ip(ip)
+            .details(serde_json::json!({"purge_after": crate::time::rfc3339_string(&purge_after)})),
+    )
+    .await?;
+    tx.commit().await?;
+    // This server forgets its pages now; the others hear of it from the database.
+    state.live_pages.evict("*");
+    if let Err(e) = deletion::cancel_subscriptions(state).await {
+        tracing::warn!(error = %e, "could not cancel the subscription yet; the purge job will try again");
+    }
+    Ok(purge_after)
+}
+
+/// The deletion was stopped.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletionCancelled {
+    pub cancelled: bool,
+}
+
+/// Stops a deletion during its grace period: the account and its pages are back as they were.
+/// A Pro subscription cancelled by the deletion stays cancelled (subscribe again from the account
+/// page).
+#[utoipa::path(post, path = "/api/account/deletion/cancel", tag = "account",
+    responses((status = 200, body = DeletionCancelled),
+              (status = 401, body = crate::error::ErrorBody),
+              (status = 409, description = "NO_DELETION: the account is not being deleted", body = crate::error::ErrorBody)),
+    security(("session_cookie" = []), ("bearer" = [])))]
+pub async fn cancel_deletion(
+    State(state): State<AppState>,
+    api: ApiUser,
+    ClientIp(ip): ClientIp,
+) -> Result<Json<DeletionCancelled>, AppError> {
+    cancel_account_deletion(&state, &api, ip).await?;
+    Ok(Json(DeletionCancelled { cancelled: true }))
+}
+
+/// Stops the caller's deletion (shared with the account page).
+pub async fn cancel_account_deletion(
+    state: &AppState,
+    api: &ApiUser,
+    ip: std::net::IpAddr,
+) -> Result<(), AppError> {
+    let tx = state.db.system().await?;
+    if !deletion::cancel(&tx, api.user_id()).await? {
+        tx.rollback();
+        return Err(AppError::conflict(
+            "NO_DELETION",
+            "This account is not being deleted.",
+        ));
+    }
+    audit::record_system(
+        &tx,
+        &Entry::new("account.deletion_cancelled", "account")
+            .user(api.user_id())
+            .ip(ip),
+    )
+    .await?;
+    tx.commit().await?;
+    state.live_pages.evict("*");
+    Ok(())
 }

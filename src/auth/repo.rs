@@ -42,7 +42,8 @@ crate::statement! {
     REVOKE_SESSION: System = "update sessions set revoked_at = now() where id = $1 and revoked_at is null";
     REVOKE_ALL_SESSIONS: System = "update sessions set revoked_at = now() where user_id = $1 and revoked_at is null";
     /// The signed-in user's own row (user scope).
-    ME: User = "select id, email, name, tier, turn_count, turn_week_start, created_at
+    ME: User = "select id, email, name, tier, turn_count, turn_week_start, created_at,
+                deletion_requested_at, purge_after
          from users where id = $1";
     DELETE_STALE_LINKS: System = "delete from magic_links where expires_at < now() - interval '1 day'";
     DELETE_STALE_SESSIONS: System = "delete from sessions where expires_at < now() or revoked_at is not null";
@@ -220,6 +221,9 @@ pub struct Me {
     pub turn_count: i32,
     pub turn_week_start: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    /// Set while the account is being deleted: when that was confirmed, and when the purge runs.
+    pub deletion_requested_at: Option<DateTime<Utc>>,
+    pub purge_after: Option<DateTime<Utc>>,
 }
 
 impl db::FromRow for Me {
@@ -232,6 +236,8 @@ impl db::FromRow for Me {
             turn_count: row.try_get("turn_count")?,
             turn_week_start: row.try_get("turn_week_start")?,
             created_at: row.try_get("created_at")?,
+            deletion_requested_at: row.try_get("deletion_requested_at")?,
+            purge_after: row.try_get("purge_after")?,
         })
     }
 }

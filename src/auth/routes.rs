@@ -61,6 +61,18 @@ pub struct UserResponse {
     pub turns: TurnUsage,
     #[serde(serialize_with = "crate::time::rfc3339")]
     pub created_at: DateTime<Utc>,
+    /// Set while the account is being deleted; `POST /api/account/deletion/cancel` stops it.
+    pub deletion: Option<Deletion>,
+}
+
+/// An account deletion under way.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deletion {
+    #[serde(serialize_with = "crate::time::rfc3339")]
+    pub requested_at: DateTime<Utc>,
+    /// When everything is erased, unless the deletion is cancelled before.
+    #[serde(serialize_with = "crate::time::rfc3339")]
+    pub purge_after: DateTime<Utc>,
 }
 
 impl UserResponse {
@@ -79,6 +91,12 @@ impl UserResponse {
                 resets_at: week_is_current.then_some(week_end),
             },
             created_at: me.created_at,
+            deletion: me.deletion_requested_at.zip(me.purge_after).map(
+                |(requested_at, purge_after)| Deletion {
+                    requested_at,
+                    purge_after,
+                },
+            ),
         }
     }
 }

@@ -75,6 +75,9 @@ pub struct Limits {
     /// SHUTDOWN_READY_DRAIN_SECONDS: on SIGTERM, how long `/ready` answers 503 before the
     /// listener closes, so load balancers stop sending traffic first (default 2).
     pub shutdown_ready_drain_seconds: u32,
+    /// ACCOUNT_DELETION_GRACE_DAYS: days between a confirmed account deletion and its purge,
+    /// during which signing in can cancel it (default 14).
+    pub account_deletion_grace_days: u32,
 }
 
 impl Default for Limits {
@@ -109,6 +112,7 @@ impl Default for Limits {
             http_max_connections: 1_024,
             http_header_timeout_seconds: 10,
             shutdown_ready_drain_seconds: 2,
+            account_deletion_grace_days: 14,
         }
     }
 }
@@ -195,6 +199,9 @@ const FIELDS: &[Field] = &[
     }),
     ("SHUTDOWN_READY_DRAIN_SECONDS", 0, 300, |l| {
         &mut l.shutdown_ready_drain_seconds
+    }),
+    ("ACCOUNT_DELETION_GRACE_DAYS", 0, 90, |l| {
+        &mut l.account_deletion_grace_days
     }),
 ];
 

@@ -74,6 +74,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(17, "0017", "billing"),
     migration!(18, "0018", "operations"),
     migration!(19, "0019", "account_exports"),
+    migration!(20, "0020", "account_deletion"),
 ];
 
 /// Arbitrary, fixed key for the migration advisory lock.

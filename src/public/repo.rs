@@ -61,7 +61,7 @@ crate::statement! {
          join published_versions v on v.aide_id = a.id and v.user_id = a.user_id
          join published_files f
            on f.aide_id = v.aide_id and f.user_id = v.user_id and f.version = v.version
-         where a.slug = $1 and a.status = 'published'
+         where a.slug = $1 and a.status = 'published' and u.deletion_requested_at is null
            and v.version = coalesce($2::int4, (select max(l.version) from published_versions l
                                                where l.aide_id = a.id and l.user_id = a.user_id))";
 }

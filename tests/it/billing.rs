@@ -7,14 +7,14 @@ use serde_json::{Value, json};
 use crate::app::{Answer, Req, TestApp, join_all};
 use crate::stripe_stub::{StripeStub, WEBHOOK_SECRET};
 
-async fn app_with(stub: &StripeStub, extra: &[(&str, &str)]) -> TestApp {
+pub(crate) async fn app_with(stub: &StripeStub, extra: &[(&str, &str)]) -> TestApp {
     let vars = stub.vars();
     let mut all: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     all.extend_from_slice(extra);
     TestApp::with(&all).await
 }
 
-async fn deliver(app: &TestApp, event: &Value) -> Answer {
+pub(crate) async fn deliver(app: &TestApp, event: &Value) -> Answer {
     let (body, header) = StripeStub::signed(event);
     deliver_raw(app, &body, Some(&header)).await
 }
@@ -36,7 +36,7 @@ async fn checkout(app: &TestApp, token: &str) -> Answer {
 
 /// Signs in, checks out and pays; returns (token, the checkout session's id, the subscription's
 /// id, the events Stripe sent).
-async fn paid(
+pub(crate) async fn paid(
     app: &TestApp,
     stub: &StripeStub,
     email: &str,

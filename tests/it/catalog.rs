@@ -249,6 +249,7 @@ async fn privilege_and_policy_snapshot() {
     .expect("policies");
 
     let expected_table_grants = [
+        "aide_system account_deletion_codes: DELETE, INSERT, SELECT, UPDATE",
         "aide_system account_exports: SELECT",
         "aide_system ai_turns: SELECT",
         "aide_system aides: SELECT",
@@ -328,6 +329,8 @@ async fn privilege_and_policy_snapshot() {
         "aide_user workspace_files.size_bytes: UPDATE",
     ];
     let expected_policies = [
+        "account_deletion_codes account_deletion_codes_owner_all: ALL to aide_owner",
+        "account_deletion_codes account_deletion_codes_system_all: ALL to aide_system",
         "account_exports account_exports_owner_all: ALL to aide_owner",
         "account_exports account_exports_system_select: SELECT to aide_system",
         "account_exports account_exports_system_update: UPDATE to aide_system",
@@ -458,6 +461,12 @@ async fn security_definer_functions_are_pinned_and_narrow() {
                 "aide_owner".to_string(),
                 true,
                 vec!["aide_owner".to_string()],
+            ),
+            (
+                "anonymise_audit".to_string(),
+                "aide_owner".to_string(),
+                true,
+                vec!["aide_owner".to_string(), "aide_system".to_string()],
             ),
             (
                 "consume_turn".to_string(),

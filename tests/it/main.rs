@@ -16,6 +16,7 @@ mod api_limit;
 mod auth;
 mod billing;
 mod conversations;
+mod deletion;
 mod email;
 mod export;
 mod files;
