@@ -3,7 +3,7 @@
 
 pub mod deletion;
 pub mod export;
-mod repo;
-mod routes;
+pub(crate) mod repo;
+pub mod routes;
 
 pub use routes::router;

@@ -27,6 +27,8 @@ pub struct Layout {
     pub user: Option<String>,
     /// A narrow column (forms) rather than the app's width.
     pub narrow: bool,
+    /// When the signed-in account is being deleted: the day its data is erased.
+    pub deleting: Option<String>,
 }
 
 impl Layout {
@@ -37,6 +39,7 @@ impl Layout {
             icon: assets::url("icon.svg"),
             user: None,
             narrow: true,
+            deleting: None,
         }
     }
 
@@ -46,6 +49,12 @@ impl Layout {
             narrow: false,
             ..Layout::new(title)
         }
+    }
+
+    /// With the banner of an account being deleted, erased after `purge_after`.
+    pub fn deleting(mut self, purge_after: Option<chrono::DateTime<chrono::Utc>>) -> Self {
+        self.deleting = purge_after.map(|at| at.format("%B %-d, %Y").to_string());
+        self
     }
 }
 

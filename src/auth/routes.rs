@@ -26,7 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(account::logout_all))
 }
 
-/// The signed-in user's email and tier, for the home page.
+/// The signed-in user's email and tier, for the pages.
 pub async fn me_summary(
     tx: &crate::db::UserTx,
 ) -> Result<Option<(String, crate::tier::Tier)>, crate::db::Error> {

@@ -38,6 +38,13 @@ pub fn router() -> Router<AppState> {
         .route("/a/{id}/publish", post(publish))
         .route("/a/{id}/unpublish", post(unpublish))
         .route("/account", get(account))
+        .route("/account/export", post(export_data))
+        .route(
+            "/account/delete",
+            get(delete_account_page).post(delete_account_send),
+        )
+        .route("/account/delete/confirm", post(delete_account_confirm))
+        .route("/account/delete/cancel", post(delete_account_cancel))
         .route("/static/{file}", get(super::assets::serve))
         .route(
             "/p/{aide}/{revision}/{expires}/{signature}/",
@@ -138,15 +145,16 @@ async fn home(
     let archived = params.archived.is_some_and(|v| !v.is_empty() && v != "0");
     let tx = state.db.user(user.user_id).await?;
     let (me, rows, active) = futures_util::future::try_join3(
-        crate::auth::routes::me_summary(&tx),
+        crate::auth::repo::me(&tx),
         crate::aides::repo::list(&tx, archived.then_some(Status::Archived), None, LIST_SIZE),
         crate::aides::repo::count_active(&tx),
     )
     .await?;
     tx.rollback();
-    let Some((email, tier)) = me else {
+    let Some(me) = me else {
         return Ok(signed_out());
     };
+    let (email, tier) = (me.email, me.tier);
     let now = Utc::now();
     let limit = (!tier.is_pro()).then(|| i64::from(state.config.limits.free_max_aides));
     let page = AidesPage {
@@ -157,7 +165,8 @@ async fn home(
                 "Your aides"
             },
             &email,
-        ),
+        )
+        .deleting(me.purge_after),
         aides: rows.into_iter().map(|r| AideItem::new(r, now)).collect(),
         archived,
         active,
@@ -304,11 +313,23 @@ struct AccountPage {
     billing_available: bool,
     has_billing_account: bool,
     notice: Option<&'static str>,
+    exports: Vec<ExportItem>,
+    grace_days: u32,
+}
+
+/// One export as the account page lists it.
+struct ExportItem {
+    asked: String,
+    status: &'static str,
+    download: Option<String>,
+    size: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct AccountParams {
     billing: Option<String>,
+    export: Option<String>,
+    deletion: Option<String>,
 }
 
 /// `GET /account`: who you are, your plan and this week's turns, billing, sessions.
@@ -321,17 +342,41 @@ async fn account(
         return Ok(Redirect::to("/").into_response());
     };
     let tx = state.db.user(user.user_id).await?;
-    let (me, plan, account) = futures_util::future::try_join3(
-        crate::auth::repo::me(&tx),
-        crate::billing::repo::own_plan(&tx),
-        crate::billing::repo::own_customer(&tx),
+    let ((me, plan, account), exports) = futures_util::future::try_join(
+        futures_util::future::try_join3(
+            crate::auth::repo::me(&tx),
+            crate::billing::repo::own_plan(&tx),
+            crate::billing::repo::own_customer(&tx),
+        ),
+        crate::account::repo::list(&tx),
     )
     .await?;
     tx.rollback();
     let (Some(me), Some(plan)) = (me, plan) else {
         return Ok(Redirect::to("/").into_response());
     };
+    let purge_after = me.purge_after;
     let now = Utc::now();
+    let exports = exports
+        .into_iter()
+        .map(|row| {
+            let live = row.status == "ready" && row.expires_at.is_some_and(|at| at > now);
+            ExportItem {
+                asked: row.created_at.format("%b %-d, %Y %H:%M UTC").to_string(),
+                status: match row.status.as_str() {
+                    "running" => "Being made…",
+                    "ready" if live => "Ready",
+                    "failed" => "Failed; please ask again",
+                    _ => "Expired",
+                },
+                download: live.then(|| format!("/api/account/exports/{}/download", row.id)),
+                size: row
+                    .size_bytes
+                    .map(|b| format!("{:.1} MB", b as f64 / 1e6))
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
     let me = crate::auth::routes::UserResponse::new(me, &state.config, now);
     let turns = me.turns;
     let resets = turns
@@ -360,10 +405,18 @@ async fn account(
             "Payment received. Your plan changes as soon as Stripe confirms it; reload in a moment.",
         ),
         (Some("cancelled"), _) => Some("Checkout was cancelled. Nothing was charged."),
-        _ => None,
+        _ => match (params.export.as_deref(), params.deletion.as_deref()) {
+            (Some("started"), _) => {
+                Some("Your data is being gathered. We will email you when it is ready to download.")
+            }
+            (_, Some("cancelled")) => {
+                Some("The deletion is cancelled. Your account and pages are back.")
+            }
+            _ => None,
+        },
     };
     let page = AccountPage {
-        layout: Layout::signed_in("Your account", &me.email),
+        layout: Layout::signed_in("Your account", &me.email).deleting(purge_after),
         email: me.email,
         plan: if plan.tier.is_pro() { "Pro" } else { "Free" },
         pro: plan.tier.is_pro(),
@@ -373,6 +426,8 @@ async fn account(
         billing_available: state.stripe.is_some(),
         has_billing_account: account,
         notice,
+        exports,
+        grace_days: state.config.limits.account_deletion_grace_days,
     };
     Ok(render(StatusCode::OK, &page, &app_csp(&state.config)))
 }
@@ -815,4 +870,151 @@ fn numbered(id: &str, number: &str) -> Result<(Uuid, i32), AppError> {
         (Ok(id), Ok(number)) => Ok((id, number)),
         _ => Err(AppError::not_found()),
     }
+}
+
+/// `POST /account/export`: starts an export, back to the account page.
+async fn export_data(
+    State(state): State<AppState>,
+    api: Result<ApiUser, AppError>,
+    ClientIp(ip): ClientIp,
+) -> Response {
+    let result = async {
+        let api = api?;
+        crate::account::routes::start_export(&state, &api, ip).await
+    }
+    .await;
+    back_or_error(result, "/account?export=started#data")
+}
+
+#[derive(Template)]
+#[template(path = "delete_account.html")]
+struct DeleteAccountPage {
+    layout: Layout,
+    email: String,
+    code_step: bool,
+    minutes: i64,
+    grace_days: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct DeleteParams {
+    step: Option<String>,
+}
+
+impl DeleteAccountPage {
+    fn new(state: &AppState, email: &str, code_step: bool) -> Self {
+        DeleteAccountPage {
+            layout: Layout::signed_in("Delete your account", email),
+            email: email.to_string(),
+            code_step,
+            minutes: crate::account::deletion::CODE_MINUTES,
+            grace_days: state.config.limits.account_deletion_grace_days,
+        }
+    }
+}
+
+/// `GET /account/delete`: type your address (or, with `?step=code`, the code).
+async fn delete_account_page(
+    State(state): State<AppState>,
+    user: Option<CurrentUser>,
+    Query(params): Query<DeleteParams>,
+) -> Result<Response, AppError> {
+    let Some(user) = user else {
+        return Ok(Redirect::to("/").into_response());
+    };
+    let tx = state.db.user(user.user_id).await?;
+    let me = crate::auth::routes::me_summary(&tx).await?;
+    tx.rollback();
+    let Some((email, _)) = me else {
+        return Ok(Redirect::to("/").into_response());
+    };
+    let page = DeleteAccountPage::new(&state, &email, params.step.as_deref() == Some("code"));
+    Ok(render(StatusCode::OK, &page, &app_csp(&state.config)))
+}
+
+#[derive(Debug, Deserialize)]
+struct DeleteForm {
+    email: String,
+}
+
+/// `POST /account/delete`: sends the code, then asks for it.
+async fn delete_account_send(
+    State(state): State<AppState>,
+    api: Result<ApiUser, AppError>,
+    ClientIp(ip): ClientIp,
+    input: Input<DeleteForm>,
+) -> Response {
+    let result = async {
+        let api = api?;
+        crate::account::routes::send_deletion_code(&state, &api, ip, &input.value.email).await?;
+        let tx = state.db.user(api.user_id()).await?;
+        let me = crate::auth::routes::me_summary(&tx).await?;
+        tx.rollback();
+        me.ok_or_else(AppError::unauthorized)
+    }
+    .await;
+    match result {
+        Ok((email, _)) => render(
+            StatusCode::OK,
+            &DeleteAccountPage::new(&state, &email, true),
+            &app_csp(&state.config),
+        ),
+        Err(e) => error_page(e, "/account/delete"),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CodeForm {
+    code: String,
+}
+
+#[derive(Template)]
+#[template(path = "account_deleted.html")]
+struct AccountDeletedPage {
+    layout: Layout,
+    day: String,
+}
+
+/// `POST /account/delete/confirm`: with the right code, the deletion starts and the person is
+/// signed out.
+async fn delete_account_confirm(
+    State(state): State<AppState>,
+    api: Result<ApiUser, AppError>,
+    ClientIp(ip): ClientIp,
+    input: Input<CodeForm>,
+) -> Response {
+    let result = async {
+        let api = api?;
+        crate::account::routes::confirm_deletion_code(&state, &api, ip, &input.value.code).await
+    }
+    .await;
+    match result {
+        Ok(purge_after) => {
+            let page = AccountDeletedPage {
+                layout: Layout::new("Account being deleted"),
+                day: purge_after.format("%B %-d, %Y").to_string(),
+            };
+            let mut response = render(StatusCode::OK, &page, super::BASIC_CSP);
+            response.headers_mut().insert(
+                axum::http::header::SET_COOKIE,
+                crate::auth::session::clear_cookie(&state.config.app_url),
+            );
+            response
+        }
+        Err(e) => error_page(e, "/account/delete?step=code"),
+    }
+}
+
+/// `POST /account/delete/cancel`: keeps the account.
+async fn delete_account_cancel(
+    State(state): State<AppState>,
+    api: Result<ApiUser, AppError>,
+    ClientIp(ip): ClientIp,
+) -> Response {
+    let result = async {
+        let api = api?;
+        crate::account::routes::cancel_account_deletion(&state, &api, ip).await
+    }
+    .await;
+    back_or_error(result, "/account?deletion=cancelled")
 }

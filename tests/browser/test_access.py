@@ -35,6 +35,8 @@ def test_every_screen_passes_axe(server, watched):
     assert serious(page) == []
     page.get_by_role("link", name="axe@example.com").click()
     assert serious(page) == []
+    page.get_by_role("link", name="Delete my account…").click()
+    assert serious(page) == []
     page.goto(server["base"] + "/nowhere")
     watched.allow(404)
     assert serious(page) == []

@@ -1,6 +1,7 @@
 """The web app in Chromium: sign-in, the list, the editor's streamed turn, Stop, errors, the
 isolated preview, publishing, the account and Upgrade, phones, and pages without JavaScript."""
 import re
+import zipfile
 import time
 import urllib.request
 
@@ -359,3 +360,65 @@ def test_a_stopped_turn_takes_its_unsaved_edits_off_the_preview(server, watched)
     page.get_by_role("button", name="Stop").click()
     expect(page.locator(".message.assistant.stopped")).to_be_visible(timeout=3000)
     expect(page.locator("#preview")).to_have_count(0)
+
+
+def test_download_my_data_then_delete_the_account_and_cancel_in_the_grace(server, browser, watched):
+    page = watched.page
+    address = "leaver@example.com"
+    sign_in(page, server, address)
+    new_aide(page, "Farewell list")
+    page.get_by_label("Message").fill("make the page")
+    page.get_by_role("button", name="Send").click()
+    expect(page.frame_locator("#preview").get_by_role("heading", name="Groceries")).to_be_visible(timeout=15000)
+    page.get_by_role("button", name="Share").click()
+    page.get_by_role("button", name="Publish", exact=True).click()
+    expect(page.locator(".badge")).to_have_text("Live")
+    page.get_by_role("button", name="Share").click()
+    public_address = page.locator(".share a[href*='/s/']").get_attribute("href")
+    page.get_by_role("dialog").get_by_role("button", name="Close").click()
+
+    # Download my data: the export is made in the background; the list offers the file.
+    page.get_by_role("link", name=address).click()
+    page.get_by_role("button", name="Download my data").click()
+    expect(page.get_by_role("status")).to_contain_text("being gathered")
+    for _ in range(100):
+        page.reload()
+        if page.get_by_role("link", name=re.compile("Download \\(")).count():
+            break
+        time.sleep(0.2)
+    with page.expect_download() as download:
+        page.get_by_role("link", name=re.compile("Download \\(")).click()
+    path = download.value.path()
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        assert "manifest.json" in names and "account.json" in names
+        assert any(n.endswith("/files/index.html") for n in names), names
+    assert "Your AIde data export is ready" in newest_email(server["outbox"], address)
+
+    # Delete: the address typed, then the emailed code; signed out, the page offline at once.
+    page.get_by_role("link", name="Delete my account…").click()
+    page.get_by_label("To confirm, type your email address").fill("not-me@example.com")
+    page.get_by_role("button", name="Send me a code").click()
+    watched.allow(422)
+    expect(page.get_by_text("is not this account's email address")).to_be_visible()
+    page.goto(server["base"] + "/account/delete")
+    page.get_by_label("To confirm, type your email address").fill(address)
+    page.get_by_role("button", name="Send me a code").click()
+    code = re.search(r"asked: (\d{3} \d{3})", newest_email(server["outbox"], address)).group(1)
+    page.get_by_label("Code from the email").fill(code)
+    page.get_by_role("button", name="Delete my account").click()
+    expect(page.get_by_role("heading", name="Your account is being deleted")).to_be_visible()
+    visitor = browser.new_context()
+    try:
+        watched.allow(404)
+        assert visitor.new_page().goto(public_address).status == 404
+        # Signing in again within the grace offers to cancel; cancelling brings the page back.
+        sign_in(page, server, address)
+        banner = page.get_by_role("alert")
+        expect(banner).to_contain_text("Your account is being deleted")
+        banner.get_by_role("button", name="Cancel deletion").click()
+        expect(page.get_by_role("status")).to_contain_text("The deletion is cancelled")
+        expect(page.get_by_role("alert")).to_have_count(0)
+        assert visitor.new_page().goto(public_address).status == 200
+    finally:
+        visitor.close()
