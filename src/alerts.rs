@@ -8,7 +8,8 @@
 //! server posts that itself ([`Readiness`]), once per cooldown.
 //!
 //! Messages carry numbers and fixed sentences only: never an email address, a token or anything
-//! a user wrote. Any value put into one goes through [`slack::escape`].
+//! a user wrote. Any value put into one goes through [`slack::escape`]. Staff-access grants are
+//! posted when they open and when they end (see [`crate::support`]).
 
 pub mod slack;
 
@@ -149,6 +150,11 @@ crate::statement! {
     DIGEST_FIGURES: System = "select sign_ups, pro_started, pro_ended, turns, turns_failed, cost_micros
          from ops_digest($1)";
     PRUNE: System = "delete from ops_counts where minute < now() - interval '2 days'";
+    /// Staff-access grants that ran out since the last evaluation (closed ones are posted when
+    /// closed).
+    GRANTS_ENDED: System = "update support_grants set end_posted = true
+         where not end_posted and expires_at <= now()
+         returning id, category";
 }
 
 /// What the rules look at: the deployment's last minutes.
@@ -464,6 +470,13 @@ pub async fn evaluate(
             },
         )
         .await?;
+    }
+    let ended: Vec<(uuid::Uuid, String)> = tx.rows(&GRANTS_ENDED, &[]).await?;
+    for (id, category) in ended {
+        messages.push(format!(
+            ":white_check_mark: *Staff access ended*: grant `{id}` ({}) ran out its time.",
+            escape(&category)
+        ));
     }
     save(
         &tx,

@@ -21,6 +21,7 @@ mod error;
 mod listen;
 pub mod managed;
 pub mod migrate;
+pub mod operators;
 mod pool;
 mod scope;
 mod statement;
@@ -40,9 +41,9 @@ pub use error::Error;
 pub use inventory;
 pub use listen::Listener;
 pub use pool::connect;
-pub use scope::{ReadTx, SESSION_NOT_LIVE, SystemTx, UserTx};
+pub use scope::{ReadTx, SESSION_NOT_LIVE, SupportTx, SystemTx, UserTx};
 pub use statement::{
-    FromRow, Login, Params, Registered, Scope, Sql, System, User, Value, all as statements,
+    FromRow, Login, Params, Registered, Scope, Sql, Support, System, User, Value, all as statements,
 };
 pub use tokio_postgres::Config as ConnectOptions;
 pub use tokio_postgres::Row;
@@ -52,6 +53,8 @@ pub use tokio_postgres::types::{FromSql, IsNull, Json, ToSql, Type, to_sql_check
 pub const USER_ROLE: &str = "aide_user";
 /// The role system-scoped transactions run as.
 pub const SYSTEM_ROLE: &str = "aide_system";
+/// The role staff-access transactions run as.
+pub const SUPPORT_ROLE: &str = "aide_support";
 /// The role the server logs in as.
 pub const LOGIN_ROLE: &str = "aide_app";
 /// The role that owns the schema.
@@ -177,6 +180,12 @@ impl Db {
             PoolError::PostCreateHook(e) => Error::Unavailable(e.to_string()),
             other => Error::Unavailable(other.to_string()),
         })
+    }
+
+    /// A staff-access transaction for `operator`, whose `session` is checked live in the round trip
+    /// of its first statement; it can only call the staff-access functions.
+    pub async fn support(&self, operator: UserId, session: Uuid) -> Result<SupportTx, Error> {
+        Ok(SupportTx::new(self.conn().await?, operator, session))
     }
 
     /// A transaction confined to `user`'s rows.

@@ -33,6 +33,7 @@ pub mod sentry;
 pub mod server;
 pub mod state;
 pub mod storage;
+pub mod support;
 pub mod telemetry;
 pub mod tier;
 pub mod time;

@@ -38,6 +38,21 @@ enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
+    /// Who has staff access: operators open grants to read one account, audited (see the README).
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorCommand {
+    /// Make the account with this address an operator.
+    Add { email: String },
+    /// Take operator rights away (their open grants close at once).
+    Remove { email: String },
+    /// List the operators.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +115,7 @@ fn main() -> ExitCode {
                 command: DbCommand::Url { app },
             } => db_url(&config, app),
             Command::Config { .. } => Ok(()),
+            Command::Operator { command } => operator(&config, command).await,
         }
     });
     match result {
@@ -165,6 +181,81 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
         println!("applied migrations {}", list.join(", "));
     }
     Ok(())
+}
+
+async fn operator(config: &Config, command: OperatorCommand) -> anyhow::Result<()> {
+    use aide::db::operators;
+    // The address as sign-in stores it (lower case, the domain in IDNA form).
+    let normalised = |raw: &str| -> anyhow::Result<String> {
+        aide::auth::EmailAddress::parse(raw)
+            .map(|e| e.as_str().to_string())
+            .map_err(|why| anyhow::anyhow!("{raw:?} is not an email address: {why}"))
+    };
+    let command = match command {
+        OperatorCommand::Add { email } => OperatorCommand::Add {
+            email: normalised(&email)?,
+        },
+        OperatorCommand::Remove { email } => OperatorCommand::Remove {
+            email: normalised(&email)?,
+        },
+        OperatorCommand::List => OperatorCommand::List,
+    };
+    // A managed cluster may be running under the server already: use it, else start it.
+    let running = if config.database.url.is_none() {
+        let root = ManagedPostgres::root_in(&config.data_dir);
+        match ManagedPostgres::url_in(&root, managed::SUPERUSER, managed::DATABASE) {
+            Ok(url) => match url.parse::<aide::db::ConnectOptions>() {
+                Ok(options) => aide::db::connect(&options).await.ok(),
+                Err(_) => None,
+            },
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    let (conn, database) = match running {
+        Some(conn) => (conn, None),
+        None => {
+            let database = Database::open(config).await?;
+            database.migrate().await?;
+            let conn = aide::db::connect(&database.admin).await?;
+            (conn, Some(database))
+        }
+    };
+    let result = match command {
+        OperatorCommand::Add { email } => operators::add(&conn, &email).await.map(|added| {
+            println!(
+                "{email} {}",
+                if added {
+                    "is now an operator"
+                } else {
+                    "was an operator already"
+                }
+            );
+        }),
+        OperatorCommand::Remove { email } => {
+            operators::remove(&conn, &email).await.map(|removed| {
+                println!(
+                    "{email} {}",
+                    if removed {
+                        "is no longer an operator"
+                    } else {
+                        "was not an operator"
+                    }
+                );
+            })
+        }
+        OperatorCommand::List => operators::list(&conn).await.map(|all| {
+            for (email, added) in all {
+                println!("{email}\tadded {}", aide::time::rfc3339_string(&added));
+            }
+        }),
+    };
+    drop(conn);
+    if let Some(database) = database {
+        database.shutdown().await?;
+    }
+    result
 }
 
 fn db_url(config: &Config, app: bool) -> anyhow::Result<()> {

@@ -58,6 +58,13 @@ crate::statement! {
                 host(ip_address) as ip_address, created_at
          from audit_log where user_id = $1 and id > $2 order by id limit 1000";
 
+    /// Staff access to the caller's account, newest first: what was done, and which aide.
+    STAFF_ACCESS: User = "select l.created_at, l.action, l.details, a.title
+         from audit_log l
+         left join aides a on a.user_id = l.user_id and a.id::text = l.details ->> 'aide'
+         where l.user_id = $1 and l.action like 'support.%'
+         order by l.id desc limit 100";
+
     /// Archives past their seven days.
     EXPIRED: System = "select id, user_id from account_exports
          where status = 'ready' and expires_at <= now() order by expires_at limit 100";
@@ -140,4 +147,11 @@ pub async fn mark_expired(tx: &SystemTx, id: Uuid) -> Result<(), db::Error> {
 
 pub async fn fail_abandoned(tx: &SystemTx) -> Result<u64, db::Error> {
     tx.execute(&ABANDONED, &[]).await
+}
+
+/// Staff access to the caller's account: (when, action, details, the aide's title).
+pub async fn staff_access(
+    tx: &UserTx,
+) -> Result<Vec<(DateTime<Utc>, String, serde_json::Value, Option<String>)>, db::Error> {
+    tx.rows(&STAFF_ACCESS, &[&tx.user_id()]).await
 }

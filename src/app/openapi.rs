@@ -33,7 +33,8 @@ use crate::state::AppState;
         (name = "revisions", description = "The history of an aide's files, and undo"),
         (name = "turns", description = "A message that changes the page: the AI turn, streamed"),
         (name = "billing", description = "The Pro plan through Stripe: checkout, the billing portal, Stripe's webhook"),
-        (name = "account", description = "A person's own data: exports"),
+        (name = "account", description = "A person's own data: exports and account deletion"),
+        (name = "support", description = "Staff access to one account, for operators only: with a grant, a reason, a time limit and a trail"),
         (name = "operations", description = "Liveness and readiness"),
     )
 )]
@@ -80,6 +81,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(crate::revisions::router())
         .merge(crate::turns::router())
         .merge(crate::account::router())
+        .merge(crate::support::router())
         .merge(crate::billing::router())
 }
 

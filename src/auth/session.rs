@@ -126,6 +126,16 @@ pub struct SessionUser {
 }
 
 impl SessionUser {
+    /// The caller's id.
+    pub fn user_id(&self) -> UserId {
+        self.user
+    }
+
+    /// The caller's session.
+    pub fn session_id(&self) -> Uuid {
+        self.session
+    }
+
     /// The caller's user-scoped transaction, which checks their session is live before its first
     /// statement. Does no I/O beyond taking a pooled connection.
     pub async fn begin(&self, db: &Db) -> Result<UserTx, AppError> {

@@ -38,6 +38,15 @@ impl Error {
         }
     }
 
+    /// PostgreSQL's message for a refused statement (for errors our own functions raise, whose
+    /// messages are written for people).
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            Error::Postgres(e) => e.as_db_error().map(|db| db.message()),
+            _ => None,
+        }
+    }
+
     /// The constraint a statement violated, if any.
     pub fn constraint(&self) -> Option<&str> {
         match self {

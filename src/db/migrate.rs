@@ -75,6 +75,8 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(18, "0018", "operations"),
     migration!(19, "0019", "account_exports"),
     migration!(20, "0020", "account_deletion"),
+    migration!(21, "0021", "support_role"),
+    migration!(22, "0022", "staff_access"),
 ];
 
 /// Arbitrary, fixed key for the migration advisory lock.

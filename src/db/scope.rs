@@ -19,7 +19,7 @@ use tokio_postgres::types::FromSqlOwned;
 use uuid::Uuid;
 
 use super::pool::{Manager, in_order};
-use super::statement::{FromRow, Login, Params, Sql, System, User, Value};
+use super::statement::{FromRow, Login, Params, Sql, Support, System, User, Value};
 use super::{Error, UserId};
 
 crate::statement! {
@@ -40,6 +40,8 @@ crate::statement! {
     /// The user scope: role `aide_user` and `app.user_id` for the rest of the transaction.
     ENTER_USER: Login =
         "select set_config('role', 'aide_user', true), set_config('app.user_id', $1, true)";
+    /// The support scope, after checking the operator's session (migration 0022).
+    ENTER_SUPPORT: Login = "select enter_support_scope($1, $2)";
 }
 
 /// SQLSTATE raised by `assert_session_live`.
@@ -56,6 +58,10 @@ pub(super) enum Opening {
     },
     System {
         bookkeeping: bool,
+    },
+    Support {
+        operator: UserId,
+        session: Uuid,
     },
 }
 
@@ -104,6 +110,13 @@ impl Tx {
                         &ENTER_SYSTEM
                     },
                     vec![],
+                ),
+            ],
+            Opening::Support { operator, session } => vec![
+                run(&BEGIN, vec![]),
+                run(
+                    &ENTER_SUPPORT,
+                    vec![Box::new(session), Box::new(operator.0)],
                 ),
             ],
             Opening::User {
@@ -370,4 +383,20 @@ impl SystemTx {
     }
 
     scope_methods!(System);
+}
+
+/// A staff-access transaction: role `aide_support`, which holds no table privileges and can only
+/// call the staff-access functions. Rolled back when dropped without [`SupportTx::commit`].
+pub struct SupportTx {
+    tx: Tx,
+}
+
+impl SupportTx {
+    pub(super) fn new(conn: Object<Manager>, operator: UserId, session: Uuid) -> Self {
+        SupportTx {
+            tx: Tx::new(conn, Opening::Support { operator, session }),
+        }
+    }
+
+    scope_methods!(Support);
 }

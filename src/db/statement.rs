@@ -26,6 +26,11 @@ pub enum User {}
 #[derive(Debug, Clone, Copy)]
 pub enum System {}
 
+/// Statements run in support scope ([`super::SupportTx`]), as `aide_support`: only the
+/// staff-access functions, each of which checks a grant and audits what it reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Support {}
+
 /// Statements that open and end scopes, run as the login role before any role is switched to
 /// (only [`super::scope`] runs them).
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +47,10 @@ impl Scope for User {
 
 impl Scope for System {
     const ROLE: &'static str = super::SYSTEM_ROLE;
+}
+
+impl Scope for Support {
+    const ROLE: &'static str = super::SUPPORT_ROLE;
 }
 
 impl Scope for Login {

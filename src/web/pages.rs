@@ -315,6 +315,41 @@ struct AccountPage {
     notice: Option<&'static str>,
     exports: Vec<ExportItem>,
     grace_days: u32,
+    staff: Vec<StaffItem>,
+}
+
+/// One line of "Access by staff".
+struct StaffItem {
+    when: String,
+    category: String,
+    what: String,
+}
+
+impl StaffItem {
+    fn new(
+        (at, action, details, title): (DateTime<Utc>, String, serde_json::Value, Option<String>),
+    ) -> Self {
+        let text = |key: &str| details[key].as_str().unwrap_or_default().to_string();
+        let aide = title.map_or_else(|| "a deleted aide".to_string(), |t| format!("“{t}”"));
+        let what = match (action.as_str(), text("what").as_str()) {
+            ("support.grant_opened", _) => format!(
+                "Opened read-only access for up to {} minutes. Reason: {}",
+                details["minutes"].as_i64().unwrap_or(0),
+                text("reason")
+            ),
+            ("support.grant_closed", _) => "Closed the access".to_string(),
+            (_, "account") => "Viewed your account's details".to_string(),
+            (_, "aides") => "Viewed the list of your aides".to_string(),
+            (_, "conversation") => format!("Viewed the conversation of {aide}"),
+            (_, "files") => format!("Viewed the file list of {aide}"),
+            _ => "Viewed your data".to_string(),
+        };
+        StaffItem {
+            when: at.format("%b %-d, %Y %H:%M UTC").to_string(),
+            category: text("category"),
+            what,
+        }
+    }
 }
 
 /// One export as the account page lists it.
@@ -342,13 +377,16 @@ async fn account(
         return Ok(Redirect::to("/").into_response());
     };
     let tx = state.db.user(user.user_id).await?;
-    let ((me, plan, account), exports) = futures_util::future::try_join(
+    let ((me, plan, account), (exports, staff)) = futures_util::future::try_join(
         futures_util::future::try_join3(
             crate::auth::repo::me(&tx),
             crate::billing::repo::own_plan(&tx),
             crate::billing::repo::own_customer(&tx),
         ),
-        crate::account::repo::list(&tx),
+        futures_util::future::try_join(
+            crate::account::repo::list(&tx),
+            crate::account::repo::staff_access(&tx),
+        ),
     )
     .await?;
     tx.rollback();
@@ -428,6 +466,7 @@ async fn account(
         notice,
         exports,
         grace_days: state.config.limits.account_deletion_grace_days,
+        staff: staff.into_iter().map(StaffItem::new).collect(),
     };
     Ok(render(StatusCode::OK, &page, &app_csp(&state.config)))
 }

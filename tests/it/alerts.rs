@@ -35,10 +35,10 @@ struct Inner {
 }
 
 #[derive(Clone, Default)]
-struct SlackStub(Arc<Mutex<Inner>>);
+pub(crate) struct SlackStub(Arc<Mutex<Inner>>);
 
 impl SlackStub {
-    async fn start() -> (String, SlackStub) {
+    pub(crate) async fn start() -> (String, SlackStub) {
         let stub = SlackStub::default();
         let app = Router::new()
             .route(HOOK_PATH, post(receive))
@@ -58,7 +58,7 @@ impl SlackStub {
     }
 
     /// The texts accepted so far; fails on any problem seen.
-    fn texts(&self) -> Vec<String> {
+    pub(crate) fn texts(&self) -> Vec<String> {
         let inner = self.0.lock().expect("lock");
         assert!(inner.problems.is_empty(), "{:?}", inner.problems);
         inner.texts.clone()

@@ -25,6 +25,7 @@ mod revisions;
 mod sentry;
 mod sessions;
 mod sign_in_limits;
+mod staff;
 mod turns;
 mod web;
 

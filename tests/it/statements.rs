@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use aide::db::{self, LOGIN_ROLE, SYSTEM_ROLE, USER_ROLE};
+use aide::db::{self, LOGIN_ROLE, SUPPORT_ROLE, SYSTEM_ROLE, USER_ROLE};
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 use crate::support::TestDb;
@@ -57,7 +57,7 @@ async fn every_statement_prepares_and_plans_as_the_role_that_runs_it() {
     let mut planned = 0;
     for statement in &statements {
         assert!(
-            [USER_ROLE, SYSTEM_ROLE, LOGIN_ROLE].contains(&statement.role),
+            [USER_ROLE, SYSTEM_ROLE, SUPPORT_ROLE, LOGIN_ROLE].contains(&statement.role),
             "{} runs as {}",
             statement.name,
             statement.role
