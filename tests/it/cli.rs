@@ -822,3 +822,31 @@ fn exporting_a_large_workspace_keeps_memory_flat() {
     );
     stop_server(child);
 }
+
+/// `aide operator` beside a running server on the managed cluster: add, list, remove.
+#[test]
+fn operators_are_managed_from_the_command_line_beside_a_running_server() {
+    let (child, _port, dir) = start_server(&[]);
+    let data = dir.path().join("aide-data").to_string_lossy().into_owned();
+    let env = [("AIDE_DATA_DIR", data.as_str())];
+    let (code, out, err) = run(dir.path(), &env, &["operator", "add", "Staff@Example.com"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "staff@example.com is now an operator");
+    let (_, out, _) = run(dir.path(), &env, &["operator", "add", "staff@example.com"]);
+    assert_eq!(out.trim(), "staff@example.com was an operator already");
+    let (code, out, _) = run(dir.path(), &env, &["operator", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("staff@example.com\tadded "), "{out}");
+    let (code, _, err) = run(dir.path(), &env, &["operator", "add", "not an address"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not an email address"), "{err}");
+    let (_, out, _) = run(
+        dir.path(),
+        &env,
+        &["operator", "remove", "staff@example.com"],
+    );
+    assert_eq!(out.trim(), "staff@example.com is no longer an operator");
+    let (_, out, _) = run(dir.path(), &env, &["operator", "list"]);
+    assert_eq!(out.trim(), "");
+    stop_server(child);
+}
