@@ -107,6 +107,7 @@ pub async fn open_grant(
     JsonBody(body): JsonBody<GrantRequest>,
 ) -> Result<(StatusCode, Json<Grant>), AppError> {
     let minutes = body.minutes.unwrap_or(30);
+    check_request(&body, minutes)?;
     let tx = support_tx(&state, &user).await?;
     let (id, target_id, expires_at): (Uuid, Uuid, DateTime<Utc>) = tx
         .row(
@@ -144,6 +145,50 @@ pub async fn open_grant(
             expires_at,
         }),
     ))
+}
+
+/// The request's own shape, checked before the database judges it: lengths, control characters
+/// (PostgreSQL text cannot hold NUL), the category and the length of the grant.
+fn check_request(body: &GrantRequest, minutes: i32) -> Result<(), AppError> {
+    let controls = |text: &str| {
+        text.chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+    };
+    if body.email.len() > 320 || body.email.chars().any(char::is_control) {
+        return Err(AppError::invalid(
+            "email",
+            "must be an email address (at most 320 characters)",
+        ));
+    }
+    let reason = body.reason.trim();
+    if controls(reason) {
+        return Err(AppError::invalid(
+            "reason",
+            "must not contain control characters",
+        ));
+    }
+    if !(20..=1000).contains(&reason.chars().count()) {
+        return Err(AppError::invalid(
+            "reason",
+            "must be 20 to 1,000 characters: the request's reference and what it needs",
+        ));
+    }
+    if !matches!(body.category.as_str(), "support" | "abuse" | "legal") {
+        return Err(AppError::invalid(
+            "category",
+            "must be support, abuse or legal",
+        ));
+    }
+    if !(1..=60).contains(&minutes) {
+        return Err(AppError::invalid("minutes", "must be 1 to 60"));
+    }
+    if body.legal_hold && body.category != "legal" {
+        return Err(AppError::invalid(
+            "legal_hold",
+            "is only for category legal",
+        ));
+    }
+    Ok(())
 }
 
 /// Posts to Slack without holding up the answer.
