@@ -42,7 +42,15 @@ crate::statement! {
         "select set_config('role', 'aide_user', true), set_config('app.user_id', $1, true)";
     /// The support scope, after checking the operator's session (migration 0022).
     ENTER_SUPPORT: Login = "select enter_support_scope($1, $2)";
+    /// The transaction's id, if it wrote anything (sent just before `COMMIT`).
+    XACT_ID: Login = "select pg_current_xact_id_if_assigned()::text";
+    /// Whether transaction `$1` committed: `committed`, `aborted` or `in progress`.
+    XACT_STATUS: Login = "select pg_xact_status($1::text::xid8)";
 }
+
+/// How long a commit whose answer was lost waits for the database to come back and say whether
+/// it happened.
+const OUTCOME_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// SQLSTATE raised by `assert_session_live`.
 pub const SESSION_NOT_LIVE: &str = "28000";
@@ -169,18 +177,75 @@ impl Tx {
         }
     }
 
-    /// Sends `COMMIT` now (behind whatever was sent before) and waits for its answer. A scope
-    /// that never ran a statement has nothing to commit.
+    /// Sends `COMMIT` now (behind whatever was sent before, and behind asking for the
+    /// transaction's id) and waits for its answer. A scope that never ran a statement has nothing
+    /// to commit.
+    ///
+    /// When the connection breaks before the answer to `COMMIT` arrives (the database crashed or
+    /// was shut down), the transaction may have committed or not. Rather than answer an error for
+    /// a write that happened, it asks again, on another connection once the database is back,
+    /// whether the transaction committed ([`OUTCOME_WAIT`] at most).
     async fn commit(&self) -> Result<(), Error> {
         match self.state.swap(FINISHED, Ordering::AcqRel) {
-            OPEN => {
+            // Bookkeeping may be lost by design (see `Db::bookkeeping`): no need to ask.
+            OPEN if matches!(self.opening, Opening::System { bookkeeping: true }) => {
                 let statement = self.conn.statement(COMMIT.text())?;
                 self.conn.client.execute(statement, &[]).await?;
                 Ok(())
             }
+            OPEN => {
+                let client = &self.conn.client;
+                let id = self.conn.statement(XACT_ID.text())?;
+                let commit = self.conn.statement(COMMIT.text())?;
+                let id = async { Ok::<_, Error>(client.query_opt(id, &[]).await?) };
+                let commit = async { Ok::<_, Error>(client.execute(commit, &[]).await?) };
+                // Polled in order: the id's request goes out before COMMIT.
+                match futures_util::future::join(id, commit).await {
+                    (_, Ok(_)) => Ok(()),
+                    (Ok(Some(row)), Err(e)) if e.is_unavailable() => {
+                        match row.try_get::<_, Option<String>>(0).ok().flatten() {
+                            Some(xact) => self.outcome(&xact, e).await,
+                            // It wrote nothing: nothing to lose.
+                            None => Err(e),
+                        }
+                    }
+                    (_, Err(e)) => Err(e),
+                }
+            }
             NOT_BEGUN => Ok(()),
             _ => Err(Error::Finished),
         }
+    }
+
+    /// Whether transaction `xact`, whose `COMMIT` failed with `failure`, committed after all:
+    /// asked on a fresh connection until the database answers or [`OUTCOME_WAIT`] passes.
+    async fn outcome(&self, xact: &str, failure: Error) -> Result<(), Error> {
+        let Some(pool) = Object::pool(&self.conn) else {
+            return Err(failure);
+        };
+        let deadline = tokio::time::Instant::now() + OUTCOME_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            let status = async {
+                let conn = pool.get().await.map_err(|e| Error::Unavailable(e.to_string()))?;
+                let statement = conn.statement(XACT_STATUS.text())?;
+                let row = conn.client.query_one(statement, &[&xact]).await?;
+                Ok::<Option<String>, Error>(row.try_get(0)?)
+            }
+            .await;
+            match status.as_ref().map(Option::as_deref) {
+                Ok(Some("committed")) => {
+                    tracing::warn!(
+                        "a commit's answer was lost with the connection; it had committed"
+                    );
+                    return Ok(());
+                }
+                Ok(Some("aborted") | None) => return Err(failure),
+                // Still in progress (recovery), or the database is not back yet.
+                _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        }
+        tracing::warn!("a commit's outcome is unknown: the database did not come back in time");
+        Err(failure)
     }
 }
 

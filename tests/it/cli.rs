@@ -204,7 +204,7 @@ fn db_url_points_psql_at_the_managed_socket() {
     assert!(stderr.contains("DATABASE_URL is set"), "{stderr}");
 }
 
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -309,7 +309,7 @@ fn serve_without_postgres_binaries_says_what_to_install() {
 
 /// Starts `aide serve` on the embedded defaults with `env` added; returns the child, its port and
 /// the folder it runs in, once it answers `/ready`.
-fn start_server(env: &[(&str, &str)]) -> (std::process::Child, u16, tempfile::TempDir) {
+pub(crate) fn start_server(env: &[(&str, &str)]) -> (std::process::Child, u16, tempfile::TempDir) {
     let dir = reachable_temp_dir();
     let data = dir.path().join("aide-data").to_string_lossy().into_owned();
     let port = free_port();
@@ -335,7 +335,7 @@ fn start_server(env: &[(&str, &str)]) -> (std::process::Child, u16, tempfile::Te
     (child, port, dir)
 }
 
-fn stop_server(mut child: std::process::Child) {
+pub(crate) fn stop_server(mut child: std::process::Child) {
     let pid = i32::try_from(child.id()).expect("pid");
     // SAFETY: kill has no memory-safety preconditions; pid is our own child.
     unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -454,7 +454,7 @@ fn on_sigterm_readiness_fails_first_and_the_server_drains_then_stops() {
 }
 
 /// One HTTP/1.1 exchange with the server on `port`, as APP_URL's host (127.0.0.1:port).
-fn http(
+pub(crate) fn http(
     port: u16,
     method: &str,
     path: &str,

@@ -32,6 +32,7 @@ mod web;
 mod catalog;
 mod cli;
 mod fail_closed;
+mod faults;
 mod hosts;
 mod http;
 mod isolation;

@@ -1,0 +1,314 @@
+//! Faults, through the binary on the embedded defaults: PostgreSQL restarted under steady
+//! uploads, first with a fast shutdown, then an immediate one (a crash). While it is down every
+//! answer is a 503 with Retry-After in our JSON shape (never a 500, never a hang) and `/ready`
+//! says not ready; afterwards the server reconnects by itself, every upload answered 2xx is
+//! there, and none answered with an error is.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::cli::{http, http_get, start_server, stop_server};
+
+/// One request: (status, Retry-After, body); status 0 when the connection failed.
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> (u16, Option<String>, String) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, None, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(head.as_bytes()).is_err() {
+        return (0, None, String::new());
+    }
+    let mut answer = String::new();
+    if stream.read_to_string(&mut answer).is_err() {
+        return (0, None, String::new());
+    }
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let retry_after = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("retry-after")
+            .then(|| value.trim().to_string())
+    });
+    (status, retry_after, body.to_string())
+}
+
+/// `pg_ctl` beside the installed server binaries.
+fn pg_ctl() -> PathBuf {
+    let from_config = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("pg_ctl"));
+    from_config
+        .filter(|p| p.exists())
+        .or_else(|| {
+            let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+                .ok()?
+                .flatten()
+                .map(|e| e.path().join("bin/pg_ctl"))
+                .filter(|p| p.exists())
+                .collect();
+            found.sort();
+            found.pop()
+        })
+        .expect("pg_ctl")
+}
+
+/// Runs `pg_ctl` on the managed cluster, as the account that owns it.
+fn cluster(data: &Path, args: &[&str]) {
+    let dir = data.join("postgres").join("data");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(pg_ctl());
+        c
+    } else {
+        Command::new(pg_ctl())
+    };
+    let status = cmd
+        .arg("-D")
+        .arg(&dir)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("pg_ctl");
+    assert!(status.success(), "pg_ctl {args:?}");
+}
+
+fn sign_in(port: u16, outbox: &Path, email: &str) -> String {
+    let json = [("Content-Type", "application/json")];
+    let (status, _) = http(
+        port,
+        "POST",
+        "/auth/send",
+        &json,
+        &format!("{{\"email\":\"{email}\"}}"),
+    );
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let link = loop {
+        let found = std::fs::read_dir(outbox).ok().and_then(|entries| {
+            entries.flatten().find_map(|e| {
+                let text = std::fs::read_to_string(e.path()).ok()?;
+                text.contains(&format!("To: {email}")).then_some(text)
+            })
+        });
+        if let Some(text) = found {
+            break text
+                .split("token=")
+                .nth(1)
+                .expect("link")
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect::<String>();
+        }
+        assert!(Instant::now() < deadline, "no email");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (_, body) = http(
+        port,
+        "POST",
+        "/auth/verify",
+        &json,
+        &format!("{{\"token\":\"{link}\"}}"),
+    );
+    let session: serde_json::Value = serde_json::from_str(&body).expect("json");
+    session["token"].as_str().expect("token").to_string()
+}
+
+#[derive(Default)]
+struct Seen {
+    /// (aide, path) answered 2xx, and answered otherwise.
+    acked: BTreeSet<(String, String)>,
+    refused: BTreeSet<(String, String)>,
+    statuses: std::collections::BTreeMap<u16, usize>,
+    /// Anything but 2xx or a proper 503.
+    wrong: Vec<String>,
+}
+
+#[test]
+fn postgres_restarted_under_uploads_answers_503_then_recovers_with_every_acknowledged_write() {
+    let (child, port, dir) = start_server(&[
+        ("API_REQUESTS_PER_USER_PER_MINUTE", "1000000"),
+        ("FREE_MAX_FILES_PER_AIDE", "100000"),
+        ("RUST_LOG", "error"),
+    ]);
+    let data = dir.path().join("aide-data");
+    let outbox = data.join("outbox");
+    let mut writers = Vec::new();
+    for n in 0..4 {
+        let token = sign_in(port, &outbox, &format!("fault{n}@example.com"));
+        let json = [
+            ("Content-Type", "application/json"),
+            ("Authorization", &format!("Bearer {token}")),
+        ];
+        let (status, body) = http(port, "POST", "/api/aides", &json, "{\"title\":\"Faults\"}");
+        assert_eq!(status, 201, "{body}");
+        let aide: serde_json::Value = serde_json::from_str(&body).expect("json");
+        writers.push((token, aide["id"].as_str().expect("id").to_string()));
+    }
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let threads: Vec<_> = writers
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(n, (token, aide))| {
+            let (seen, stop) = (seen.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let path = format!("w{n}/{i}.txt");
+                    let started = Instant::now();
+                    let (status, retry_after, body) = request(
+                        port,
+                        "PUT",
+                        &format!("/api/aides/{aide}/files/{path}"),
+                        &token,
+                        &format!("upload {i}"),
+                    );
+                    let mut seen = seen.lock().expect("lock");
+                    *seen.statuses.entry(status).or_default() += 1;
+                    if (200..300).contains(&status) {
+                        seen.acked.insert((aide.clone(), path));
+                    } else {
+                        seen.refused.insert((aide.clone(), path));
+                        let proper = status == 503
+                            && retry_after.is_some()
+                            && body.contains("\"code\":\"UNAVAILABLE\"")
+                            && started.elapsed() < Duration::from_secs(15);
+                        if !proper {
+                            seen.wrong
+                                .push(format!("{status} after {:?}: {body}", started.elapsed()));
+                        }
+                    }
+                    drop(seen);
+                    if status != 200 {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Watches /ready throughout.
+    let ready_seen = Arc::new(Mutex::new(BTreeSet::new()));
+    let watcher = {
+        let (ready_seen, stop) = (ready_seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some((status, body)) = http_get(port, "/ready") {
+                    let code = if status == 503 && body.contains("DATABASE_UNREACHABLE") {
+                        "503 DATABASE_UNREACHABLE".to_string()
+                    } else {
+                        status.to_string()
+                    };
+                    ready_seen.lock().expect("lock").insert(code);
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        })
+    };
+
+    let acked_now = |seen: &Arc<Mutex<Seen>>| seen.lock().expect("lock").acked.len();
+    std::thread::sleep(Duration::from_secs(2));
+    let before = acked_now(&seen);
+    assert!(before > 10, "uploads flow before the fault ({before})");
+    // A fast shutdown (sessions ended cleanly), then back. `restart` keeps the options the
+    // server started the cluster with (its socket folder, no TCP).
+    cluster(&data, &["restart", "-m", "fast", "-w"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let after_fast = acked_now(&seen);
+    assert!(
+        after_fast > before,
+        "uploads resumed after the fast restart"
+    );
+    // A crash: immediate shutdown, then back.
+    cluster(&data, &["restart", "-m", "immediate", "-w"]);
+    std::thread::sleep(Duration::from_secs(4));
+    let after_crash = acked_now(&seen);
+    assert!(after_crash > after_fast, "uploads resumed after the crash");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for thread in threads {
+        thread.join().expect("writer");
+    }
+    watcher.join().expect("watcher");
+
+    let seen = Arc::try_unwrap(seen)
+        .ok()
+        .expect("one owner")
+        .into_inner()
+        .expect("lock");
+    eprintln!("statuses during the run: {:?}", seen.statuses);
+    assert!(
+        seen.wrong.is_empty(),
+        "answers other than 2xx or a proper 503: {:?}",
+        seen.wrong
+    );
+    assert!(
+        seen.statuses.get(&503).copied().unwrap_or(0) > 0,
+        "the outage was seen: {:?}",
+        seen.statuses
+    );
+    let ready = ready_seen.lock().expect("lock").clone();
+    assert!(ready.contains("503 DATABASE_UNREACHABLE"), "{ready:?}");
+    assert!(ready.contains("200"), "{ready:?}");
+
+    // What the database holds: every acknowledged upload, no refused one.
+    let mut present = BTreeSet::new();
+    for (token, aide) in &writers {
+        let auth = [("Authorization", format!("Bearer {token}"))];
+        let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, body) = http(port, "GET", &format!("/api/aides/{aide}/files"), &auth, "");
+        assert_eq!(status, 200, "{body}");
+        let files: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert!(files["next_cursor"].is_null(), "one page holds them");
+        for file in files["files"].as_array().expect("files") {
+            present.insert((
+                aide.clone(),
+                file["path"].as_str().expect("path").to_string(),
+            ));
+        }
+    }
+    let missing: Vec<_> = seen.acked.difference(&present).collect();
+    assert!(missing.is_empty(), "acknowledged uploads lost: {missing:?}");
+    let ghosts: Vec<_> = seen.refused.intersection(&present).collect();
+    assert!(
+        ghosts.is_empty(),
+        "refused uploads stored anyway: {ghosts:?}"
+    );
+    eprintln!(
+        "{} uploads acknowledged and present; {} refused and absent",
+        seen.acked.len(),
+        seen.refused.len()
+    );
+
+    stop_server(child);
+    // The restarted cluster is no longer the server's child: stop it here.
+    cluster(&data, &["stop", "-m", "fast", "-w"]);
+}
