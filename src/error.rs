@@ -144,6 +144,21 @@ impl AppError {
         AppError::Internal(cause.into())
     }
 
+    /// An object storage failure: 503 with Retry-After when storage could not be reached or
+    /// failed (after the client's own retries), 500 for anything else (a missing object, refused
+    /// credentials: a bug or a misconfiguration).
+    pub fn storage(e: object_store::Error) -> Self {
+        match e {
+            object_store::Error::Generic { .. } => {
+                tracing::warn!(error = %e, "object storage is unavailable");
+                AppError::Unavailable(
+                    "File storage is not reachable right now. Please try again shortly.",
+                )
+            }
+            other => AppError::internal(other),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::Client { status, .. } => *status,

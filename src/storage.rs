@@ -51,9 +51,12 @@ impl Storage {
                     // R2 ignores the region; S3 needs one for signing.
                     .with_region("auto")
                     .with_virtual_hosted_style_request(false)
+                    // A request retries transient failures for 10 s at most, then the caller
+                    // answers 503: a visitor or an upload should not wait longer on a storage
+                    // outage.
                     .with_retry(RetryConfig {
-                        max_retries: 5,
-                        retry_timeout: Duration::from_secs(30),
+                        max_retries: 4,
+                        retry_timeout: Duration::from_secs(10),
                         ..RetryConfig::default()
                     })
                     .build()?;

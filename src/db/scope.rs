@@ -226,7 +226,10 @@ impl Tx {
         let deadline = tokio::time::Instant::now() + OUTCOME_WAIT;
         while tokio::time::Instant::now() < deadline {
             let status = async {
-                let conn = pool.get().await.map_err(|e| Error::Unavailable(e.to_string()))?;
+                let conn = pool
+                    .get()
+                    .await
+                    .map_err(|e| Error::Unavailable(e.to_string()))?;
                 let statement = conn.statement(XACT_STATUS.text())?;
                 let row = conn.client.query_one(statement, &[&xact]).await?;
                 Ok::<Option<String>, Error>(row.try_get(0)?)

@@ -168,7 +168,7 @@ pub async fn put_file(
         .workspace
         .put(&keys::blob(aide, &sha256), bytes.into())
         .await
-        .map_err(AppError::internal);
+        .map_err(AppError::storage);
     let recorded = match stored {
         Ok(_) => record_upload(&state, &api, ip, &upload, &content_type, guard).await,
         Err(e) => Err((e, guard)),
@@ -315,10 +315,10 @@ pub async fn get_file(
         .workspace
         .get(&keys::blob(aide, &row.sha256))
         .await
-        .map_err(AppError::internal)?
+        .map_err(AppError::storage)?
         .bytes()
         .await
-        .map_err(AppError::internal)?;
+        .map_err(AppError::storage)?;
     let mut response = (StatusCode::OK, bytes).into_response();
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&row.content_type) {

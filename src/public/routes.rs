@@ -127,7 +127,7 @@ async fn serve(
             .published
             .get(&file.object)
             .await
-            .map_err(AppError::internal)?
+            .map_err(AppError::storage)?
             .into_stream();
         let mut response = Body::from_stream(stream).into_response();
         response
@@ -161,7 +161,7 @@ async fn serve(
                 Ok::<_, object_store::Error>(Served { body })
             })
             .await
-            .map_err(AppError::internal)?;
+            .map_err(AppError::storage)?;
         (StatusCode::OK, served.body.clone()).into_response()
     };
     let out = response.headers_mut();

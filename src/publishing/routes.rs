@@ -368,16 +368,16 @@ async fn copy_to_published(
             .workspace
             .get(&keys::blob(aide, sha256))
             .await
-            .map_err(AppError::internal)?
+            .map_err(AppError::storage)?
             .bytes()
             .await
-            .map_err(AppError::internal)?;
+            .map_err(AppError::storage)?;
         state
             .storage
             .published
             .put(&keys::blob(aide, sha256), bytes.into())
             .await
-            .map_err(AppError::internal)?;
+            .map_err(AppError::storage)?;
     }
     Ok(())
 }
@@ -515,7 +515,7 @@ pub(crate) async fn republish_version(
                     &keys::published_file(&folder, &file.path, &file.sha256),
                 )
                 .await
-                .map_err(AppError::internal)?;
+                .map_err(AppError::storage)?;
         }
     }
 

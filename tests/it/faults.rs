@@ -312,3 +312,151 @@ fn postgres_restarted_under_uploads_answers_503_then_recovers_with_every_acknowl
     // The restarted cluster is no longer the server's child: stop it here.
     cluster(&data, &["stop", "-m", "fast", "-w"]);
 }
+
+/// A TCP relay to the S3 server that can be taken down: new connections are refused and open
+/// ones cut, as when the object store is unreachable.
+struct Relay {
+    port: u16,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    open: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Relay {
+    async fn start(upstream: &str) -> Relay {
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (d, o) = (down.clone(), open.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if d.load(std::sync::atomic::Ordering::Acquire) {
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                o.lock().expect("lock").push(task.abort_handle());
+            }
+        });
+        Relay { port, down, open }
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::Release);
+        if down {
+            for task in self.open.lock().expect("lock").drain(..) {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// The object store unreachable during uploads, publishes and reads: each answers 503 with
+/// Retry-After in our shape (never a 500), within the storage client's retry budget; nothing half
+/// done is left (no file recorded without its bytes, no version without its files); when storage
+/// is back, everything works again.
+#[tokio::test]
+async fn the_object_store_down_is_a_503_and_leaves_nothing_half_done() {
+    use axum::http::StatusCode;
+
+    use crate::app::{Req, TestApp};
+
+    let relay = Relay::start(crate::s3::endpoint()).await;
+    let endpoint = format!("http://127.0.0.1:{}", relay.port);
+    let workspace = crate::s3::new_bucket("ws").await;
+    let published = crate::s3::new_bucket("pub").await;
+    let app = TestApp::with(&[
+        ("R2_ENDPOINT", endpoint.as_str()),
+        ("R2_ACCESS_KEY", "test-access-key"),
+        ("R2_SECRET_KEY", "test-secret-key"),
+        ("R2_WORKSPACE_BUCKET", &workspace),
+        ("R2_PUBLISHED_BUCKET", &published),
+    ])
+    .await;
+    let token = app.sign_in("storage-fault@example.com").await;
+    let aide = app.create_aide(&token, "Fragile").await;
+    app.put_file(&token, &aide, "index.html", "<h1>One</h1>")
+        .await;
+    let slug = app.publish(&token, &aide).await;
+    assert_eq!(
+        app.send(Req::get(&format!("/s/{slug}/"))).await.status,
+        StatusCode::OK
+    );
+
+    // The draft changes before the outage, so the next publish has bytes to copy.
+    app.put_file(&token, &aide, "index.html", "<h1>Two</h1>")
+        .await;
+    relay.set_down(true);
+    let proper = |answer: &crate::app::Answer, what: &str| {
+        assert_eq!(
+            answer.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{what}: {}",
+            answer.body
+        );
+        assert!(answer.header("retry-after").is_some(), "{what}");
+        assert_eq!(answer.json()["code"], "UNAVAILABLE", "{what}");
+    };
+    let started = Instant::now();
+    let upload = app
+        .send(
+            Req::new(
+                axum::http::Method::PUT,
+                &format!("/api/aides/{aide}/files/notes.txt"),
+            )
+            .bearer(&token)
+            .raw_body("lost while storage is down"),
+        )
+        .await;
+    proper(&upload, "upload");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let read = app
+        .send(Req::get(&format!("/api/aides/{aide}/files/index.html")).bearer(&token))
+        .await;
+    proper(&read, "file read");
+    let publish = app
+        .send(Req::post(&format!("/api/aides/{aide}/publish")).bearer(&token))
+        .await;
+    proper(&publish, "publish");
+
+    // Nothing half done: the failed upload is not listed, the failed publish made no version.
+    let files = app
+        .send(Req::get(&format!("/api/aides/{aide}/files")).bearer(&token))
+        .await
+        .json();
+    let paths: Vec<&str> = files["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["path"].as_str())
+        .collect();
+    assert_eq!(paths, ["index.html"]);
+    let versions = app
+        .send(Req::get(&format!("/api/aides/{aide}/versions")).bearer(&token))
+        .await
+        .json();
+    assert_eq!(
+        versions["versions"].as_array().map(Vec::len),
+        Some(1),
+        "{versions}"
+    );
+
+    // Back: everything works, and the second publish shows the new page.
+    relay.set_down(false);
+    app.put_file(&token, &aide, "notes.txt", "stored now").await;
+    app.publish(&token, &aide).await;
+    let page = app.send(Req::get(&format!("/s/{slug}/"))).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("<h1>Two</h1>"), "{}", page.body);
+}
