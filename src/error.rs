@@ -183,7 +183,7 @@ impl AppError {
     pub fn detail_for_client(&self) -> String {
         match self {
             AppError::Internal(cause) => {
-                tracing::error!(error = format!("{cause:#}"), "internal error");
+                tracing::error!(error = describe(cause), "internal error");
                 "Something went wrong on our side. Please try again.".to_string()
             }
             other => other.to_string(),
@@ -235,10 +235,24 @@ impl IntoResponse for AppError {
         if let AppError::Internal(cause) = &self {
             response
                 .extensions_mut()
-                .insert(InternalCause(format!("{cause:#}")));
+                .insert(InternalCause(describe(cause)));
         }
         response
     }
+}
+
+/// An internal error's chain of causes, without the parts PostgreSQL adds that can quote a row's
+/// values (`DETAIL: Failing row contains (...)`, `Key (slug)=(...)`, `HINT: ...`): what logs and
+/// error reports get.
+pub fn describe(cause: &anyhow::Error) -> String {
+    format!("{cause:#}")
+        .lines()
+        .filter(|line| {
+            let line = line.trim_start();
+            !line.starts_with("DETAIL:") && !line.starts_with("HINT:")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// On a 500 answer: what went wrong, for the error report the front layer sends (never for the
@@ -260,5 +274,21 @@ impl From<crate::db::Error> for AppError {
         } else {
             AppError::Internal(e.into())
         }
+    }
+}
+
+#[cfg(test)]
+mod describe_tests {
+    #[test]
+    fn a_cause_is_described_without_the_rows_postgres_quotes() {
+        let cause = anyhow::anyhow!(
+            "ERROR: new row violates check constraint \"t\"\nDETAIL: Failing row contains (secret title, a@b.c).\nHINT: look at (secret)"
+        )
+        .context("saving the aide");
+        let described = super::describe(&cause);
+        assert_eq!(
+            described,
+            "saving the aide: ERROR: new row violates check constraint \"t\""
+        );
     }
 }

@@ -178,18 +178,32 @@ pub async fn cancel_subscriptions(state: &AppState) -> anyhow::Result<usize> {
     let tx = state.db.system().await?;
     let subscriptions: Vec<String> = tx.values(&SUBSCRIPTIONS_TO_CANCEL, &[]).await?;
     tx.rollback();
+    // One that fails does not hold up the others; the first failure is returned at the end.
     let mut cancelled = 0;
+    let mut first_failure = None;
     for sub in subscriptions {
-        stripe
-            .cancel_subscription(&sub)
-            .await
-            .map_err(|e| anyhow::anyhow!("could not cancel a subscription: {e}"))?;
-        let tx = state.db.system().await?;
-        tx.execute(&MARK_SUBSCRIPTION_CANCELED, &[&sub]).await?;
-        tx.commit().await?;
-        cancelled += 1;
+        let done = async {
+            stripe
+                .cancel_subscription(&sub)
+                .await
+                .map_err(|e| anyhow::anyhow!("could not cancel a subscription: {e}"))?;
+            let tx = state.db.system().await?;
+            tx.execute(&MARK_SUBSCRIPTION_CANCELED, &[&sub]).await?;
+            tx.commit().await?;
+            Ok::<(), anyhow::Error>(())
+        }
+        .await;
+        match done {
+            Ok(()) => cancelled += 1,
+            Err(e) => {
+                first_failure.get_or_insert(e);
+            }
+        }
     }
-    Ok(cancelled)
+    match first_failure {
+        Some(e) => Err(e),
+        None => Ok(cancelled),
+    }
 }
 
 /// Deletes everything under `prefix` in `store`, then lists it to be sure nothing remains.
@@ -278,11 +292,22 @@ pub async fn purge_due(state: &AppState) -> anyhow::Result<usize> {
     let tx = state.db.system().await?;
     let due: Vec<Uuid> = tx.values(&DUE, &[]).await?;
     tx.rollback();
+    // An account whose purge fails (Stripe down, say) does not hold up the others; the first
+    // failure is returned once every account has had its turn.
     let mut purged = 0;
+    let mut first_failure = None;
     for user in due {
-        if purge_one(state, UserId(user)).await? {
-            purged += 1;
+        match purge_one(state, UserId(user)).await {
+            Ok(true) => purged += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(user.id = %user, error = %e, "an account's purge failed; will try again");
+                first_failure.get_or_insert(e);
+            }
         }
     }
-    Ok(purged)
+    match first_failure {
+        Some(e) => Err(e),
+        None => Ok(purged),
+    }
 }

@@ -486,8 +486,31 @@ async fn make(state: &AppState, user: UserId, id: Uuid) -> anyhow::Result<(Uploa
     uploaded.map(|u| (u, file_count))
 }
 
-/// Runs export `id` of `user` to its end: ready (and an email says so) or failed.
+/// Exports made at once by one server process: each holds a temporary file as large as its
+/// archive, and reads storage as fast as it can.
+const AT_ONCE: usize = 2;
+
+static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(AT_ONCE);
+
+/// Deletes an archive no export row will ever point at.
+async fn discard(state: &AppState, user: UserId, id: Uuid) {
+    match state
+        .storage
+        .workspace
+        .delete(&keys::export(user.0, id))
+        .await
+    {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => {
+            tracing::warn!(export.id = %id, error = %e, "could not delete an orphaned export archive")
+        }
+    }
+}
+
+/// Runs export `id` of `user` to its end: ready (and an email says so) or failed. At most
+/// [`AT_ONCE`] run at once in a process; the others wait their turn.
 pub async fn run(state: AppState, user: UserId, id: Uuid) {
+    let _turn = RUNNING.acquire().await;
     let outcome = make(&state, user, id).await;
     let recorded = async {
         let tx = state.db.user(user).await?;
@@ -496,8 +519,11 @@ pub async fn run(state: AppState, user: UserId, id: Uuid) {
                 let expires =
                     repo::finished(&tx, id, uploaded.size, &uploaded.sha256, *files).await?;
                 tx.commit().await?;
-                if let Some(expires) = expires {
-                    tell_ready(&state, user, expires).await?;
+                match expires {
+                    Some(expires) => tell_ready(&state, user, expires).await?,
+                    // No longer running (given up on, or the account is gone): nothing will
+                    // ever list or expire this archive, so it goes now.
+                    None => discard(&state, user, id).await,
                 }
             }
             Err(e) => {
@@ -512,6 +538,9 @@ pub async fn run(state: AppState, user: UserId, id: Uuid) {
     .await;
     if let Err(e) = recorded {
         tracing::warn!(export.id = %id, error = %e, "could not record how an export ended");
+        if outcome.is_ok() {
+            discard(&state, user, id).await;
+        }
     }
     if outcome.is_ok() {
         tracing::info!(export.id = %id, "export ready");
@@ -572,16 +601,31 @@ pub async fn upkeep(
     let abandoned = repo::fail_abandoned(&tx).await?;
     let expired = repo::expired(&tx).await?;
     tx.commit().await?;
+    let mut done = 0;
+    let mut first_failure = None;
     for (id, user) in &expired {
-        match storage.workspace.delete(&keys::export(*user, *id)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
+        let removed = async {
+            match storage.workspace.delete(&keys::export(*user, *id)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(anyhow::Error::from(e)),
+            }
+            let tx = db.system().await?;
+            repo::mark_expired(&tx, *id).await?;
+            tx.commit().await?;
+            Ok(())
         }
-        let tx = db.system().await?;
-        repo::mark_expired(&tx, *id).await?;
-        tx.commit().await?;
+        .await;
+        match removed {
+            Ok(()) => done += 1,
+            Err(e) => {
+                first_failure.get_or_insert(e);
+            }
+        }
     }
-    Ok((expired.len(), abandoned))
+    match first_failure {
+        Some(e) => Err(e),
+        None => Ok((done, abandoned)),
+    }
 }
 
 struct AccountRow {

@@ -69,10 +69,11 @@ crate::statement! {
     EXPIRED: System = "select id, user_id from account_exports
          where status = 'ready' and expires_at <= now() order by expires_at limit 100";
     MARK_EXPIRED: System = "update account_exports set status = 'expired' where id = $1 and status = 'ready'";
-    /// Exports left running by a process that stopped.
+    /// Exports left running by a process that stopped (none takes six hours: 10 GiB at the
+    /// slowest storage this service expects).
     ABANDONED: System = "update account_exports
          set status = 'failed', error = 'interrupted: the server stopped while making it', finished_at = now()
-         where status = 'running' and created_at < now() - interval '1 hour'";
+         where status = 'running' and created_at < now() - interval '6 hours'";
 }
 
 /// An export as its owner sees it.

@@ -44,8 +44,6 @@ crate::statement! {
     ENTER_SUPPORT: Login = "select enter_support_scope($1, $2)";
     /// The transaction's id, if it wrote anything (sent just before `COMMIT`).
     XACT_ID: Login = "select pg_current_xact_id_if_assigned()::text";
-    /// Whether transaction `$1` committed: `committed`, `aborted` or `in progress`.
-    XACT_STATUS: Login = "select pg_xact_status($1::text::xid8)";
 }
 
 /// How long a commit whose answer was lost waits for the database to come back and say whether
@@ -218,37 +216,49 @@ impl Tx {
     }
 
     /// Whether transaction `xact`, whose `COMMIT` failed with `failure`, committed after all:
-    /// asked on a fresh connection until the database answers or [`OUTCOME_WAIT`] passes.
+    /// asked on a connection of its own (not from the pool, which the broken connections may
+    /// fill) until the database answers or [`OUTCOME_WAIT`] passes.
+    ///
+    /// Known limit: after a crash, PostgreSQL may hand out again the ids of transactions none of
+    /// whose log reached the disk. If such an id is reused and its new transaction commits before
+    /// this asks, a write that was lost would be reported as done. It needs this transaction's
+    /// whole log to be lost while a later one commits within the same fraction of a second.
     async fn outcome(&self, xact: &str, failure: Error) -> Result<(), Error> {
         let Some(pool) = Object::pool(&self.conn) else {
             return Err(failure);
         };
-        let deadline = tokio::time::Instant::now() + OUTCOME_WAIT;
-        while tokio::time::Instant::now() < deadline {
-            let status = async {
-                let conn = pool
-                    .get()
-                    .await
-                    .map_err(|e| Error::Unavailable(e.to_string()))?;
-                let statement = conn.statement(XACT_STATUS.text())?;
-                let row = conn.client.query_one(statement, &[&xact]).await?;
-                Ok::<Option<String>, Error>(row.try_get(0)?)
-            }
-            .await;
-            match status.as_ref().map(Option::as_deref) {
-                Ok(Some("committed")) => {
-                    tracing::warn!(
-                        "a commit's answer was lost with the connection; it had committed"
-                    );
-                    return Ok(());
+        let config = pool.manager().config.clone();
+        let ask = async {
+            loop {
+                let status = async {
+                    let client = super::pool::connect(&config).await?;
+                    let row = client
+                        .query_one("select pg_xact_status($1::text::xid8)", &[&xact])
+                        .await?;
+                    Ok::<Option<String>, Error>(row.try_get(0)?)
                 }
-                Ok(Some("aborted") | None) => return Err(failure),
-                // Still in progress (recovery), or the database is not back yet.
-                _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+                .await;
+                match status.as_ref().map(Option::as_deref) {
+                    Ok(Some("committed")) => return true,
+                    Ok(Some("aborted") | None) => return false,
+                    // Still in progress (recovery), or the database is not back yet.
+                    _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+                }
+            }
+        };
+        match tokio::time::timeout(OUTCOME_WAIT, ask).await {
+            Ok(true) => {
+                tracing::warn!("a commit's answer was lost with the connection; it had committed");
+                Ok(())
+            }
+            Ok(false) => Err(failure),
+            Err(_) => {
+                tracing::warn!(
+                    "a commit's outcome is unknown: the database did not come back in time"
+                );
+                Err(failure)
             }
         }
-        tracing::warn!("a commit's outcome is unknown: the database did not come back in time");
-        Err(failure)
     }
 }
 

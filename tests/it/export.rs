@@ -364,7 +364,7 @@ async fn an_export_left_running_by_a_stopped_server_fails_and_frees_the_next() {
     let owner = app.t.owner_conn().await;
     owner
         .execute(
-            "insert into account_exports (user_id, created_at) values ($1, now() - interval '2 hours')",
+            "insert into account_exports (user_id, created_at) values ($1, now() - interval '7 hours')",
             &[&user],
         )
         .await
