@@ -202,6 +202,30 @@ impl Drop for ManagedPostgres {
 
 /// Prepares the folders, creates the cluster on first use, and starts PostgreSQL from a keeper
 /// thread.
+/// How long a start waits for the cluster of a server that just died to finish shutting down.
+const PREVIOUS_SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits while the cluster in `data` is still run by a postmaster shutting down: when an aide
+/// server is killed (SIGKILL), its cluster sees the parent's death and stops, which takes a
+/// moment; a server started again at once (by a supervisor) waits for it rather than fail.
+fn wait_for_previous(data: &Path) {
+    let deadline = std::time::Instant::now() + PREVIOUS_SHUTDOWN_WAIT;
+    while std::time::Instant::now() < deadline {
+        let Some(pid) = fs::read_to_string(data.join("postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok())
+        else {
+            return;
+        };
+        let running = fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|name| name.trim() == "postgres");
+        if !running {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn spawn(root: &Path, options: &ClusterOptions) -> Result<ManagedPostgres, String> {
     let binaries = PgBinaries::locate(options.bindir.as_deref())?;
     let run_as = os_user::cluster_user()?;
@@ -220,6 +244,7 @@ fn spawn(root: &Path, options: &ClusterOptions) -> Result<ManagedPostgres, Strin
         init_cluster(root, &data, &binaries, run_as.as_ref())?;
     }
     let socket_dir = prepare_socket_dir(root, run_as.as_ref())?;
+    wait_for_previous(&data);
 
     let log = open_log(root)?;
     let mut command = Command::new(binaries.postgres());

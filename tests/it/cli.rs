@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::managed::reachable_temp_dir;
 
 /// The binary with a clean environment (PATH kept, to find pg_config), run in `dir`.
-fn aide(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
+pub(crate) fn aide(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_aide"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

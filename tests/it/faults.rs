@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{http, http_get, start_server, stop_server};
 
-/// One request: (status, Retry-After, body); status 0 when the connection failed.
+/// One request: (status, Retry-After, body); status 0 when the connection failed. A body that
+/// starts with `{` goes as JSON, any other as text.
 fn request(
     port: u16,
     method: &str,
@@ -28,7 +29,12 @@ fn request(
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
-         Authorization: Bearer {token}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+         Authorization: Bearer {token}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n{body}",
+        if body.starts_with('{') {
+            "application/json"
+        } else {
+            "text/plain"
+        },
         body.len()
     );
     if stream.write_all(head.as_bytes()).is_err() {
@@ -459,4 +465,264 @@ async fn the_object_store_down_is_a_503_and_leaves_nothing_half_done() {
     let page = app.send(Req::get(&format!("/s/{slug}/"))).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("<h1>Two</h1>"), "{}", page.body);
+}
+
+/// Starts `aide serve` on `data` and `port` (a restart of an earlier one); returns once ready.
+fn serve_on(dir: &Path, data: &Path, port: u16) -> std::process::Child {
+    let data = data.to_string_lossy().into_owned();
+    let port_str = port.to_string();
+    let mut child = crate::cli::aide(
+        dir,
+        &[
+            ("AIDE_DATA_DIR", data.as_str()),
+            ("PORT", port_str.as_str()),
+            ("API_REQUESTS_PER_USER_PER_MINUTE", "1000000"),
+            ("FREE_MAX_FILES_PER_AIDE", "100000"),
+            ("PUBLISHES_PER_USER_PER_HOUR", "100000"),
+            ("RUST_LOG", "error"),
+        ],
+        &["serve"],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(
+        std::fs::File::create(
+            dir.join(format!("serve-{}.log", Instant::now().elapsed().as_nanos())),
+        )
+        .map_or_else(|_| std::process::Stdio::null(), std::process::Stdio::from),
+    )
+    .spawn()
+    .expect("spawn aide serve");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while http_get(port, "/ready").map(|(status, _)| status) != Some(200) {
+        if child.try_wait().ok().flatten().is_some() {
+            let logs: Vec<String> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("serve-"))
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .collect();
+            panic!("aide serve exited early:\n{}", logs.join("\n---\n"));
+        }
+        assert!(Instant::now() < deadline, "aide serve did not get ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
+/// The server killed with SIGKILL while uploads and publishes are under way, then started
+/// again: every acknowledged upload and publish is there, every file and every published file
+/// the database lists has its bytes in storage (nothing points at a missing object), and the
+/// public page serves the newest version.
+#[test]
+fn the_server_killed_mid_upload_and_mid_publish_restarts_with_nothing_half_done() {
+    let dir = crate::managed::reachable_temp_dir();
+    let data = dir.path().join("aide-data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let child = serve_on(dir.path(), &data, port);
+    let outbox = data.join("outbox");
+    let uploader = sign_in(port, &outbox, "killed-uploads@example.com");
+    let publisher = sign_in(port, &outbox, "killed-publishes@example.com");
+    let create = |token: &str| {
+        let auth = format!("Bearer {token}");
+        let json = [
+            ("Content-Type", "application/json"),
+            ("Authorization", auth.as_str()),
+        ];
+        let (status, body) = http(port, "POST", "/api/aides", &json, "{\"title\":\"Killed\"}");
+        assert_eq!(status, 201, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).expect("json")["id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    };
+    let (upload_aide, publish_aide) = (create(&uploader), create(&publisher));
+    let (status, _, _) = request(
+        port,
+        "PUT",
+        &format!("/api/aides/{publish_aide}/files/index.html"),
+        &publisher,
+        "<h1>version 0</h1>",
+    );
+    assert_eq!(status, 200);
+
+    let acked_uploads = Arc::new(Mutex::new(Vec::<String>::new()));
+    let acked_publishes = Arc::new(Mutex::new(0_usize));
+    let uploads = {
+        let (acked, aide, token) = (acked_uploads.clone(), upload_aide.clone(), uploader.clone());
+        std::thread::spawn(move || {
+            for i in 0.. {
+                let path = format!("u/{i}.txt");
+                let (status, _, _) = request(
+                    port,
+                    "PUT",
+                    &format!("/api/aides/{aide}/files/{path}"),
+                    &token,
+                    &format!("upload {i}"),
+                );
+                match status {
+                    200 => acked.lock().expect("lock").push(path),
+                    0 => return,
+                    other => panic!("upload answered {other}"),
+                }
+            }
+        })
+    };
+    let publishes = {
+        let (acked, aide, token) = (
+            acked_publishes.clone(),
+            publish_aide.clone(),
+            publisher.clone(),
+        );
+        std::thread::spawn(move || {
+            for i in 1.. {
+                let (status, _, _) = request(
+                    port,
+                    "PUT",
+                    &format!("/api/aides/{aide}/files/index.html"),
+                    &token,
+                    &format!("<h1>version {i}</h1>"),
+                );
+                if status == 0 {
+                    return;
+                }
+                let (status, _, _) = request(
+                    port,
+                    "POST",
+                    &format!("/api/aides/{aide}/publish"),
+                    &token,
+                    "{}",
+                );
+                match status {
+                    201 => *acked.lock().expect("lock") += 1,
+                    0 => return,
+                    other => panic!("publish answered {other}"),
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: kill has no memory-safety preconditions; pid is our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let mut child = child;
+    let _ = child.wait();
+    uploads.join().expect("uploads");
+    publishes.join().expect("publishes");
+    let acked_uploads = acked_uploads.lock().expect("lock").clone();
+    let acked_publishes = *acked_publishes.lock().expect("lock");
+    assert!(
+        acked_uploads.len() > 10 && acked_publishes > 2,
+        "{} uploads, {acked_publishes} publishes",
+        acked_uploads.len()
+    );
+
+    let child = serve_on(dir.path(), &data, port);
+    // Every acknowledged upload is listed.
+    let auth = format!("Bearer {uploader}");
+    let (_, body) = http(
+        port,
+        "GET",
+        &format!("/api/aides/{upload_aide}/files"),
+        &[("Authorization", auth.as_str())],
+        "",
+    );
+    let listed: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let listed: BTreeSet<String> = listed["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["path"].as_str().map(str::to_owned))
+        .collect();
+    for path in &acked_uploads {
+        assert!(listed.contains(path), "acknowledged upload {path} lost");
+    }
+    // Every acknowledged publish is a version.
+    let auth = format!("Bearer {publisher}");
+    let (_, body) = http(
+        port,
+        "GET",
+        &format!("/api/aides/{publish_aide}/versions"),
+        &[("Authorization", auth.as_str())],
+        "",
+    );
+    let versions: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let versions = versions["versions"].as_array().expect("versions").len();
+    assert!(
+        versions >= acked_publishes,
+        "{versions} versions for {acked_publishes} acknowledged publishes"
+    );
+
+    // Nothing the database lists is missing from storage.
+    let url = aide::db::managed::ManagedPostgres::url_in(
+        &aide::db::managed::ManagedPostgres::root_in(&data),
+        aide::db::managed::SUPERUSER,
+        aide::db::managed::DATABASE,
+    )
+    .expect("url");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (files, published) = runtime.block_on(async {
+        let options: aide::db::ConnectOptions = url.parse().expect("options");
+        let conn = aide::db::connect(&options).await.expect("connect");
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let files: Vec<String> = conn
+            .query("select aide_id, sha256 from workspace_files", &[])
+            .await
+            .expect("files")
+            .iter()
+            .map(|r| {
+                format!(
+                    "aides/{}/blobs/{}",
+                    r.get::<_, uuid::Uuid>(0),
+                    hex(&r.get::<_, Vec<u8>>(1))
+                )
+            })
+            .collect();
+        let published: Vec<String> = conn
+            .query(
+                "select f.aide_id, f.sha256, v.r2_key from published_files f
+                 join published_versions v using (aide_id, user_id, version)",
+                &[],
+            )
+            .await
+            .expect("published")
+            .iter()
+            .map(|r| {
+                let r2_key: String = r.get(2);
+                assert!(r2_key.ends_with("/blobs/"), "{r2_key}");
+                format!(
+                    "aides/{}/blobs/{}",
+                    r.get::<_, uuid::Uuid>(0),
+                    hex(&r.get::<_, Vec<u8>>(1))
+                )
+            })
+            .collect();
+        (files, published)
+    });
+    let storage = data.join("storage");
+    for key in &files {
+        assert!(
+            storage.join("aide-workspaces").join(key).exists(),
+            "workspace file without bytes: {key}"
+        );
+    }
+    for key in &published {
+        assert!(
+            storage.join("aide-published").join(key).exists(),
+            "published file without bytes: {key}"
+        );
+    }
+    eprintln!(
+        "killed after {} uploads and {acked_publishes} publishes acknowledged; {} files and {} published files checked in storage; {versions} versions",
+        acked_uploads.len(),
+        files.len(),
+        published.len()
+    );
+    stop_server(child);
 }
