@@ -489,6 +489,59 @@ pub(crate) fn http(
     (status, body)
 }
 
+/// Asks the server on `port` for a sign-in link for `email` and reads its token from the
+/// development outbox folder, as a person reads their email.
+pub(crate) fn link_token(port: u16, outbox: &Path, email: &str) -> String {
+    let json = [("Content-Type", "application/json")];
+    let (status, _) = http(
+        port,
+        "POST",
+        "/auth/send",
+        &json,
+        &format!("{{\"email\":\"{email}\"}}"),
+    );
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = std::fs::read_dir(outbox).ok().and_then(|entries| {
+            entries.flatten().find_map(|e| {
+                let text = std::fs::read_to_string(e.path()).ok()?;
+                text.contains(&format!("To: {email}")).then_some(text)
+            })
+        });
+        if let Some(text) = found {
+            return text
+                .split("token=")
+                .nth(1)
+                .expect("a sign-in link")
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no email to {email} in the outbox"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Signs `email` in through the outbox; returns the session token.
+pub(crate) fn sign_in(port: u16, outbox: &Path, email: &str) -> String {
+    let token = link_token(port, outbox, email);
+    let json = [("Content-Type", "application/json")];
+    let (status, body) = http(
+        port,
+        "POST",
+        "/auth/verify",
+        &json,
+        &format!("{{\"token\":\"{token}\"}}"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let session: serde_json::Value = serde_json::from_str(&body).expect("json");
+    session["token"].as_str().expect("token").to_string()
+}
+
 /// The release binary's JSON logs, as a collector would get them, after a session's worth of
 /// requests: every line is JSON, each request's line names its request id, route template,
 /// status, duration and user, and nowhere is the email address, the sign-in link's token, the
@@ -528,37 +581,8 @@ fn json_logs_name_each_request_and_hold_no_email_token_or_content() {
     }
 
     let json = [("Content-Type", "application/json")];
-    let (status, _) = http(
-        port,
-        "POST",
-        "/auth/send",
-        &json,
-        &format!("{{\"email\":\"{EMAIL}\"}}"),
-    );
-    assert_eq!(status, 200);
     // The development outbox: the link is in the file, and (with JSON logs) only there.
-    let outbox = data.join("outbox");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let email = loop {
-        let found = std::fs::read_dir(&outbox).ok().and_then(|entries| {
-            entries
-                .flatten()
-                .find(|e| e.path().extension().is_some_and(|x| x == "txt"))
-                .and_then(|e| std::fs::read_to_string(e.path()).ok())
-        });
-        if let Some(found) = found {
-            break found;
-        }
-        assert!(Instant::now() < deadline, "no email in the outbox");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let link_token: String = email
-        .split("token=")
-        .nth(1)
-        .expect("a sign-in link")
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect();
+    let link_token = link_token(port, &data.join("outbox"), EMAIL);
     assert!(link_token.len() >= 20, "{link_token}");
     let (status, body) = http(
         port,
@@ -714,46 +738,11 @@ fn exporting_a_large_workspace_keeps_memory_flat() {
         ("FREE_MAX_AIDE_BYTES", "268435456"),
         ("FREE_MAX_ACCOUNT_BYTES", "1073741824"),
     ]);
-    let json = [("Content-Type", "application/json")];
-    let (status, _) = http(
-        port,
-        "POST",
-        "/auth/send",
-        &json,
-        "{\"email\":\"big-export@example.com\"}",
-    );
-    assert_eq!(status, 200);
     let outbox = dir.path().join("aide-data").join("outbox");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let email = loop {
-        let found = std::fs::read_dir(&outbox).ok().and_then(|entries| {
-            entries
-                .flatten()
-                .find(|e| e.path().extension().is_some_and(|x| x == "txt"))
-                .and_then(|e| std::fs::read_to_string(e.path()).ok())
-        });
-        if let Some(found) = found {
-            break found;
-        }
-        assert!(Instant::now() < deadline, "no email in the outbox");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let link: String = email
-        .split("token=")
-        .nth(1)
-        .expect("link")
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect();
-    let (_, body) = http(
-        port,
-        "POST",
-        "/auth/verify",
-        &json,
-        &format!("{{\"token\":\"{link}\"}}"),
+    let bearer = format!(
+        "Bearer {}",
+        sign_in(port, &outbox, "big-export@example.com")
     );
-    let session: serde_json::Value = serde_json::from_str(&body).expect("json");
-    let bearer = format!("Bearer {}", session["token"].as_str().expect("token"));
     let authed = [
         ("Content-Type", "application/json"),
         ("Authorization", bearer.as_str()),

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::cli::{http, http_get, start_server, stop_server};
+use crate::cli::{http, http_get, sign_in, start_server, stop_server};
 
 /// One request: (status, Retry-After, body); status 0 when the connection failed. A body that
 /// starts with `{` goes as JSON, any other as text.
@@ -102,47 +102,6 @@ fn cluster(data: &Path, args: &[&str]) {
         .status()
         .expect("pg_ctl");
     assert!(status.success(), "pg_ctl {args:?}");
-}
-
-fn sign_in(port: u16, outbox: &Path, email: &str) -> String {
-    let json = [("Content-Type", "application/json")];
-    let (status, _) = http(
-        port,
-        "POST",
-        "/auth/send",
-        &json,
-        &format!("{{\"email\":\"{email}\"}}"),
-    );
-    assert_eq!(status, 200);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let link = loop {
-        let found = std::fs::read_dir(outbox).ok().and_then(|entries| {
-            entries.flatten().find_map(|e| {
-                let text = std::fs::read_to_string(e.path()).ok()?;
-                text.contains(&format!("To: {email}")).then_some(text)
-            })
-        });
-        if let Some(text) = found {
-            break text
-                .split("token=")
-                .nth(1)
-                .expect("link")
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-                .collect::<String>();
-        }
-        assert!(Instant::now() < deadline, "no email");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let (_, body) = http(
-        port,
-        "POST",
-        "/auth/verify",
-        &json,
-        &format!("{{\"token\":\"{link}\"}}"),
-    );
-    let session: serde_json::Value = serde_json::from_str(&body).expect("json");
-    session["token"].as_str().expect("token").to_string()
 }
 
 #[derive(Default)]
