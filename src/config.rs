@@ -518,7 +518,12 @@ pub fn redact_url(raw: &str) -> String {
             }
             url.to_string()
         }
-        Err(_) => "(unparseable, redacted)".to_string(),
+        // A socket URL (`postgresql://user@/db?host=/run/dir`, as `aide db url` prints) is no
+        // URL to the url crate; shown whole when it holds no password.
+        Err(_) => match raw.parse::<crate::db::ConnectOptions>() {
+            Ok(options) if options.get_password().is_none() => raw.to_string(),
+            _ => "(unparseable, redacted)".to_string(),
+        },
     }
 }
 

@@ -211,6 +211,14 @@ impl<'a> Source<'a> {
                 self.problem(name, "must start with postgres:// or postgresql://");
                 None
             }
+            // A Unix socket: `postgresql://user@/db?host=/run/dir` (what `aide db url` prints)
+            // has no host before the path, which the url crate refuses and PostgreSQL accepts.
+            Err(url::ParseError::EmptyHost)
+                if (raw.starts_with("postgres://") || raw.starts_with("postgresql://"))
+                    && raw.parse::<crate::db::ConnectOptions>().is_ok() =>
+            {
+                Some(SecretString::from(raw))
+            }
             Err(e) => {
                 self.problem(
                     name,

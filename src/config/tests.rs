@@ -324,6 +324,22 @@ fn redact_url_hides_only_the_password() {
         "postgres://aide_app:REDACTED@db:5432/aide?sslmode=require"
     );
     assert_eq!(redact_url("postgres://db/aide"), "postgres://db/aide");
+    // A socket URL, as `aide db url` prints it, is shown whole; with a password, not at all.
+    let socket = "postgresql://aide_app@/aide?host=%2Frun%2Faide&port=5432";
+    assert_eq!(redact_url(socket), socket);
+    assert_eq!(
+        redact_url("postgresql://aide_app@/aide?host=%2Frun%2Faide&password=hunter2"),
+        "(unparseable, redacted)"
+    );
+}
+
+#[test]
+fn a_socket_url_as_aide_db_url_prints_it_is_a_database_url() {
+    let socket = "postgresql://aide_app@/aide?host=%2Frun%2Faide&port=5432";
+    let config = load(&[("DATABASE_URL", socket)]).expect("valid");
+    assert!(config.database.url.is_some());
+    let problems = load(&[("DATABASE_URL", "postgresql://aide_app@/aide?host")]).expect_err("invalid");
+    assert!(format!("{problems:?}").contains("DATABASE_URL"), "{problems:?}");
 }
 
 #[test]

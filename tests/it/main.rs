@@ -46,4 +46,5 @@ mod quotas;
 mod rejections;
 mod scopes;
 mod slugs;
+mod soak;
 mod statements;

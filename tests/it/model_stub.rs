@@ -41,6 +41,8 @@ pub enum Answer {
 #[derive(Default)]
 struct Inner {
     script: VecDeque<Answer>,
+    /// The answer when the script is empty (none: a 500, as a test that ran out of script).
+    fallback: Option<Answer>,
     received: Vec<Value>,
     problems: Vec<String>,
 }
@@ -94,6 +96,11 @@ impl ModelStub {
 
     pub fn script(&self, answers: Vec<Answer>) {
         self.inner.lock().expect("lock").script.extend(answers);
+    }
+
+    /// Answers `answer` whenever the script is empty (for load, where turns run in any order).
+    pub fn set_fallback(&self, answer: Answer) {
+        self.inner.lock().expect("lock").fallback = Some(answer);
     }
 
     pub fn received(&self) -> Vec<Value> {
@@ -197,7 +204,8 @@ fn receive(
     let problems = check(headers, &body);
     inner.problems.extend(problems);
     inner.received.push(body);
-    Ok(inner.script.pop_front())
+    let next = inner.script.pop_front();
+    Ok(next.or_else(|| inner.fallback.clone()))
 }
 
 async fn messages(
