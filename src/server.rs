@@ -177,6 +177,7 @@ async fn serve_on(
     }
     let options = ServeOptions {
         header_timeout: Duration::from_secs(u64::from(config.limits.http_header_timeout_seconds)),
+        write_stall: Duration::from_secs(3 * u64::from(config.limits.http_header_timeout_seconds)),
         max_connections: connection_cap(config.limits.http_max_connections),
         grace: Duration::from_secs(30),
     };

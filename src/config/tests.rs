@@ -338,8 +338,12 @@ fn a_socket_url_as_aide_db_url_prints_it_is_a_database_url() {
     let socket = "postgresql://aide_app@/aide?host=%2Frun%2Faide&port=5432";
     let config = load(&[("DATABASE_URL", socket)]).expect("valid");
     assert!(config.database.url.is_some());
-    let problems = load(&[("DATABASE_URL", "postgresql://aide_app@/aide?host")]).expect_err("invalid");
-    assert!(format!("{problems:?}").contains("DATABASE_URL"), "{problems:?}");
+    let problems =
+        load(&[("DATABASE_URL", "postgresql://aide_app@/aide?host")]).expect_err("invalid");
+    assert!(
+        format!("{problems:?}").contains("DATABASE_URL"),
+        "{problems:?}"
+    );
 }
 
 #[test]

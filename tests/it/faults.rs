@@ -685,3 +685,599 @@ fn the_server_killed_mid_upload_and_mid_publish_restarts_with_nothing_half_done(
     );
     stop_server(child);
 }
+
+/// Starts `aide serve` on `data` and `port` with `env`, without blocking the runtime; returns
+/// once it answers `/ready`.
+async fn serve_async(
+    dir: &Path,
+    data: &Path,
+    port: u16,
+    env: &[(&str, String)],
+) -> std::process::Child {
+    let data = data.to_string_lossy().into_owned();
+    let port_str = port.to_string();
+    let mut all: Vec<(&str, &str)> = vec![
+        ("AIDE_DATA_DIR", data.as_str()),
+        ("PORT", port_str.as_str()),
+        ("RUST_LOG", "warn"),
+    ];
+    all.extend(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let log = dir.join(format!("serve-{port}-{}.log", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .expect("log");
+    let mut child = crate::cli::aide(dir, &all, &["serve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(file))
+        .spawn()
+        .expect("spawn aide serve");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let ready = reqwest::get(format!("http://127.0.0.1:{port}/ready"))
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        if ready {
+            return child;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "aide serve exited early ({status}):\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "aide serve did not get ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn sigkill(child: &mut std::process::Child) {
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: kill has no memory-safety preconditions; pid is our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let _ = child.wait();
+}
+
+/// The sign-in token in the newest email the Resend stand-in received for `email`.
+async fn emailed_token(resend: &crate::resend_stub::ResendStub, email: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = resend.received().iter().rev().find_map(|r| {
+            let to = r.body["to"][0].as_str()?;
+            (to == email && r.status == 200).then(|| r.body["text"].as_str().map(str::to_owned))?
+        });
+        if let Some(text) = found {
+            return text
+                .split("token=")
+                .nth(1)
+                .expect("a link")
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect();
+        }
+        assert!(Instant::now() < deadline, "no email to {email}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The outside services failing, and the server killed in the middle of a turn and of an email
+/// delivery, through the binary with loopback stand-ins for Resend, Stripe and the model:
+/// - Resend down for six attempts (the waits between them made short): sign-in still answers,
+///   the email goes out once on the seventh; down for all eight: dead-lettered, nothing sent;
+/// - the model breaking off mid-answer: the turn fails, is given back, the page is unchanged;
+/// - SIGKILL while a turn runs: after the restart the turn is failed and given back (its
+///   deadline and the janitor's grace made short), the aide takes a new turn;
+/// - SIGKILL while Resend has the email but the server has not heard back: sent again with the
+///   same idempotency key, so the person gets one email;
+/// - Stripe down: checkout is a 503 in our shape, the rest of the service answers, a webhook is
+///   refused with 503 (Stripe sends it again) and takes effect when it is;
+/// - a turn's event stream nobody reads: the turn finishes, and the connection is dropped after
+///   the write stall (three times HTTP_HEADER_TIMEOUT_SECONDS); an upload that stalls: 408.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_services_failing_and_the_server_killed_mid_turn_and_mid_email_lose_nothing() {
+    use crate::model_stub::{Answer, ModelStub, broken, response};
+    use crate::resend_stub::ResendStub;
+    use crate::soak::{cluster_url, free_port, last_event, request};
+    use crate::stripe_stub::StripeStub;
+    use reqwest::Method;
+    use serde_json::json;
+
+    const EDITOR: &str = "str_replace_based_edit_tool";
+    let dir = crate::managed::reachable_temp_dir();
+    let data = dir.path().join("aide-data");
+    let port = free_port();
+    let model = ModelStub::start().await;
+    let resend = ResendStub::start().await;
+    let stripe = StripeStub::start().await;
+    let mut env = model.vars();
+    env.extend(stripe.vars());
+    env.extend([
+        ("RESEND_API_KEY", crate::resend_stub::API_KEY.to_string()),
+        ("RESEND_API_URL", resend.url.clone()),
+        ("EMAIL_FROM", "AIde <login@aide.example>".to_string()),
+        ("HTTP_HEADER_TIMEOUT_SECONDS", "2".to_string()),
+    ]);
+    let began = Instant::now();
+    let phase = |name: &str| eprintln!("{:>6.1} s  {name}", began.elapsed().as_secs_f64());
+    let mut child = serve_async(dir.path(), &data, port, &env).await;
+    let client = reqwest::Client::new();
+    let host = format!("127.0.0.1:{port}");
+    let base = format!("http://{host}");
+    let call =
+        async |method: Method, path: &str, token: Option<&str>, body: Option<serde_json::Value>| {
+            request(
+                &client,
+                method,
+                &format!("{base}{path}"),
+                &host,
+                token,
+                body.map(|b| ("application/json", b.to_string())),
+            )
+            .await
+        };
+    let superuser: aide::db::ConnectOptions = cluster_url(&data, aide::db::managed::SUPERUSER)
+        .parse()
+        .expect("options");
+    let sql = async |statement: &str, email: &str| {
+        let conn = aide::db::connect(&superuser).await.expect("connect");
+        conn.execute(statement, &[&email]).await.expect(statement)
+    };
+    let outbox = async |email: &str| -> (String, i32) {
+        let conn = aide::db::connect(&superuser).await.expect("connect");
+        let row = conn
+            .query_one(
+                "select status, attempts from email_outbox where to_address = $1 order by created_at desc limit 1",
+                &[&email],
+            )
+            .await
+            .expect("outbox");
+        (row.get(0), row.get(1))
+    };
+    let sent_to = |email: &str| {
+        resend
+            .received()
+            .iter()
+            .filter(|r| r.body["to"][0] == email)
+            .map(|r| (r.status, r.idempotency_key.clone()))
+            .collect::<Vec<_>>()
+    };
+    async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // Resend down for six attempts, then up: one email, on the seventh attempt.
+    let late = "late@example.com";
+    resend.script(&[(500, None); 6]);
+    let asked = call(
+        Method::POST,
+        "/auth/send",
+        None,
+        Some(json!({"email": late})),
+    )
+    .await;
+    assert_eq!(asked.status, 200, "sign-in answers while email is down");
+    for attempt in 1..=6 {
+        wait_for("a failed attempt", || sent_to(late).len() >= attempt).await;
+        // The backoff (2 s, 4 s, 8 s ... an hour at most) made short.
+        assert_eq!(call(Method::GET, "/ready", None, None).await.status, 200);
+        sql(
+            "update email_outbox set next_attempt_at = now() where to_address = $1 and status = 'pending'",
+            late,
+        )
+        .await;
+    }
+    wait_for("the seventh attempt", || sent_to(late).len() >= 7).await;
+    let attempts = sent_to(late);
+    assert_eq!(attempts.iter().filter(|(s, _)| *s == 200).count(), 1);
+    assert!(
+        attempts.iter().all(|(_, key)| *key == attempts[0].1),
+        "one idempotency key"
+    );
+    let token = emailed_token(&resend, late).await;
+    let verified = call(
+        Method::POST,
+        "/auth/verify",
+        None,
+        Some(json!({"token": token})),
+    )
+    .await;
+    assert_eq!(
+        verified.status, 200,
+        "the late link still works: {}",
+        verified.body
+    );
+    let session = verified.json()["token"]
+        .as_str()
+        .expect("session")
+        .to_string();
+    let t = Some(session.as_str());
+
+    phase("email: delivered on the seventh attempt after six failures");
+    // Down for all eight attempts: given up on, nothing delivered.
+    let lost = "lost@example.com";
+    resend.script(&[(503, None); 8]);
+    call(
+        Method::POST,
+        "/auth/send",
+        None,
+        Some(json!({"email": lost})),
+    )
+    .await;
+    for attempt in 1..=8 {
+        wait_for("a failed attempt", || sent_to(lost).len() >= attempt).await;
+        sql(
+            "update email_outbox set next_attempt_at = now() where to_address = $1 and status = 'pending'",
+            lost,
+        )
+        .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while outbox(lost).await.0 != "dead" {
+        assert!(
+            Instant::now() < deadline,
+            "dead-lettered after eight attempts"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(outbox(lost).await, ("dead".to_string(), 8));
+    assert!(sent_to(lost).iter().all(|(s, _)| *s != 200));
+
+    phase("email: dead-lettered after eight failures, nothing sent");
+    // The model breaks off mid-answer: failed, given back, the page unchanged.
+    let aide = call(
+        Method::POST,
+        "/api/aides",
+        t,
+        Some(json!({"title": "Faults"})),
+    )
+    .await
+    .json()["id"]
+        .as_str()
+        .expect("aide")
+        .to_string();
+    let page_path = format!("/api/aides/{aide}/files/index.html");
+    let put = request(
+        &client,
+        Method::PUT,
+        &format!("{base}{page_path}"),
+        &host,
+        t,
+        Some(("text/html", "<h1>Before</h1>".to_string())),
+    )
+    .await;
+    assert_eq!(put.status, 200);
+    let write_after = || {
+        response(
+            "Rewrote it.",
+            &[(
+                EDITOR,
+                json!({"command": "create", "path": "index.html", "file_text": "<h1>After</h1>"}),
+            )],
+            "tool_use",
+        )
+    };
+    model.script(vec![broken(write_after(), 3, "overloaded_error")]);
+    let turns = format!("/api/aides/{aide}/turns");
+    let failed = call(
+        Method::POST,
+        &turns,
+        t,
+        Some(json!({"content": "rewrite", "client_turn_id": "f-1"})),
+    )
+    .await;
+    assert_eq!(failed.status, 200);
+    let (event, data_) = last_event(&failed.body);
+    assert_eq!(event, "turn.failed", "{data_}");
+    assert_eq!(data_["refunded"], true, "{data_}");
+    assert_eq!(
+        call(Method::GET, &page_path, t, None).await.body,
+        "<h1>Before</h1>"
+    );
+    assert_eq!(
+        call(Method::GET, "/auth/me", t, None).await.json()["turns"]["used"],
+        0
+    );
+
+    phase("model broke off: turn failed and given back, page unchanged");
+    // SIGKILL while a turn runs: failed and given back after the restart.
+    model.script(vec![Answer::Stall {
+        events: vec![(
+            "message_start".into(),
+            json!({"type": "message_start", "message": {"id": "msg_k", "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+        )],
+    }]);
+    let running = {
+        let (client, url, host, session) = (
+            client.clone(),
+            format!("{base}{turns}"),
+            host.clone(),
+            session.clone(),
+        );
+        tokio::spawn(async move {
+            request(
+                &client,
+                Method::POST,
+                &url,
+                &host,
+                Some(&session),
+                Some((
+                    "application/json",
+                    json!({"content": "long", "client_turn_id": "f-2"}).to_string(),
+                )),
+            )
+            .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let turn = loop {
+        let list = call(Method::GET, &turns, t, None).await.json();
+        if let Some(id) = list["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|i| i["status"] == "running"))
+            .and_then(|i| i["id"].as_str())
+        {
+            break id.to_string();
+        }
+        assert!(Instant::now() < deadline, "the turn did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        call(Method::GET, "/auth/me", t, None).await.json()["turns"]["used"],
+        1
+    );
+    sigkill(&mut child);
+    assert_eq!(
+        running.await.expect("task").status,
+        0,
+        "the stream broke with the server"
+    );
+    child = serve_async(dir.path(), &data, port, &env).await;
+    // The turn's deadline (AI_TURN_TIMEOUT_SECONDS, and the janitor's minute of grace) made short.
+    sql(
+        "update ai_turns set deadline = now() - interval '2 minutes' where status = 'running' and client_turn_id = $1",
+        "f-2",
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let record = loop {
+        let record = call(Method::GET, &format!("{turns}/{turn}"), t, None)
+            .await
+            .json();
+        if record["status"] != "running" {
+            break record;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the janitor did not end the turn"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(record["status"], "failed", "{record}");
+    assert_eq!(record["counted"], false, "{record}");
+    assert_eq!(
+        call(Method::GET, "/auth/me", t, None).await.json()["turns"]["used"],
+        0
+    );
+    assert_eq!(
+        call(Method::GET, &page_path, t, None).await.body,
+        "<h1>Before</h1>"
+    );
+    model.script(vec![write_after()]);
+    let again = call(
+        Method::POST,
+        &turns,
+        t,
+        Some(json!({"content": "rewrite", "client_turn_id": "f-3"})),
+    )
+    .await;
+    assert_eq!(
+        last_event(&again.body).0,
+        "turn.completed",
+        "{}",
+        again.body
+    );
+    assert_eq!(
+        call(Method::GET, &page_path, t, None).await.body,
+        "<h1>After</h1>"
+    );
+
+    phase("killed mid-turn: failed and given back after the restart");
+    // SIGKILL while Resend holds its answer: sent again under the same key, one email.
+    let held = "held@example.com";
+    resend.hold_answers(Duration::from_secs(120));
+    call(
+        Method::POST,
+        "/auth/send",
+        None,
+        Some(json!({"email": held})),
+    )
+    .await;
+    wait_for("the delivery under way", || !sent_to(held).is_empty()).await;
+    sigkill(&mut child);
+    resend.hold_answers(Duration::ZERO);
+    child = serve_async(dir.path(), &data, port, &env).await;
+    // The claim's two-minute lease made short.
+    sql(
+        "update email_outbox set next_attempt_at = now() where to_address = $1 and status = 'pending'",
+        held,
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while outbox(held).await.0 != "sent" {
+        assert!(Instant::now() < deadline, "sent after the restart");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deliveries = sent_to(held);
+    assert_eq!(deliveries.len(), 2, "{deliveries:?}");
+    assert_eq!(
+        deliveries[0].1, deliveries[1].1,
+        "the same idempotency key: one email"
+    );
+
+    phase("killed mid-delivery: sent again under the same key");
+    // Stripe down: checkout is a 503, the rest answers; a webhook waits for Stripe.
+    stripe.set_down(true);
+    let checkout = call(Method::POST, "/api/billing/checkout", t, None).await;
+    assert_eq!(
+        (checkout.status, checkout.code().as_str()),
+        (503, "PAYMENTS_UNAVAILABLE"),
+        "{}",
+        checkout.body
+    );
+    assert_eq!(call(Method::GET, "/api/aides", t, None).await.status, 200);
+    assert_eq!(call(Method::GET, "/ready", None, None).await.status, 200);
+    stripe.set_down(false);
+    let checkout = call(Method::POST, "/api/billing/checkout", t, None).await;
+    assert_eq!(checkout.status, 200, "{}", checkout.body);
+    let session_id = checkout.json()["url"]
+        .as_str()
+        .and_then(|u| u.rsplit('/').next())
+        .expect("session")
+        .to_string();
+    let (_, events) = stripe.complete_checkout(&session_id);
+    let deliver = async |event: &serde_json::Value| {
+        let (body, signature) = StripeStub::signed(event);
+        client
+            .post(format!("{base}/stripe/webhook"))
+            .header("stripe-signature", signature)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("webhook")
+            .status()
+            .as_u16()
+    };
+    stripe.set_down(true);
+    for event in &events {
+        let status = deliver(event).await;
+        assert!(status == 503 || status == 200, "{status}");
+    }
+    assert_eq!(
+        call(Method::GET, "/auth/me", t, None).await.json()["tier"],
+        "free"
+    );
+    stripe.set_down(false);
+    for event in &events {
+        assert_eq!(deliver(event).await, 200);
+    }
+    assert_eq!(
+        call(Method::GET, "/auth/me", t, None).await.json()["tier"],
+        "pro"
+    );
+
+    phase("Stripe down: checkout 503, webhook 503 then applied");
+    // A turn's stream that nobody reads, and an upload that stalls.
+    let deltas: Vec<(String, serde_json::Value)> = std::iter::once((
+        "message_start".to_string(),
+        json!({"type": "message_start", "message": {"id": "msg_big", "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+    ))
+    .chain(std::iter::once((
+        "content_block_start".to_string(),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    )))
+    .chain((0..1_500).map(|_| {
+        (
+            "content_block_delta".to_string(),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "x".repeat(4000)}}),
+        )
+    }))
+    .chain([
+        ("content_block_stop".to_string(), json!({"type": "content_block_stop", "index": 0})),
+        ("message_delta".to_string(), json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 150}})),
+        ("message_stop".to_string(), json!({"type": "message_stop"})),
+    ])
+    .collect();
+    model.script(vec![Answer::Stream {
+        events: deltas,
+        pause: Duration::ZERO,
+    }]);
+    let mut stalled = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    // A receive buffer of 4 KiB: the client's window fills at once, as a reader that stopped.
+    let small: libc::c_int = 4096;
+    // SAFETY: setsockopt on our own open socket, with a pointer to a live c_int and its size.
+    let set = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&stalled),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            std::ptr::from_ref(&small).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0);
+    let body = json!({"content": "talk a lot", "client_turn_id": "f-4"}).to_string();
+    write!(
+        stalled,
+        "POST {turns} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {session}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut upload = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        upload,
+        "PUT /api/aides/{aide}/files/slow.txt HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {session}\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\nten bytes."
+    )
+    .expect("send");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = call(Method::GET, &turns, t, None).await.json();
+        // Four turns on this aide by now; done when none runs.
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let done = items.len() == 4
+            && items
+                .iter()
+                .all(|i| i["status"] == "completed" || i["status"] == "failed");
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the unread turn did not finish: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Past the write stall (6 s here), the server has let go of the stalled connection.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut received = Vec::new();
+    let ended = stalled.read_to_end(&mut received);
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        ended.is_ok()
+            || ended
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{ended:?}"
+    );
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+    assert!(
+        !text.contains("event: turn.completed") && !text.contains("event: turn.failed"),
+        "the stalled reader was cut off ({} bytes read)",
+        received.len()
+    );
+    upload
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut answer = String::new();
+    let _ = upload.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("UPLOAD_STALLED"), "{answer}");
+
+    phase("stalled reader cut off, stalled upload 408");
+    assert!(model.problems().is_empty(), "{:?}", model.problems());
+    assert!(resend.problems().is_empty(), "{:?}", resend.problems());
+    assert!(stripe.problems().is_empty(), "{:?}", stripe.problems());
+    stop_server(child);
+}

@@ -31,6 +31,9 @@ struct Inner {
     problems: Vec<String>,
     /// Idempotency key → message id, as Resend keeps them.
     delivered: HashMap<String, String>,
+    /// How long a delivered message's answer is held back (a server killed meanwhile never
+    /// hears that it was sent).
+    hold: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -62,6 +65,11 @@ impl ResendStub {
             .expect("lock")
             .script
             .extend(answers.iter().copied());
+    }
+
+    /// Holds back each successful answer this long, after the message counts as delivered.
+    pub fn hold_answers(&self, hold: std::time::Duration) {
+        self.inner.lock().expect("lock").hold = hold;
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -117,6 +125,32 @@ async fn emails(
         problems.push(format!("bad to: {}", json["to"]));
     }
 
+    let (status, retry_after, answer) = record(&inner, key, json, problems);
+    if status == 200 {
+        let hold = inner.lock().expect("lock").hold;
+        tokio::time::sleep(hold).await;
+        return (StatusCode::OK, axum::Json(answer)).into_response();
+    }
+    let mut response = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        axum::Json(answer),
+    )
+        .into_response();
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert("retry-after", secs.to_string().parse().expect("header"));
+    }
+    response
+}
+
+/// Records a request; the status to answer, its Retry-After and its body.
+fn record(
+    inner: &Mutex<Inner>,
+    key: String,
+    json: serde_json::Value,
+    problems: Vec<String>,
+) -> (u16, Option<u64>, serde_json::Value) {
     let mut inner = inner.lock().expect("lock");
     let (status, retry_after) = if problems.is_empty() {
         inner.script.pop_front().unwrap_or((200, None))
@@ -135,17 +169,11 @@ async fn emails(
             .entry(key)
             .or_insert_with(|| uuid::Uuid::new_v4().to_string())
             .clone();
-        return (StatusCode::OK, axum::Json(serde_json::json!({ "id": id }))).into_response();
+        return (status, None, serde_json::json!({ "id": id }));
     }
-    let mut response = (
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        axum::Json(serde_json::json!({"name": "scripted", "message": "scripted failure"})),
+    (
+        status,
+        retry_after,
+        serde_json::json!({"name": "scripted", "message": "scripted failure"}),
     )
-        .into_response();
-    if let Some(secs) = retry_after {
-        response
-            .headers_mut()
-            .insert("retry-after", secs.to_string().parse().expect("header"));
-    }
-    response
 }

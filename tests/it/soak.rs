@@ -49,7 +49,7 @@ fn sha(text: &str) -> String {
     hex(&Sha256::digest(text.as_bytes()))
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -83,21 +83,62 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// One answer: status (0 when the request failed), Retry-After and body.
 #[derive(Debug, Clone)]
-struct Reply {
-    status: u16,
-    retry_after: Option<u64>,
-    body: String,
+pub(crate) struct Reply {
+    pub status: u16,
+    pub retry_after: Option<u64>,
+    pub body: String,
 }
 
 impl Reply {
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or(Value::Null)
     }
-    fn code(&self) -> String {
-        self.json()["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+    pub fn code(&self) -> String {
+        self.json()["code"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// One request as a client makes it, sending `host` as the Host header.
+pub(crate) async fn request(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    host: &str,
+    token: Option<&str>,
+    body: Option<(&str, String)>,
+) -> Reply {
+    let mut request = client.request(method, url).header("host", host);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some((content_type, body)) = body {
+        request = request.header("content-type", content_type).body(body);
+    }
+    match request.send().await {
+        Ok(answer) => {
+            let status = answer.status().as_u16();
+            let retry_after = answer
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            match answer.text().await {
+                Ok(body) => Reply {
+                    status,
+                    retry_after,
+                    body,
+                },
+                Err(e) => Reply {
+                    status: 0,
+                    retry_after: None,
+                    body: format!("body: {e}"),
+                },
+            }
+        }
+        Err(e) => Reply {
+            status: 0,
+            retry_after: None,
+            body: format!("request: {e}"),
+        },
     }
 }
 
@@ -139,43 +180,16 @@ impl Ctx {
         token: Option<&str>,
         body: Option<(&str, String)>,
     ) -> Reply {
-        let mut request = self
-            .client
-            .request(method.clone(), format!("{base}{path}"))
-            .header("host", &self.host);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some((content_type, body)) = body {
-            request = request.header("content-type", content_type).body(body);
-        }
         let started = Instant::now();
-        let reply = match request.send().await {
-            Ok(answer) => {
-                let status = answer.status().as_u16();
-                let retry_after = answer
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok()?.parse().ok());
-                match answer.text().await {
-                    Ok(body) => Reply {
-                        status,
-                        retry_after,
-                        body,
-                    },
-                    Err(e) => Reply {
-                        status: 0,
-                        retry_after: None,
-                        body: format!("body: {e}"),
-                    },
-                }
-            }
-            Err(e) => Reply {
-                status: 0,
-                retry_after: None,
-                body: format!("request: {e}"),
-            },
-        };
+        let reply = request(
+            &self.client,
+            method.clone(),
+            &format!("{base}{path}"),
+            &self.host,
+            token,
+            body,
+        )
+        .await;
         let elapsed = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
         let mut stats = self.stats.lock().expect("lock");
         *stats
@@ -367,7 +381,7 @@ macro_rules! patient {
 }
 
 /// The last event's name and data in a turn's event stream.
-fn last_event(body: &str) -> (String, Value) {
+pub(crate) fn last_event(body: &str) -> (String, Value) {
     body.split("\n\n")
         .filter(|block| block.contains("event: "))
         .last()
@@ -415,7 +429,14 @@ async fn user_life(ctx: Arc<Ctx>, n: usize, until: Instant) -> Ledger {
             let id = ledger.order.remove(0);
             think().await;
             let path = format!("/api/aides/{id}");
-            let gone = patient!(ctx.send(&base, Method::DELETE, "/api/aides/{id}", &path, Some(t), None));
+            let gone = patient!(ctx.send(
+                &base,
+                Method::DELETE,
+                "/api/aides/{id}",
+                &path,
+                Some(t),
+                None
+            ));
             if gone.status == 204 {
                 ledger.aides.remove(&id);
                 ledger.deleted.push(id);
@@ -426,13 +447,13 @@ async fn user_life(ctx: Arc<Ctx>, n: usize, until: Instant) -> Ledger {
         }
         think().await;
         let created = patient!(ctx.json(
-                &base,
-                Method::POST,
-                "/api/aides",
-                "/api/aides",
-                Some(t),
-                json!({ "title": format!("Soak {n}.{cycle}") }),
-            ));
+            &base,
+            Method::POST,
+            "/api/aides",
+            "/api/aides",
+            Some(t),
+            json!({ "title": format!("Soak {n}.{cycle}") }),
+        ));
         let Some(id) = (created.status == 201)
             .then(|| created.json()["id"].as_str().map(str::to_owned))
             .flatten()
@@ -476,13 +497,13 @@ async fn user_life(ctx: Arc<Ctx>, n: usize, until: Instant) -> Ledger {
         let notes = format!("user {n}, cycle {cycle}, {salt}");
         let path = format!("/api/aides/{id}/files/notes.txt");
         let put = patient!(ctx.send(
-                &base,
-                Method::PUT,
-                "/api/aides/{id}/files/{*path}",
-                &path,
-                Some(t),
-                Some(("text/plain", notes.clone())),
-            ));
+            &base,
+            Method::PUT,
+            "/api/aides/{id}/files/{*path}",
+            &path,
+            Some(t),
+            Some(("text/plain", notes.clone())),
+        ));
         if put.status == 200 {
             ledger.uploads += 1;
             ledger
@@ -499,13 +520,13 @@ async fn user_life(ctx: Arc<Ctx>, n: usize, until: Instant) -> Ledger {
         think().await;
         let path = format!("/api/aides/{id}/publish");
         let published = patient!(ctx.json(
-                &base,
-                Method::POST,
-                "/api/aides/{id}/publish",
-                &path,
-                Some(t),
-                json!({ "notes": format!("take {cycle}") }),
-            ));
+            &base,
+            Method::POST,
+            "/api/aides/{id}/publish",
+            &path,
+            Some(t),
+            json!({ "notes": format!("take {cycle}") }),
+        ));
         let slug = match (published.status, published.code().as_str()) {
             (201, _) => {
                 let body = published.json();
@@ -550,13 +571,13 @@ async fn user_life(ctx: Arc<Ctx>, n: usize, until: Instant) -> Ledger {
             think().await;
             let path = format!("/api/aides/{id}/unpublish");
             let unpublished = patient!(ctx.send(
-                    &base,
-                    Method::POST,
-                    "/api/aides/{id}/unpublish",
-                    &path,
-                    Some(t),
-                    None,
-                ));
+                &base,
+                Method::POST,
+                "/api/aides/{id}/unpublish",
+                &path,
+                Some(t),
+                None,
+            ));
             if unpublished.status == 200 {
                 ledger.aides.get_mut(&id).expect("aide").live = false;
                 ledger.unpublishes += 1;
@@ -571,13 +592,13 @@ async fn user_life(ctx: Arc<Ctx>, n: usize, until: Instant) -> Ledger {
         if cycle == 1 {
             think().await;
             let export = patient!(ctx.send(
-                    &base,
-                    Method::POST,
-                    "/api/account/export",
-                    "/api/account/export",
-                    Some(t),
-                    None,
-                ));
+                &base,
+                Method::POST,
+                "/api/account/export",
+                "/api/account/export",
+                Some(t),
+                None,
+            ));
             match export.json()["id"].as_str() {
                 Some(id) if export.status == 202 => ledger.exports.push(id.to_string()),
                 _ => ctx.problem(format!("export: {} {}", export.status, export.body)),
@@ -588,7 +609,7 @@ async fn user_life(ctx: Arc<Ctx>, n: usize, until: Instant) -> Ledger {
 }
 
 /// The managed cluster's URL for `role` (superuser for checks, `aide_app` for the servers).
-fn cluster_url(data: &Path, role: &str) -> String {
+pub(crate) fn cluster_url(data: &Path, role: &str) -> String {
     aide::db::managed::ManagedPostgres::url_in(
         &aide::db::managed::ManagedPostgres::root_in(data),
         role,
@@ -698,7 +719,10 @@ async fn soak_several_servers_behind_a_proxy_keeps_every_promise() {
             .build()
             .expect("client"),
         proxy: format!("http://{host}"),
-        servers: ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect(),
+        servers: ports
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .collect(),
         host: host.clone(),
         stats: Mutex::default(),
         mail: Mutex::default(),
@@ -1035,7 +1059,14 @@ async fn race_limits(ctx: &Arc<Ctx>, data: &Path) -> String {
     }
     assert_eq!((completed, refused), (FREE_TURNS, 60 - FREE_TURNS));
     let me = ctx
-        .send(&at(2), Method::GET, "/auth/me", "/auth/me", Some(&token), None)
+        .send(
+            &at(2),
+            Method::GET,
+            "/auth/me",
+            "/auth/me",
+            Some(&token),
+            None,
+        )
         .await;
     assert_eq!(me.json()["turns"]["used"], FREE_TURNS);
     report.push(format!(
@@ -1374,12 +1405,8 @@ async fn seen_everywhere(ctx: &Arc<Ctx>, stripe: &StripeStub, model: &ModelStub)
         )],
     }]);
     let running = {
-        let (ctx, base, token, aide) = (
-            ctx.clone(),
-            servers[0].clone(),
-            token.clone(),
-            aide.clone(),
-        );
+        let (ctx, base, token, aide) =
+            (ctx.clone(), servers[0].clone(), token.clone(), aide.clone());
         tokio::spawn(async move {
             ctx.json(
                 &base,
@@ -1474,10 +1501,18 @@ async fn check_data(data: &Path, ledgers: &[Ledger]) -> String {
         let turn_count: i32 = row.get(0);
         let aides: i64 = row.get(2);
         let published_hour: i64 = row.get(3);
-        assert_eq!(turn_count as usize, ledger.turns, "{}'s turns", ledger.email);
+        assert_eq!(
+            turn_count as usize, ledger.turns,
+            "{}'s turns",
+            ledger.email
+        );
         assert!(turn_count as usize <= FREE_TURNS);
         assert!(aides as usize <= FREE_AIDES, "{}'s aides", ledger.email);
-        assert!(published_hour <= 30, "{}'s publishes this hour", ledger.email);
+        assert!(
+            published_hour <= 30,
+            "{}'s publishes this hour",
+            ledger.email
+        );
         for id in &ledger.deleted {
             let id: uuid::Uuid = id.parse().expect("id");
             let left: i64 = conn
@@ -1504,7 +1539,11 @@ async fn check_data(data: &Path, ledgers: &[Ledger]) -> String {
             let status: String = row.get(1);
             assert_eq!(status == "published", seen.live, "{id}: {status}");
             let version: Option<i32> = row.get(2);
-            assert_eq!(version.map(i64::from), seen.version, "{id}'s newest version");
+            assert_eq!(
+                version.map(i64::from),
+                seen.version,
+                "{id}'s newest version"
+            );
             let turns: i64 = row.get(3);
             assert_eq!(turns as usize, seen.turns, "{id}'s turns");
             for (path, hash) in &seen.files {
