@@ -69,6 +69,9 @@ impl Drop for Processes {
     }
 }
 
+/// Seconds into the run, and each server's resident set size in KiB.
+type Sample = (f64, Vec<u64>);
+
 /// Resident set size of `pid` in KiB (0 once it is gone).
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -787,7 +790,7 @@ async fn soak_several_servers_behind_a_proxy_keeps_every_promise() {
             }
         })
     };
-    let samples: Arc<Mutex<Vec<(f64, Vec<u64>)>>> = Arc::default();
+    let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let began = Instant::now();
     let sampler = {
         let (stop, samples, pids) = (stop.clone(), samples.clone(), pids.clone());
