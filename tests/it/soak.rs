@@ -650,7 +650,7 @@ fn start_nginx(dir: &Path, port: u16, ports: &[u16]) -> Child {
          events {{ worker_connections 4096; }}\n\
          http {{\n access_log off;\n client_body_temp_path {p}/body; proxy_temp_path {p}/proxy;\n\
          fastcgi_temp_path {p}/fastcgi; uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;\n\
-         upstream aide {{ {upstreams} keepalive 64; }}\n\
+         upstream aide {{ {upstreams} keepalive 64; keepalive_timeout 5s; }}\n\
          server {{\n  listen 127.0.0.1:{port};\n  client_max_body_size 64m;\n\
            location / {{\n   proxy_pass http://aide;\n   proxy_http_version 1.1;\n\
            proxy_set_header Connection \"\";\n   proxy_set_header Host $http_host;\n\
@@ -719,6 +719,9 @@ async fn soak_several_servers_behind_a_proxy_keeps_every_promise() {
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
             .pool_max_idle_per_host(256)
+            // Shorter than the servers' keep-alive (HTTP_HEADER_TIMEOUT_SECONDS, 10 s), so no
+            // request goes out on a connection the server is closing.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .expect("client"),
         proxy: format!("http://{host}"),
