@@ -12,8 +12,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::TryStreamExt;
 use futures_util::future::try_join;
+use futures_util::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use tokio::sync::{Notify, watch};
 
@@ -21,6 +21,9 @@ use super::Storage;
 use crate::db::{self, Db, SystemTx};
 
 const BATCH: i64 = 20;
+/// Entries of a batch handled at once: object stores answer in tens of milliseconds, so one at a
+/// time fell behind a burst of deletions (the soak's 50 a second); more would crowd the pool.
+const CONCURRENCY: usize = 4;
 const POLL: Duration = Duration::from_secs(30);
 
 crate::statement! {
@@ -59,33 +62,52 @@ pub async fn cleanup_due(db: &Db, storage: &Storage) -> Result<usize, db::Error>
     .await?;
     drop(tx);
 
+    let outcomes: Vec<Result<bool, db::Error>> = futures_util::stream::iter(due)
+        .map(|(id, prefix, attempts)| handle(db, storage, id, prefix, attempts))
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
     let mut done = 0;
-    for (id, prefix, attempts) in due {
-        let result = match super::keys::parse_blob(&prefix) {
-            Some((aide, sha256)) => remove_blob(db, storage, aide, &sha256).await,
-            None => remove_prefix(storage, &prefix)
-                .await
-                .map_err(CleanupError::Storage),
-        };
-        let tx = db.system().await?;
-        match result {
-            Ok(objects) => {
-                try_join(tx.execute(&DELETE_ENTRY, &[&id]), tx.commit_queued()).await?;
-                tracing::info!(storage.prefix = %prefix, objects, "deleted objects nothing refers to");
-                done += 1;
-            }
-            Err(e) => {
-                let wait = crate::retry::backoff(attempts);
-                tracing::warn!(storage.prefix = %prefix, attempts, error = %e, "could not delete objects; will retry");
-                try_join(
-                    tx.execute(&RETRY_ENTRY, &[&id, &wait.as_secs_f64(), &e.to_string()]),
-                    tx.commit_queued(),
-                )
-                .await?;
-            }
+    for outcome in outcomes {
+        if outcome? {
+            done += 1;
         }
     }
     Ok(done)
+}
+
+/// Handles one claimed entry: true when its objects are gone and the entry with them.
+async fn handle(
+    db: &Db,
+    storage: &Storage,
+    id: i64,
+    prefix: String,
+    attempts: i32,
+) -> Result<bool, db::Error> {
+    let result = match super::keys::parse_blob(&prefix) {
+        Some((aide, sha256)) => remove_blob(db, storage, aide, &sha256).await,
+        None => remove_prefix(storage, &prefix)
+            .await
+            .map_err(CleanupError::Storage),
+    };
+    let tx = db.system().await?;
+    match result {
+        Ok(objects) => {
+            try_join(tx.execute(&DELETE_ENTRY, &[&id]), tx.commit_queued()).await?;
+            tracing::info!(storage.prefix = %prefix, objects, "deleted objects nothing refers to");
+            Ok(true)
+        }
+        Err(e) => {
+            let wait = crate::retry::backoff(attempts);
+            tracing::warn!(storage.prefix = %prefix, attempts, error = %e, "could not delete objects; will retry");
+            try_join(
+                tx.execute(&RETRY_ENTRY, &[&id, &wait.as_secs_f64(), &e.to_string()]),
+                tx.commit_queued(),
+            )
+            .await?;
+            Ok(false)
+        }
+    }
 }
 
 /// Why an entry could not be handled this time.
@@ -150,15 +172,20 @@ async fn remove_prefix(storage: &Storage, prefix: &str) -> Result<usize, object_
 
 async fn remove_from(store: &dyn ObjectStore, prefix: &str) -> Result<usize, object_store::Error> {
     let prefix = object_store::path::Path::from(prefix);
-    let locations: Vec<object_store::path::Path> = store
+    // Listed and deleted as one stream: S3 deletes up to a thousand keys a request.
+    let listed = store
         .list(Some(&prefix))
         .map_ok(|meta| meta.location)
-        .try_collect()
-        .await?;
-    for location in &locations {
-        store.delete(location).await?;
+        .boxed();
+    let mut deleted = store.delete_stream(listed);
+    let mut count = 0;
+    while let Some(result) = deleted.next().await {
+        match result {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => count += 1,
+            Err(e) => return Err(e),
+        }
     }
-    Ok(locations.len())
+    Ok(count)
 }
 
 /// Runs [`cleanup_due`] when woken (after an aide is deleted) and every [`POLL`], until
@@ -170,8 +197,11 @@ pub async fn run_cleanup(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        if let Err(e) = cleanup_due(&db, &storage).await {
-            tracing::warn!(error = %e, "storage cleanup: could not reach the database");
+        match cleanup_due(&db, &storage).await {
+            // A full batch: more may be due right away (unless the server is stopping).
+            Ok(done) if done == BATCH as usize && !*shutdown.borrow() => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "storage cleanup: could not reach the database"),
         }
         tokio::select! {
             () = wake.notified() => {}

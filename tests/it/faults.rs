@@ -1247,6 +1247,7 @@ async fn outside_services_failing_and_the_server_killed_mid_turn_and_mid_email_l
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    phase("the unread turn finished");
     // Past the write stall (6 s here), the server has let go of the stalled connection.
     tokio::time::sleep(Duration::from_secs(8)).await;
     stalled
@@ -1272,6 +1273,7 @@ async fn outside_services_failing_and_the_server_killed_mid_turn_and_mid_email_l
         "the stalled reader was cut off ({} bytes read)",
         received.len()
     );
+    phase("the stalled reader's connection read to its end");
     upload
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");

@@ -873,6 +873,35 @@ async fn soak_several_servers_behind_a_proxy_keeps_every_promise() {
     }
     let exports_wait = exports_began.elapsed().as_secs_f64();
 
+    // The storage clean-up catches up with the deletions.
+    let cleanup_began = Instant::now();
+    let options: aide::db::ConnectOptions = cluster_url(&data, aide::db::managed::SUPERUSER)
+        .parse()
+        .expect("options");
+    let conn = aide::db::connect(&options).await.expect("connect");
+    let backlog: i64 = conn
+        .query_one("select count(*) from storage_cleanup", &[])
+        .await
+        .expect("backlog")
+        .get(0);
+    loop {
+        let left: i64 = conn
+            .query_one("select count(*) from storage_cleanup", &[])
+            .await
+            .expect("backlog")
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        assert!(
+            cleanup_began.elapsed() < Duration::from_secs(600),
+            "{left} clean-ups still queued"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let cleanup_wait = cleanup_began.elapsed().as_secs_f64();
+    drop(conn);
+
     // Limits and changes, raced across the servers.
     let raced = race_limits(&ctx, &data).await;
     let everywhere = seen_everywhere(&ctx, &stripe, &model).await;
@@ -937,6 +966,9 @@ async fn soak_several_servers_behind_a_proxy_keeps_every_promise() {
         *by_status.entry(*status).or_default() += count;
     }
     eprintln!("soak: answers by status {by_status:?}");
+    eprintln!(
+        "soak: storage clean-ups queued when the load ended {backlog}, all done {cleanup_wait:.1} s later"
+    );
     for (i, (first, last)) in memory.iter().enumerate() {
         eprintln!(
             "soak: server {i} resident memory, peak of the first {window:.0} s {} MiB, of the last {window:.0} s {} MiB",
