@@ -101,21 +101,26 @@ impl Archive {
         Ok(())
     }
 
-    /// An entry streamed from object storage.
+    /// An entry streamed from object storage; false (and no entry) when the object is not there.
     async fn object(
         &mut self,
         name: String,
         store: &dyn ObjectStore,
         key: &object_store::path::Path,
         compress: bool,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
+        let found = match store.get(key).await {
+            Ok(found) => found,
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
         self.start(name, compress).await?;
-        let mut stream = store.get(key).await?.into_stream();
+        let mut stream = found.into_stream();
         while let Some(chunk) = stream.next().await {
             self.write(chunk?).await?;
         }
         self.end();
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -154,6 +159,33 @@ impl<'a> Lines<'a> {
 }
 
 /// Whether a file of this type is worth compressing (text is; images and archives are not).
+/// An object was not in storage: fine when its aide was deleted, or its workspace blob (`sha256`)
+/// is no longer referred to, since the export listed it (recorded in `skipped`); an error when
+/// it still should be there.
+async fn changed_meanwhile(
+    state: &AppState,
+    user: UserId,
+    aide: Uuid,
+    sha256: Option<&Vec<u8>>,
+    name: &str,
+    skipped: &mut Vec<Value>,
+) -> anyhow::Result<()> {
+    let tx = state.db.user(user).await?;
+    let no_blob: Vec<u8> = Vec::new();
+    let still: bool = tx
+        .value(
+            &repo::STILL_STORED,
+            &[&aide, &user, sha256.unwrap_or(&no_blob), &sha256.is_some()],
+        )
+        .await?;
+    tx.rollback();
+    if still {
+        anyhow::bail!("{name} is missing from storage");
+    }
+    skipped.push(json!({"path": name, "reason": "deleted or replaced while the export ran"}));
+    Ok(())
+}
+
 fn compressible(content_type: &str) -> bool {
     content_type.starts_with("text/")
         || content_type.contains("json")
@@ -185,6 +217,7 @@ struct Counts {
 /// Writes every entry, the manifest last.
 async fn feed(state: &AppState, user: UserId, archive: &mut Archive) -> anyhow::Result<()> {
     let mut counts = Counts::default();
+    let mut skipped: Vec<Value> = Vec::new();
     let generated_at = Utc::now();
     archive
         .entry("README.txt".to_string(), readme(&generated_at).into_bytes())
@@ -288,29 +321,38 @@ async fn feed(state: &AppState, user: UserId, archive: &mut Archive) -> anyhow::
             )
             .await?;
 
+        // The person may go on working while the export runs: a file replaced or an aide
+        // deleted since the lists above were read can have its bytes removed before they are
+        // copied. That is left out and named in the manifest; a missing object that is still
+        // referred to fails the export.
         for f in &files {
-            counts.workspace_files += 1;
-            archive
-                .object(
-                    format!("{base}/files/{}", f.path),
-                    state.storage.workspace.as_ref(),
-                    &keys::blob(aide.id, &f.sha256),
-                    compressible(&f.content_type),
-                )
-                .await?;
+            let name = format!("{base}/files/{}", f.path);
+            let key = keys::blob(aide.id, &f.sha256);
+            let workspace = state.storage.workspace.as_ref();
+            if archive
+                .object(name.clone(), workspace, &key, compressible(&f.content_type))
+                .await?
+            {
+                counts.workspace_files += 1;
+            } else {
+                changed_meanwhile(state, user, aide.id, Some(&f.sha256), &name, &mut skipped)
+                    .await?;
+            }
         }
         for v in &versions {
             counts.published_versions += 1;
             for f in version_files.iter().filter(|f| f.number == v.version) {
-                counts.published_files += 1;
-                archive
-                    .object(
-                        format!("{base}/published/v{}/{}", v.version, f.path),
-                        state.storage.published.as_ref(),
-                        &keys::published_file(&v.r2_key, &f.path, &f.sha256),
-                        compressible(&f.content_type),
-                    )
-                    .await?;
+                let name = format!("{base}/published/v{}/{}", v.version, f.path);
+                let key = keys::published_file(&v.r2_key, &f.path, &f.sha256);
+                let published = state.storage.published.as_ref();
+                if archive
+                    .object(name.clone(), published, &key, compressible(&f.content_type))
+                    .await?
+                {
+                    counts.published_files += 1;
+                } else {
+                    changed_meanwhile(state, user, aide.id, None, &name, &mut skipped).await?;
+                }
             }
         }
     }
@@ -344,6 +386,7 @@ async fn feed(state: &AppState, user: UserId, archive: &mut Archive) -> anyhow::
             "audit_rows": counts.audit_rows,
         },
         "files": archive.files,
+        "skipped": skipped,
     });
     archive
         .entry(

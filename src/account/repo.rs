@@ -43,6 +43,13 @@ crate::statement! {
          join conversations c on c.id = m.conversation_id and c.user_id = m.user_id
          where c.aide_id = $1 and m.user_id = $2 and m.id > $3
          order by m.id limit 500";
+    /// Whether aide `$1` of user `$2` still exists and, when `$4`, still refers to workspace blob
+    /// `$3` (a file or a kept revision): an object missing from storage is then a fault, not a
+    /// change made while the export ran.
+    pub(super) STILL_STORED: User = "select exists (select 1 from aides where id = $1 and user_id = $2)
+             and (not $4
+                  or exists (select 1 from workspace_files where aide_id = $1 and user_id = $2 and sha256 = $3)
+                  or exists (select 1 from workspace_revision_files where aide_id = $1 and user_id = $2 and sha256 = $3))";
     pub(super) FILES: User = "select path, size_bytes, content_type, sha256, updated_at
          from workspace_files where aide_id = $1 and user_id = $2 order by path";
     pub(super) REVISIONS: User = "select number, cause, turn_id, restored_from, file_count, size_bytes, created_at

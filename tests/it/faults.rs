@@ -283,7 +283,32 @@ fn postgres_restarted_under_uploads_answers_503_then_recovers_with_every_acknowl
 struct Relay {
     port: u16,
     down: Arc<std::sync::atomic::AtomicBool>,
+    /// Milliseconds each chunk waits before it is passed on, both ways (a slow store).
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
     open: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+/// Copies `from` to `to` chunk by chunk, each chunk held back `delay_ms` first.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let delay = delay_ms.load(std::sync::atomic::Ordering::Acquire);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 impl Relay {
@@ -294,23 +319,41 @@ impl Relay {
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let open: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (d, o) = (down.clone(), open.clone());
+        let (d, o, delay) = (down.clone(), open.clone(), delay_ms.clone());
         tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 if d.load(std::sync::atomic::Ordering::Acquire) {
                     continue;
                 }
-                let upstream = upstream.clone();
+                let (upstream, delay) = (upstream.clone(), delay.clone());
                 let task = tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    if let Ok(server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let (client_read, client_write) = client.into_split();
+                        let (server_read, server_write) = server.into_split();
+                        tokio::join!(
+                            pump(client_read, server_write, delay.clone()),
+                            pump(server_read, client_write, delay)
+                        );
                     }
                 });
                 o.lock().expect("lock").push(task.abort_handle());
             }
         });
-        Relay { port, down, open }
+        Relay {
+            port,
+            down,
+            delay_ms,
+            open,
+        }
+    }
+
+    fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(
+            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Release,
+        );
     }
 
     fn set_down(&self, down: bool) {
@@ -326,7 +369,7 @@ impl Relay {
 /// The object store unreachable during uploads, publishes and reads: each answers 503 with
 /// Retry-After in our shape (never a 500), within the storage client's retry budget; nothing half
 /// done is left (no file recorded without its bytes, no version without its files); when storage
-/// is back, everything works again.
+/// is back, everything works again. Then slow: everything still succeeds, later.
 #[tokio::test]
 async fn the_object_store_down_is_a_503_and_leaves_nothing_half_done() {
     use axum::http::StatusCode;
@@ -424,6 +467,27 @@ async fn the_object_store_down_is_a_503_and_leaves_nothing_half_done() {
     let page = app.send(Req::get(&format!("/s/{slug}/"))).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("<h1>Two</h1>"), "{}", page.body);
+
+    // Slow (every chunk held back 400 ms each way): an upload, a publish and the public page
+    // read after it still succeed, only later, and show the new content.
+    relay.set_delay(Duration::from_millis(400));
+    let started = Instant::now();
+    app.put_file(&token, &aide, "index.html", "<h1>Three</h1>")
+        .await;
+    app.publish(&token, &aide).await;
+    let page = app.send(Req::get(&format!("/s/{slug}/"))).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("<h1>Three</h1>"), "{}", page.body);
+    let read = app
+        .send(Req::get(&format!("/api/aides/{aide}/files/notes.txt")).bearer(&token))
+        .await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.body, "stored now");
+    eprintln!(
+        "with a slow store: upload, publish, public read and file read in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    relay.set_delay(Duration::ZERO);
 }
 
 /// Starts `aide serve` on `data` and `port` (a restart of an earlier one); returns once ready.
