@@ -1054,6 +1054,7 @@ async fn outside_services_failing_and_the_server_killed_mid_turn_and_mid_email_l
 
     phase("model broke off: turn failed and given back, page unchanged");
     // SIGKILL while a turn runs: failed and given back after the restart.
+    let asked_before = model.received().len();
     model.script(vec![Answer::Stall {
         events: vec![(
             "message_start".into(),
@@ -1095,6 +1096,8 @@ async fn outside_services_failing_and_the_server_killed_mid_turn_and_mid_email_l
         assert!(Instant::now() < deadline, "the turn did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // Killed only once the model has been asked (and so has taken the stalling answer).
+    wait_for("the model asked", || model.received().len() > asked_before).await;
     assert_eq!(
         call(Method::GET, "/auth/me", t, None).await.json()["turns"]["used"],
         1
@@ -1268,18 +1271,20 @@ async fn outside_services_failing_and_the_server_killed_mid_turn_and_mid_email_l
     }]);
     let mut stalled = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     // A receive buffer of 4 KiB: the client's window fills at once, as a reader that stopped.
-    let small: libc::c_int = 4096;
-    // SAFETY: setsockopt on our own open socket, with a pointer to a live c_int and its size.
-    let set = unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&stalled),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            std::ptr::from_ref(&small).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
+    let receive_buffer = |stream: &TcpStream, size: libc::c_int| {
+        // SAFETY: setsockopt on our own open socket, with a pointer to a live c_int and its size.
+        let set = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(stream),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                std::ptr::from_ref(&size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0);
     };
-    assert_eq!(set, 0);
+    receive_buffer(&stalled, 4096);
     let body = json!({"content": "talk a lot", "client_turn_id": "f-4"}).to_string();
     write!(
         stalled,
@@ -1317,6 +1322,9 @@ async fn outside_services_failing_and_the_server_killed_mid_turn_and_mid_email_l
     stalled
         .set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
+    // Read what the server had sent before it gave up, at full speed (a window of 4 KiB would
+    // take minutes to move the megabytes its send buffer held).
+    receive_buffer(&stalled, 8 << 20);
     let mut received = Vec::new();
     let ended = stalled.read_to_end(&mut received);
     let text = String::from_utf8_lossy(&received);
